@@ -1,0 +1,71 @@
+/* dump.h - reading calibration dumps: tensors under /activations, streamed along axis 0 */
+#ifndef QCAL_DUMP_H
+#define QCAL_DUMP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "qcal/plugin.h"
+
+/* Element types of a dump dataset, as stored (raw reads keep them; dump_convert widens). */
+enum dump_dtype {
+    DUMP_F32 = 1,
+    DUMP_F64,
+    DUMP_F16,  /* IEEE half, as h5py/numpy write it */
+    DUMP_BF16, /* custom HDF5 float (8-bit exponent, 7-bit mantissa) or uint16 + dtype attr */
+    DUMP_I8,
+    DUMP_U8,
+    DUMP_I16,
+    DUMP_U16,
+    DUMP_I32,
+    DUMP_U32,
+    DUMP_I64,
+    DUMP_U64,
+};
+
+typedef struct dump_tensor {
+    char *name;          /* path under /activations (or under / when that group is absent) */
+    char *orig_name;     /* the `name` attribute when present, else a copy of name */
+    char *op_type;       /* the `op_type` attribute, or NULL */
+    int rank;            /* 1..QCAL_MAX_RANK */
+    uint64_t dims[QCAL_MAX_RANK];
+    int channel_axis;    /* `channel_axis` attribute, default 1 when rank >= 2, else -1 */
+    int dtype;           /* enum dump_dtype */
+    size_t elem_size;    /* bytes per raw element in memory (native byte order) */
+    uint64_t chunk_rows; /* rows of axis 0 per chunk, 0 when not chunked */
+    uint64_t row_size;   /* elements per sample: product of dims[1..] */
+} dump_tensor;
+
+typedef struct dump dump;
+
+/* Opens a dump and lists its tensors (sorted by name). Any dataset that is not a usable
+ * tensor (strings, compound, scalar, empty, rank > QCAL_MAX_RANK, bad channel_axis, an
+ * unavailable filter) is an error naming the file and the dataset: qcal never calibrates
+ * half a model silently. */
+int dump_open(const char *path, dump **out, qerror *e);
+void dump_close(dump *d);
+
+const char *dump_path(const dump *d);
+size_t dump_count(const dump *d);
+const dump_tensor *dump_get(const dump *d, size_t i);
+/* Index of the tensor with this name (or orig_name), or -1. */
+long dump_find(const dump *d, const char *name);
+const char *dump_dtype_name(int dtype);
+
+/* Rows per slab for tensor i: whole chunks, about `slab_bytes` of float32 output, >= 1. */
+uint64_t dump_slab_rows(const dump *d, size_t i, size_t slab_bytes);
+
+/* Reads rows [row0, row0 + nrows) of tensor i into `raw` (nrows * row_size * elem_size
+ * bytes), in the stored element type, native byte order: no conversion. NOT thread-safe:
+ * one thread makes every HDF5 call. */
+int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e);
+
+/* Converts n raw elements of `dtype` to float32. Thread-safe, no HDF5 calls. */
+void dump_convert(int dtype, const void *raw, size_t n, float *out);
+
+/* Exposed for tests: IEEE half and bfloat16 bit patterns to float. */
+float dump_half_to_float(uint16_t h);
+float dump_bf16_to_float(uint16_t b);
+
+#endif

@@ -1,0 +1,43 @@
+/* fixtures.h - writing test dumps and reference data, independently of the code under test */
+#ifndef QCAL_TEST_FIXTURES_H
+#define QCAL_TEST_FIXTURES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FX_NO_ATTR (-100) /* channel_axis: write no attribute */
+
+typedef struct fx_dataset {
+    const char *name;       /* path under /activations (may contain '/'), or under / if root */
+    int dtype;              /* DUMP_* from core/dump.h: the stored type */
+    int rank;
+    uint64_t dims[8];
+    uint64_t chunk_rows;    /* 0: contiguous; else chunks of (chunk_rows, dims[1..]) */
+    const void *data;       /* raw values in the stored type (F16/BF16: uint16 bit patterns) */
+    int channel_axis;       /* FX_NO_ATTR, or the int attribute to write */
+    const char *op_type;    /* NULL: no attribute */
+    const char *orig_name;  /* NULL: no `name` attribute */
+    int bf16_as_uint16;     /* BF16 only: store as uint16 + dtype="bfloat16" attribute */
+    int gzip;               /* deflate level (needs chunk_rows), 0 = none */
+    int shuffle;            /* shuffle filter before deflate */
+} fx_dataset;
+
+/* Writes a dump with the datasets under /activations (at the root if at_root). 0 on success. */
+int fx_write_dump(const char *path, const fx_dataset *ds, size_t n, int at_root);
+
+/* A fresh private directory under /tmp (malloc'd path), removed by fx_rmtree. */
+char *fx_tmpdir(void);
+void fx_rmtree(const char *dir);
+/* dir + "/" + name, malloc'd. */
+char *fx_path(const char *dir, const char *name);
+
+/* Deterministic data: splitmix64-based uniform and Box-Muller gaussian. */
+uint64_t fx_rand_u64(uint64_t *state);
+double fx_rand_uniform(uint64_t *state); /* [0, 1) */
+void fx_fill_gauss(float *x, size_t n, uint64_t seed, float mean, float stddev);
+
+/* float -> IEEE half / bfloat16 bits, round to nearest even (reference, written here). */
+uint16_t fx_float_to_half(float f);
+uint16_t fx_float_to_bf16(float f);
+
+#endif
