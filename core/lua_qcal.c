@@ -1,1 +1,856 @@
-/* placeholder: being written */
+/* lua_qcal.c - the `qcal` Lua module: recipes declare work, the C engine does it */
+#include "lua_qcal.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hstat.h"
+#include "params.h"
+#include "pass.h"
+#include "qmath.h"
+
+#define CTX_KEY "qcal.ctx"
+#define PASS_MT "qcal.Pass"
+#define STAT_MT "qcal.Stat"
+
+static char describe_stop; /* its address is the error object that ends a describe run */
+
+typedef struct lpass {
+    pass *p;
+    int ran;
+} lpass;
+
+typedef struct lstat {
+    hstat *s;
+    char tensor[256]; /* the tensor it was observed on, for messages */
+} lstat;
+
+static lua_qcal_ctx *get_ctx(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+    lua_qcal_ctx *ctx = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return ctx;
+}
+
+/* Raises a Lua error from a host error, after every host resource is released. */
+static int raise(lua_State *L, const qerror *e)
+{
+    luaL_where(L, 1);
+    lua_pushstring(L, e->msg);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+static lua_qcal_ctx *need_dump(lua_State *L)
+{
+    lua_qcal_ctx *ctx = get_ctx(L);
+    if (!ctx->d)
+        luaL_error(L, "no dump is open");
+    return ctx;
+}
+
+/* ---- qcal.params ---------------------------------------------------------------------- */
+
+static const char *lua_kind(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TBOOLEAN)
+        return "boolean";
+    if (lua_isinteger(L, idx))
+        return "integer";
+    if (lua_type(L, idx) == LUA_TNUMBER)
+        return "number";
+    return "string";
+}
+
+static int is_true_word(const char *s) { return !strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "yes") || !strcmp(s, "on"); }
+static int is_false_word(const char *s) { return !strcmp(s, "false") || !strcmp(s, "0") || !strcmp(s, "no") || !strcmp(s, "off"); }
+
+/* Pushes the command-line text converted to the type of the default at index def. */
+static int push_typed(lua_State *L, int def, const char *key, const char *text, qerror *e)
+{
+    const char *kind = lua_kind(L, def);
+    char *end = NULL;
+    if (!strcmp(kind, "boolean")) {
+        if (!is_true_word(text) && !is_false_word(text))
+            return qerror_set(e, QERR_USAGE, "parameter '%s': expected a boolean, found '%s'", key, text);
+        lua_pushboolean(L, is_true_word(text));
+    } else if (!strcmp(kind, "integer")) {
+        long long v = strtoll(text, &end, 10);
+        if (!*text || *end)
+            return qerror_set(e, QERR_USAGE, "parameter '%s': expected an integer, found '%s'", key, text);
+        lua_pushinteger(L, (lua_Integer)v);
+    } else if (!strcmp(kind, "number")) {
+        double v = strtod(text, &end);
+        if (!*text || *end || !isfinite(v))
+            return qerror_set(e, QERR_USAGE, "parameter '%s': expected a number, found '%s'", key, text);
+        lua_pushnumber(L, v);
+    } else {
+        lua_pushstring(L, text);
+    }
+    return 0;
+}
+
+static void record_param(lua_State *L, lua_qcal_ctx *ctx, const char *key, int val)
+{
+    if (ctx->n_described == ctx->cap_described)
+        return;
+    recipe_param *rp = &ctx->described[ctx->n_described++];
+    snprintf(rp->name, sizeof rp->name, "%s", key);
+    snprintf(rp->type, sizeof rp->type, "%s", lua_kind(L, val));
+    if (lua_type(L, val) == LUA_TBOOLEAN)
+        snprintf(rp->value, sizeof rp->value, "%s", lua_toboolean(L, val) ? "true" : "false");
+    else
+        snprintf(rp->value, sizeof rp->value, "%s", lua_tostring(L, val));
+}
+
+static int l_params(lua_State *L)
+{
+    lua_qcal_ctx *ctx = get_ctx(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_newtable(L); /* 2: the result */
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            return luaL_error(L, "qcal.params: parameter names must be strings");
+        int t = lua_type(L, -1);
+        if (t != LUA_TBOOLEAN && t != LUA_TNUMBER && t != LUA_TSTRING)
+            return luaL_error(L, "qcal.params: default of '%s' must be a boolean, number or string",
+                              lua_tostring(L, -2));
+        if (ctx->describing)
+            record_param(L, ctx, lua_tostring(L, -2), lua_gettop(L));
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_settable(L, 2);
+    }
+    if (ctx->describing) {
+        lua_pushlightuserdata(L, &describe_stop);
+        return lua_error(L);
+    }
+    for (size_t i = 0; i < ctx->o->n_params; i++) {
+        const param_input *in = &ctx->o->params[i];
+        lua_getfield(L, 1, in->key);
+        if (lua_isnil(L, -1)) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            lua_pushnil(L);
+            for (int first = 1; lua_next(L, 1); first = 0) {
+                lua_pop(L, 1);
+                if (!first)
+                    luaL_addstring(&b, ", ");
+                luaL_addstring(&b, lua_tostring(L, -1));
+            }
+            luaL_pushresult(&b);
+            return luaL_error(L, "unknown parameter '%s' for recipe '%s' (it takes: %s)", in->key,
+                              ctx->recipe_name, lua_tostring(L, -1));
+        }
+        qerror e = {0};
+        if (push_typed(L, lua_gettop(L), in->key, in->s, &e))
+            return luaL_error(L, "recipe '%s': %s", ctx->recipe_name, e.msg);
+        lua_setfield(L, 2, in->key);
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+int lua_qcal_is_describe_stop(lua_State *L, int idx)
+{
+    return lua_touserdata(L, idx) == &describe_stop;
+}
+
+/* ---- tensors -------------------------------------------------------------------------- */
+
+static void push_tensor(lua_State *L, const dump_tensor *t, size_t index)
+{
+    lua_createtable(L, 0, 10);
+    lua_pushstring(L, t->name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, t->orig_name);
+    lua_setfield(L, -2, "orig_name");
+    lua_pushstring(L, dump_dtype_name(t->dtype));
+    lua_setfield(L, -2, "dtype");
+    lua_pushinteger(L, t->rank);
+    lua_setfield(L, -2, "rank");
+    lua_createtable(L, t->rank, 0);
+    double numel = 1;
+    for (int i = 0; i < t->rank; i++) {
+        lua_pushinteger(L, (lua_Integer)t->dims[i]);
+        lua_rawseti(L, -2, i + 1);
+        numel *= (double)t->dims[i];
+    }
+    lua_setfield(L, -2, "shape");
+    lua_pushinteger(L, (lua_Integer)t->dims[0]);
+    lua_setfield(L, -2, "samples");
+    lua_pushnumber(L, numel);
+    lua_setfield(L, -2, "numel");
+    if (t->channel_axis >= 0) {
+        lua_pushinteger(L, t->channel_axis);
+        lua_setfield(L, -2, "channel_axis");
+    }
+    if (t->op_type) {
+        lua_pushstring(L, t->op_type);
+        lua_setfield(L, -2, "op_type");
+    }
+    lua_pushinteger(L, (lua_Integer)index + 1);
+    lua_setfield(L, -2, "index");
+}
+
+static int l_tensors(lua_State *L)
+{
+    lua_qcal_ctx *ctx = need_dump(L);
+    size_t n = dump_count(ctx->d);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_tensor(L, dump_get(ctx->d, i), i);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* The tensor index named by argument idx: a name, or a table with a `name` field. */
+static size_t check_tensor(lua_State *L, int idx)
+{
+    lua_qcal_ctx *ctx = need_dump(L);
+    const char *name;
+    if (lua_istable(L, idx)) {
+        lua_getfield(L, idx, "name");
+        name = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    } else {
+        name = lua_tostring(L, idx);
+    }
+    if (!name)
+        luaL_argerror(L, idx, "tensor name or tensor table expected");
+    long i = dump_find(ctx->d, name);
+    if (i < 0)
+        luaL_error(L, "%s: no tensor '%s' in the dump", dump_path(ctx->d), name);
+    return (size_t)i;
+}
+
+static int l_tensor(lua_State *L)
+{
+    lua_qcal_ctx *ctx = need_dump(L);
+    size_t i = check_tensor(L, 1);
+    push_tensor(L, dump_get(ctx->d, i), i);
+    return 1;
+}
+
+/* ---- plugin parameters from a Lua table ----------------------------------------------- */
+
+/* Converts table idx (or nil) to inputs and resolves them against the declarations. */
+static void check_plugin_params(lua_State *L, int idx, const char *what, const qcal_param *decl,
+                                uint32_t n_decl, qcal_value *out)
+{
+    param_input in[64];
+    size_t n = 0;
+    if (!lua_isnoneornil(L, idx)) {
+        luaL_checktype(L, idx, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (n == 64)
+                luaL_error(L, "%s: too many parameters", what);
+            param_input *p = &in[n++];
+            memset(p, 0, sizeof *p);
+            p->key = lua_tostring(L, -2); /* the key stays referenced by the table */
+            if (!p->key || lua_type(L, -2) != LUA_TSTRING)
+                luaL_error(L, "%s: parameter names must be strings", what);
+            int t = lua_type(L, -1);
+            if (t == LUA_TBOOLEAN)
+                p->type = PARAM_IN_BOOL, p->i = lua_toboolean(L, -1);
+            else if (lua_isinteger(L, -1))
+                p->type = PARAM_IN_INT, p->i = lua_tointeger(L, -1);
+            else if (t == LUA_TNUMBER)
+                p->type = PARAM_IN_FLOAT, p->f = lua_tonumber(L, -1);
+            else if (t == LUA_TSTRING)
+                p->type = PARAM_IN_STRING, p->s = lua_tostring(L, -1);
+            else
+                luaL_error(L, "%s: parameter '%s' has a %s value", what, p->key, luaL_typename(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    qerror e = {0};
+    if (params_resolve(what, decl, n_decl, in, n, out, &e))
+        raise(L, &e);
+}
+
+/* ---- statistics ----------------------------------------------------------------------- */
+
+static lstat *push_stat(lua_State *L, const char *tensor)
+{
+    lstat *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+    ls->s = NULL;
+    snprintf(ls->tensor, sizeof ls->tensor, "%s", tensor ? tensor : "");
+    luaL_setmetatable(L, STAT_MT);
+    return ls;
+}
+
+static int stat_gc(lua_State *L)
+{
+    lstat *ls = luaL_checkudata(L, 1, STAT_MT);
+    hstat_free(ls->s);
+    ls->s = NULL;
+    return 0;
+}
+
+static lstat *check_stat(lua_State *L, int idx)
+{
+    lstat *ls = luaL_checkudata(L, idx, STAT_MT);
+    if (!ls->s)
+        luaL_argerror(L, idx, "statistic already released");
+    return ls;
+}
+
+static void push_array_values(lua_State *L, const qcal_array *a)
+{
+    uint64_t n = hstat_array_count(a);
+    lua_createtable(L, n < INT32_MAX ? (int)n : 0, 0);
+    for (uint64_t i = 0; i < n; i++) {
+        switch (a->dtype) {
+        case QCAL_DTYPE_F32: lua_pushnumber(L, ((const float *)a->data)[i]); break;
+        case QCAL_DTYPE_F64: lua_pushnumber(L, ((const double *)a->data)[i]); break;
+        case QCAL_DTYPE_I64: lua_pushinteger(L, ((const int64_t *)a->data)[i]); break;
+        default: lua_pushinteger(L, (lua_Integer)((const uint64_t *)a->data)[i]); break;
+        }
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+static int stat_array(lua_State *L)
+{
+    lstat *ls = check_stat(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    const qcal_array *a = hstat_find(&ls->s->view, name);
+    if (!a)
+        return luaL_error(L, "statistic '%s' has no array '%s'", ls->s->view.kind, name);
+    push_array_values(L, a);
+    return 1;
+}
+
+static int stat_shape(lua_State *L)
+{
+    lstat *ls = check_stat(L, 1);
+    const qcal_array *a = hstat_find(&ls->s->view, luaL_checkstring(L, 2));
+    if (!a)
+        return luaL_error(L, "statistic '%s' has no array '%s'", ls->s->view.kind, lua_tostring(L, 2));
+    lua_createtable(L, (int)a->rank, 0);
+    for (uint32_t i = 0; i < a->rank; i++) {
+        lua_pushinteger(L, (lua_Integer)a->shape[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static int stat_names(lua_State *L)
+{
+    lstat *ls = check_stat(L, 1);
+    lua_createtable(L, (int)ls->s->view.n_arrays, 0);
+    for (uint32_t i = 0; i < ls->s->view.n_arrays; i++) {
+        lua_pushstring(L, ls->s->view.arrays[i].name);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static int stat_index(lua_State *L)
+{
+    lstat *ls = check_stat(L, 1);
+    const char *key = luaL_checkstring(L, 2);
+    if (!strcmp(key, "kind"))
+        lua_pushstring(L, ls->s->view.kind);
+    else if (!strcmp(key, "kind_version"))
+        lua_pushinteger(L, ls->s->view.kind_version);
+    else if (!strcmp(key, "channels"))
+        lua_pushinteger(L, (lua_Integer)ls->s->view.channels);
+    else if (!strcmp(key, "tensor"))
+        lua_pushstring(L, ls->tensor);
+    else if (luaL_getmetafield(L, 1, "methods") == LUA_TTABLE)
+        lua_getfield(L, -1, key);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* ---- passes --------------------------------------------------------------------------- */
+
+static int l_pass(lua_State *L)
+{
+    lua_qcal_ctx *ctx = need_dump(L);
+    lpass *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    lp->p = NULL;
+    lp->ran = 0;
+    luaL_setmetatable(L, PASS_MT);
+    if (!(lp->p = pass_new(ctx->d)))
+        return luaL_error(L, "out of memory");
+    return 1;
+}
+
+static int pass_gc(lua_State *L)
+{
+    lpass *lp = luaL_checkudata(L, 1, PASS_MT);
+    pass_free(lp->p);
+    lp->p = NULL;
+    return 0;
+}
+
+static lpass *check_pass(lua_State *L, int idx)
+{
+    lpass *lp = luaL_checkudata(L, idx, PASS_MT);
+    if (!lp->p)
+        luaL_argerror(L, idx, "pass already released");
+    return lp;
+}
+
+/* pass:observe(tensor, observer [, params [, {axis = n}]]) -> id */
+static int pass_observe_l(lua_State *L)
+{
+    lpass *lp = check_pass(L, 1);
+    lua_qcal_ctx *ctx = get_ctx(L);
+    size_t tensor = check_tensor(L, 2);
+    const char *name = luaL_checkstring(L, 3);
+    const reg_observer *obs = registry_observer(ctx->o->reg, name);
+    if (!obs)
+        return luaL_error(L, "no observer '%s' (see `qcal list`)", name);
+    if (lp->ran)
+        return luaL_error(L, "pass:observe after pass:run; make a new pass with qcal.pass()");
+    char what[160];
+    snprintf(what, sizeof what, "observer '%s'", name);
+    qcal_value values[64];
+    if (obs->desc.n_params > 64)
+        return luaL_error(L, "%s declares too many parameters", what);
+    check_plugin_params(L, 4, what, obs->desc.params, obs->desc.n_params, values);
+    int axis = PASS_AXIS_DEFAULT;
+    if (lua_istable(L, 5)) {
+        lua_getfield(L, 5, "axis");
+        if (!lua_isnil(L, -1))
+            axis = (int)luaL_checkinteger(L, -1);
+        lua_pop(L, 1);
+    }
+    qerror e = {0};
+    int h = pass_observe(lp->p, tensor, obs, values, axis, &e);
+    if (h < 0)
+        return raise(L, &e);
+    lua_pushinteger(L, h + 1);
+    return 1;
+}
+
+static uint64_t opt_count(lua_State *L, int idx, const char *key, uint64_t def)
+{
+    if (!lua_istable(L, idx))
+        return def;
+    lua_getfield(L, idx, key);
+    uint64_t v = def;
+    if (!lua_isnil(L, -1)) {
+        lua_Integer i = luaL_checkinteger(L, -1);
+        if (i < 0)
+            luaL_error(L, "pass:run: '%s' must be >= 0, got %lld", key, (long long)i);
+        v = (uint64_t)i;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Keeps every observer's serialized state for /statistics. */
+static void save_states(lua_State *L, lua_qcal_ctx *ctx, pass *p)
+{
+    for (size_t h = 0; h < pass_count(p); h++) {
+        hstat *state = NULL;
+        qerror e = {0};
+        const reg_observer *obs = pass_observer(p, (int)h);
+        char params[512] = "";
+        size_t len = 0;
+        for (uint32_t k = 0; k < obs->desc.n_params && len < sizeof params - 1; k++) {
+            char v[96];
+            params_format(&obs->desc.params[k], pass_params(p, (int)h)[k], v, sizeof v);
+            len += (size_t)snprintf(params + len, sizeof params - len, "%s%s=%s", k ? " " : "",
+                                    obs->desc.params[k].name, v);
+        }
+        const char *tensor = dump_get(ctx->d, pass_tensor(p, (int)h))->name;
+        if (pass_serialize(p, (int)h, &state, &e) ||
+            results_add_stat(ctx->res, tensor, obs->desc.name, params, state, &e))
+            raise(L, &e);
+    }
+}
+
+static int pass_run_l(lua_State *L)
+{
+    lpass *lp = check_pass(L, 1);
+    lua_qcal_ctx *ctx = get_ctx(L);
+    pass_options o = ctx->o->pass;
+    o.threads = (int)opt_count(L, 2, "threads", (uint64_t)o.threads);
+    o.max_rows = opt_count(L, 2, "max_rows", o.max_rows);
+    o.batch_size = opt_count(L, 2, "batch_size", o.batch_size);
+    if (o.threads < 1 || o.threads > 256)
+        return luaL_error(L, "pass:run: threads must be in [1, 256], got %d", o.threads);
+    qerror e = {0};
+    if (pass_run(lp->p, &o, &e))
+        return raise(L, &e);
+    lp->ran = 1;
+    save_states(L, ctx, lp->p);
+    return 0;
+}
+
+static int pass_stat_l(lua_State *L, int serialized)
+{
+    lpass *lp = check_pass(L, 1);
+    lua_qcal_ctx *ctx = get_ctx(L);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    if (!lp->ran)
+        return luaL_error(L, "pass:statistic before pass:run");
+    if (id < 1 || (size_t)id > pass_count(lp->p))
+        return luaL_error(L, "no observation #%d in this pass", (int)id);
+    int h = (int)id - 1;
+    lstat *ls = push_stat(L, dump_get(ctx->d, pass_tensor(lp->p, h))->name);
+    qerror e = {0};
+    int rc = serialized ? pass_serialize(lp->p, h, &ls->s, &e) : pass_finalize(lp->p, h, &ls->s, &e);
+    if (rc)
+        return raise(L, &e);
+    return 1;
+}
+
+static int pass_statistic_l(lua_State *L) { return pass_stat_l(L, 0); }
+static int pass_state_l(lua_State *L) { return pass_stat_l(L, 1); }
+
+/* ---- specs, estimators, results ------------------------------------------------------- */
+
+static int opt_bool(lua_State *L, int idx, const char *key, int def)
+{
+    lua_getfield(L, idx, key);
+    int v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static lua_Integer opt_int(lua_State *L, int idx, const char *key, lua_Integer def)
+{
+    lua_getfield(L, idx, key);
+    lua_Integer v = lua_isnil(L, -1) ? def : luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Reads a spec table. Per-channel specs without `axis` take default_axis. */
+static void check_spec(lua_State *L, int idx, int default_axis, qcal_qspec *out)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int symmetric = opt_bool(L, idx, "symmetric", 0);
+    uint32_t flags = (opt_bool(L, idx, "signed", symmetric) ? QCAL_QSPEC_SIGNED : 0) |
+                     (symmetric ? QCAL_QSPEC_SYMMETRIC : 0) |
+                     (opt_bool(L, idx, "narrow_range", 0) ? QCAL_QSPEC_NARROW : 0) |
+                     (opt_bool(L, idx, "per_channel", 0) ? QCAL_QSPEC_PER_CHANNEL : 0);
+    lua_Integer axis = opt_int(L, idx, "axis", default_axis);
+    lua_Integer bits = opt_int(L, idx, "bits", 8);
+    qerror e = {0};
+    if (bits < 2 || bits > 16)
+        luaL_error(L, "spec: bits must be in [2, 16], got %d", (int)bits);
+    if (qmath_spec(out, (int)bits, flags, (flags & QCAL_QSPEC_PER_CHANNEL) ? (int)axis : -1, &e))
+        raise(L, &e);
+}
+
+static int l_spec(lua_State *L)
+{
+    qcal_qspec s;
+    check_spec(L, 1, 1, &s);
+    lua_createtable(L, 0, 8);
+    lua_pushinteger(L, s.bits);
+    lua_setfield(L, -2, "bits");
+    lua_pushboolean(L, (s.flags & QCAL_QSPEC_SIGNED) != 0);
+    lua_setfield(L, -2, "signed");
+    lua_pushboolean(L, (s.flags & QCAL_QSPEC_SYMMETRIC) != 0);
+    lua_setfield(L, -2, "symmetric");
+    lua_pushboolean(L, (s.flags & QCAL_QSPEC_NARROW) != 0);
+    lua_setfield(L, -2, "narrow_range");
+    lua_pushboolean(L, (s.flags & QCAL_QSPEC_PER_CHANNEL) != 0);
+    lua_setfield(L, -2, "per_channel");
+    lua_getfield(L, 1, "axis");
+    lua_setfield(L, -2, "axis");
+    lua_pushinteger(L, (lua_Integer)s.qmin);
+    lua_setfield(L, -2, "qmin");
+    lua_pushinteger(L, (lua_Integer)s.qmax);
+    lua_setfield(L, -2, "qmax");
+    return 1;
+}
+
+static int accepts_kind(const reg_estimator *est, const char *kind)
+{
+    for (const char *const *k = est->desc.accepts; *k; k++)
+        if (!strcmp(*k, kind))
+            return 1;
+    return 0;
+}
+
+static void push_ranges(lua_State *L, const qcal_range *r, uint64_t n, int per_channel)
+{
+    lua_createtable(L, 0, 3);
+    if (!per_channel) {
+        lua_pushnumber(L, r[0].lo);
+        lua_setfield(L, -2, "lo");
+        lua_pushnumber(L, r[0].hi);
+        lua_setfield(L, -2, "hi");
+        return;
+    }
+    for (int side = 0; side < 2; side++) {
+        lua_createtable(L, (int)n, 0);
+        for (uint64_t i = 0; i < n; i++) {
+            lua_pushnumber(L, side ? r[i].hi : r[i].lo);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_setfield(L, -2, side ? "hi" : "lo");
+    }
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_setfield(L, -2, "channels");
+}
+
+/* Calls the plugin; returns 0 or fills e. Ranges are checked: never a NaN or inverted one. */
+static int call_estimator(const reg_estimator *est, const lstat *ls, const qcal_value *params,
+                          const qcal_qspec *spec, qcal_range *out, uint64_t n, qerror *e)
+{
+    qcal_err perr;
+    memset(&perr, 0, sizeof perr);
+    const char *file = strrchr(est->plugin->path, '/') ? strrchr(est->plugin->path, '/') + 1 : est->plugin->path;
+    int rc = est->desc.estimate(&ls->s->view, params, spec, out, n, &perr);
+    perr.msg[sizeof perr.msg - 1] = '\0';
+    if (rc != QCAL_OK)
+        return qerror_set(e, rc == QCAL_E_DATA ? QERR_DATA : QERR_SOFTWARE,
+                          "%s: estimator '%s' on tensor '%s': %s", file, est->desc.name,
+                          ls->tensor, perr.msg[0] ? perr.msg : "failed");
+    for (uint64_t i = 0; i < n; i++)
+        if (!isfinite(out[i].lo) || !isfinite(out[i].hi) || out[i].lo > out[i].hi)
+            return qerror_set(e, QERR_SOFTWARE,
+                              "%s: estimator '%s' on tensor '%s' returned an invalid range "
+                              "[%g, %g] (channel %llu)", file, est->desc.name, ls->tensor,
+                              out[i].lo, out[i].hi, (unsigned long long)i);
+    return 0;
+}
+
+/* qcal.estimate(estimator, stat, spec [, params]) -> {lo=, hi=} or per channel {lo={}, hi={}} */
+static int l_estimate(lua_State *L)
+{
+    lua_qcal_ctx *ctx = get_ctx(L);
+    const char *name = luaL_checkstring(L, 1);
+    lstat *ls = check_stat(L, 2);
+    const reg_estimator *est = registry_estimator(ctx->o->reg, name);
+    if (!est)
+        return luaL_error(L, "no estimator '%s' (see `qcal list`)", name);
+    if (!accepts_kind(est, ls->s->view.kind))
+        return luaL_error(L, "estimator '%s' does not take '%s' statistics (tensor '%s')", name,
+                          ls->s->view.kind, ls->tensor);
+    qcal_qspec spec;
+    check_spec(L, 3, 1, &spec);
+    char what[160];
+    snprintf(what, sizeof what, "estimator '%s'", name);
+    qcal_value values[64];
+    if (est->desc.n_params > 64)
+        return luaL_error(L, "%s declares too many parameters", what);
+    check_plugin_params(L, 4, what, est->desc.params, est->desc.n_params, values);
+    int per_channel = (spec.flags & QCAL_QSPEC_PER_CHANNEL) != 0;
+    uint64_t n = per_channel ? ls->s->view.channels : 1;
+    if (n == 0 || n > ((uint64_t)1 << 24))
+        return luaL_error(L, "statistic of tensor '%s' has %llu channels", ls->tensor,
+                          (unsigned long long)n);
+    qcal_range *r = lua_newuserdatauv(L, n * sizeof *r, 0); /* freed by the GC, even on error */
+    qerror e = {0};
+    if (call_estimator(est, ls, values, &spec, r, n, &e))
+        return raise(L, &e);
+    push_ranges(L, r, n, per_channel);
+    return 1;
+}
+
+static int l_qparams(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    qcal_qspec spec;
+    check_spec(L, 2, 1, &spec);
+    lua_getfield(L, 1, "lo");
+    lua_getfield(L, 1, "hi");
+    double lo = luaL_checknumber(L, -2), hi = luaL_checknumber(L, -1);
+    double scale;
+    int64_t zp;
+    qerror e = {0};
+    if (qmath_qparams(&spec, lo, hi, &scale, &zp, &e))
+        return raise(L, &e);
+    lua_pushnumber(L, scale);
+    lua_pushinteger(L, (lua_Integer)zp);
+    return 2;
+}
+
+/* Reads range.lo / range.hi (numbers, or tables of n numbers) into malloc'd arrays held by
+ * two userdata on the stack. Returns the channel count. */
+static uint64_t check_range(lua_State *L, int idx, double **lo, double **hi)
+{
+    lua_getfield(L, idx, "lo");
+    lua_getfield(L, idx, "hi");
+    int lo_i = lua_gettop(L) - 1, hi_i = lua_gettop(L);
+    if (lua_type(L, lo_i) == LUA_TNUMBER && lua_type(L, hi_i) == LUA_TNUMBER) {
+        *lo = lua_newuserdatauv(L, sizeof(double), 0);
+        *hi = lua_newuserdatauv(L, sizeof(double), 0);
+        **lo = lua_tonumber(L, lo_i);
+        **hi = lua_tonumber(L, hi_i);
+        return 1;
+    }
+    if (!lua_istable(L, lo_i) || !lua_istable(L, hi_i))
+        luaL_error(L, "qcal.put: range needs numbers lo and hi (or tables of them per channel)");
+    lua_Unsigned n = lua_rawlen(L, lo_i);
+    if (n == 0 || n != lua_rawlen(L, hi_i))
+        luaL_error(L, "qcal.put: per-channel lo and hi must have the same non-zero length");
+    *lo = lua_newuserdatauv(L, n * sizeof(double), 0);
+    *hi = lua_newuserdatauv(L, n * sizeof(double), 0);
+    for (lua_Unsigned i = 0; i < n; i++) {
+        lua_rawgeti(L, lo_i, (lua_Integer)i + 1);
+        lua_rawgeti(L, hi_i, (lua_Integer)i + 1);
+        (*lo)[i] = luaL_checknumber(L, -2);
+        (*hi)[i] = luaL_checknumber(L, -1);
+        lua_pop(L, 2);
+    }
+    return n;
+}
+
+static void put_metrics(lua_State *L, int idx, result_tensor *rt)
+{
+    lua_getfield(L, idx, "metrics");
+    if (lua_istable(L, -1)) {
+        int t = lua_gettop(L);
+        rt->has_metrics = 1;
+        lua_getfield(L, t, "mse");
+        rt->mse = luaL_optnumber(L, -1, NAN);
+        lua_getfield(L, t, "sqnr_db");
+        rt->sqnr_db = luaL_optnumber(L, -1, NAN);
+        lua_getfield(L, t, "cosine");
+        rt->cosine = luaL_optnumber(L, -1, NAN);
+        lua_pop(L, 3);
+    }
+    lua_pop(L, 1);
+}
+
+/* qcal.put(tensor, {method=, range=, spec=, note=, metrics=}) */
+static int l_put(lua_State *L)
+{
+    lua_qcal_ctx *ctx = need_dump(L);
+    size_t ti = check_tensor(L, 1);
+    const dump_tensor *t = dump_get(ctx->d, ti);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (ctx->committed)
+        return luaL_error(L, "qcal.put after qcal.commit");
+    lua_getfield(L, 2, "method");
+    const char *method = luaL_optstring(L, -1, "custom");
+    lua_getfield(L, 2, "spec");
+    qcal_qspec spec;
+    check_spec(L, lua_gettop(L), t->channel_axis, &spec);
+    lua_getfield(L, 2, "range");
+    luaL_checktype(L, -1, LUA_TTABLE);
+    double *lo, *hi;
+    uint64_t n = check_range(L, lua_gettop(L), &lo, &hi);
+    int per_channel = (spec.flags & QCAL_QSPEC_PER_CHANNEL) != 0;
+    if (per_channel && (spec.axis < 1 || spec.axis >= t->rank || n != t->dims[spec.axis]))
+        return luaL_error(L, "qcal.put: tensor '%s': per-channel range has %d values, expected "
+                          "one per channel of axis %d", t->name, (int)n, spec.axis);
+    if (!per_channel && n != 1)
+        return luaL_error(L, "qcal.put: tensor '%s': per-tensor spec with %d ranges", t->name, (int)n);
+    qerror e = {0};
+    if (results_put(ctx->res, t->name, t->orig_name, method, &spec, n, lo, hi, &e))
+        return raise(L, &e);
+    result_tensor *rt = results_find(ctx->res, t->name);
+    put_metrics(L, 2, rt);
+    lua_getfield(L, 2, "note");
+    if (lua_isstring(L, -1) && !(rt->note = strdup(lua_tostring(L, -1))))
+        return luaL_error(L, "out of memory");
+    return 0;
+}
+
+int lua_qcal_commit(lua_qcal_ctx *ctx, qerror *e)
+{
+    if (ctx->committed || !ctx->o->output)
+        return 0;
+    ctx->committed = 1;
+    return results_write(ctx->res, ctx->o->output, ctx->o->force, e);
+}
+
+static int l_commit(lua_State *L)
+{
+    lua_qcal_ctx *ctx = get_ctx(L);
+    qerror e = {0};
+    if (lua_qcal_commit(ctx, &e))
+        return raise(L, &e);
+    return 0;
+}
+
+static int l_log(lua_State *L)
+{
+    lua_qcal_ctx *ctx = get_ctx(L);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 1, n = lua_gettop(L); i <= n; i++) {
+        if (i > 1)
+            luaL_addchar(&b, '\t');
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_addchar(&b, '\n');
+    luaL_pushresult(&b);
+    if (ctx->o->log)
+        ctx->o->log(ctx->o->log_ud, lua_tostring(L, -1));
+    return 0;
+}
+
+/* ---- the module ----------------------------------------------------------------------- */
+
+static const luaL_Reg module_fns[] = {
+    {"params", l_params},     {"tensors", l_tensors}, {"tensor", l_tensor},
+    {"pass", l_pass},         {"spec", l_spec},       {"estimate", l_estimate},
+    {"qparams", l_qparams},   {"put", l_put},         {"commit", l_commit},
+    {"log", l_log},           {NULL, NULL},
+};
+
+static const luaL_Reg pass_methods[] = {
+    {"observe", pass_observe_l}, {"run", pass_run_l}, {"statistic", pass_statistic_l},
+    {"state", pass_state_l},     {NULL, NULL},
+};
+
+static const luaL_Reg stat_methods[] = {
+    {"array", stat_array}, {"shape", stat_shape}, {"names", stat_names}, {NULL, NULL},
+};
+
+static int open_module(lua_State *L)
+{
+    lua_qcal_ctx *ctx = get_ctx(L);
+    luaL_newlib(L, module_fns);
+    lua_pushstring(L, QCAL_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, ctx->recipe_name);
+    lua_setfield(L, -2, "recipe");
+    if (ctx->d) {
+        lua_pushstring(L, dump_path(ctx->d));
+        lua_setfield(L, -2, "source");
+    }
+    return 1;
+}
+
+static void make_metatables(lua_State *L)
+{
+    luaL_newmetatable(L, PASS_MT);
+    luaL_newlib(L, pass_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, pass_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, STAT_MT);
+    luaL_newlib(L, stat_methods);
+    lua_setfield(L, -2, "methods");
+    lua_pushcfunction(L, stat_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, stat_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
+void lua_qcal_install(lua_State *L, lua_qcal_ctx *ctx)
+{
+    lua_pushlightuserdata(L, ctx);
+    lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+    make_metatables(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, open_module);
+    lua_setfield(L, -2, "qcal");
+    lua_pop(L, 1);
+}

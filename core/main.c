@@ -1,1 +1,548 @@
-int main(void) { return 0; }
+/* main.c - the qcal command: run, list, info, show */
+#include <hdf5.h>
+#include <lua.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "dump.h"
+#include "params.h"
+#include "recipe.h"
+#include "registry.h"
+#include "results.h"
+
+#define MAX_PLUGIN_PATHS 16
+#define MAX_KV 64
+
+typedef struct cli {
+    const char *command;
+    const char *positional[8];
+    int n_positional;
+    char *kv_text[MAX_KV];
+    param_input kv[MAX_KV];
+    int n_kv;
+    const char *plugin_paths[MAX_PLUGIN_PATHS];
+    int n_plugin_paths;
+    const char *output;
+    int force, unsafe, help, candidates;
+    int threads;
+    size_t slab_bytes, memory_limit;
+    uint64_t batch_size, instruction_limit;
+} cli;
+
+static const char *const usage_text =
+    "usage: qcal COMMAND [options]\n"
+    "\n"
+    "  qcal run RECIPE DUMP [-o OUT.h5] [key=value ...]   calibrate DUMP with a recipe\n"
+    "  qcal list                                          plugins, methods, parameters, recipes\n"
+    "  qcal info DUMP                                     tensors, shapes, dtypes, sizes\n"
+    "  qcal show RESULTS.h5                               per-tensor table of chosen ranges\n"
+    "\n"
+    "  qcal COMMAND --help   options of a command;   qcal --version\n";
+
+static const char *const run_help =
+    "usage: qcal run RECIPE DUMP [-o OUT.h5] [options] [key=value ...]\n"
+    "\n"
+    "RECIPE is a bundled recipe name (see `qcal list`) or a path to a .lua file.\n"
+    "key=value pairs are the recipe's parameters (typed by its defaults).\n"
+    "\n"
+    "  -o, --output FILE        results file (default: DUMP-stem.RECIPE.h5 here)\n"
+    "  -f, --force              overwrite an existing results file\n"
+    "  -j, --threads N          worker threads (default: online cores)\n"
+    "      --slab-mib N         slab size in MiB of float32 (default 4)\n"
+    "      --batch-size N       samples per calibration batch (default 32)\n"
+    "      --plugin-path P      more plugins (file or directory; repeatable)\n"
+    "      --unsafe             run the recipe without the sandbox\n"
+    "      --max-memory MIB     memory the recipe may use (default 1024)\n"
+    "      --max-instructions N Lua instructions the recipe may run (default 1e9)\n";
+
+static const char *const list_help =
+    "usage: qcal list [--plugin-path P]\n\n"
+    "Lists plugins (with file and ABI version), observers and estimators with their\n"
+    "parameters and defaults, and the bundled recipes with theirs.\n";
+static const char *const info_help =
+    "usage: qcal info DUMP\n\nLists the tensors of a dump: name, shape, dtype, size, "
+    "channel axis, op type.\n";
+static const char *const show_help =
+    "usage: qcal show RESULTS.h5\n\nPrints the per-tensor table of a results file.\n";
+
+/* ---- parsing -------------------------------------------------------------------------- */
+
+static int usage_error(qerror *e, const char *fmt, const char *arg)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, fmt, arg);
+    return qerror_set(e, QERR_USAGE, "%s (see `qcal --help`)", msg);
+}
+
+static int parse_count(const char *opt, const char *text, uint64_t min, uint64_t max,
+                       uint64_t *out, qerror *e)
+{
+    char *end;
+    unsigned long long v = text ? strtoull(text, &end, 10) : 0;
+    if (!text || !*text || *end || text[0] == '-' || v < min || v > max)
+        return qerror_set(e, QERR_USAGE, "%s: expected an integer in [%llu, %llu], found '%s'",
+                          opt, (unsigned long long)min, (unsigned long long)max,
+                          text ? text : "nothing");
+    *out = v;
+    return 0;
+}
+
+/* Options that take a value: returns 1 if consumed (with *i advanced), 0 if not ours. */
+static int parse_valued(cli *c, const char *opt, const char *val, qerror *e, int *bad)
+{
+    uint64_t v = 0;
+    *bad = 0;
+    if (!strcmp(opt, "-o") || !strcmp(opt, "--output")) {
+        c->output = val;
+        *bad = !val ? usage_error(e, "%s needs a file", opt) : 0;
+    } else if (!strcmp(opt, "--plugin-path")) {
+        if (!val || c->n_plugin_paths == MAX_PLUGIN_PATHS)
+            *bad = usage_error(e, "%s needs a path (at most 16)", opt);
+        else
+            c->plugin_paths[c->n_plugin_paths++] = val;
+    } else if (!strcmp(opt, "-j") || !strcmp(opt, "--threads")) {
+        *bad = parse_count(opt, val, 1, 256, &v, e);
+        c->threads = (int)v;
+    } else if (!strcmp(opt, "--slab-mib")) {
+        *bad = parse_count(opt, val, 1, 4096, &v, e);
+        c->slab_bytes = (size_t)v << 20;
+    } else if (!strcmp(opt, "--batch-size")) {
+        *bad = parse_count(opt, val, 1, UINT32_MAX, &c->batch_size, e);
+    } else if (!strcmp(opt, "--max-memory")) {
+        *bad = parse_count(opt, val, 1, 1 << 20, &v, e);
+        c->memory_limit = (size_t)v << 20;
+    } else if (!strcmp(opt, "--max-instructions")) {
+        *bad = parse_count(opt, val, 1000, UINT64_MAX / 2, &c->instruction_limit, e);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+static int parse_flag(cli *c, const char *opt)
+{
+    if (!strcmp(opt, "-f") || !strcmp(opt, "--force"))
+        c->force = 1;
+    else if (!strcmp(opt, "--unsafe"))
+        c->unsafe = 1;
+    else if (!strcmp(opt, "-h") || !strcmp(opt, "--help"))
+        c->help = 1;
+    else if (!strcmp(opt, "--candidates"))
+        c->candidates = 1;
+    else
+        return 0;
+    return 1;
+}
+
+static int add_kv(cli *c, const char *arg, qerror *e)
+{
+    if (c->n_kv == MAX_KV)
+        return usage_error(e, "too many key=value parameters (at most 64): '%s'", arg);
+    char *copy = strdup(arg);
+    if (!copy)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    if (params_parse_kv(copy, &c->kv[c->n_kv], e)) {
+        free(copy);
+        return -1;
+    }
+    c->kv_text[c->n_kv++] = copy;
+    return 0;
+}
+
+static int parse_arg(cli *c, int argc, char **argv, int *i, qerror *e)
+{
+    char *arg = argv[*i];
+    if (arg[0] == '-' && arg[1]) {
+        char opt[64];
+        const char *eq = strchr(arg, '=');
+        const char *val = eq ? eq + 1 : (*i + 1 < argc ? argv[*i + 1] : NULL);
+        snprintf(opt, sizeof opt, "%.*s", eq ? (int)(eq - arg) : (int)strlen(arg), arg);
+        int bad;
+        if (parse_valued(c, opt, val, e, &bad)) {
+            if (!eq && val)
+                (*i)++;
+            return bad;
+        }
+        if (!eq && parse_flag(c, opt))
+            return 0;
+        return usage_error(e, "unknown option '%s'", arg);
+    }
+    if (strchr(arg, '=') && !strcmp(c->command, "run"))
+        return add_kv(c, arg, e);
+    if (c->n_positional == 8)
+        return usage_error(e, "too many arguments at '%s'", arg);
+    c->positional[c->n_positional++] = arg;
+    return 0;
+}
+
+static int parse_cli(cli *c, int argc, char **argv, qerror *e)
+{
+    memset(c, 0, sizeof *c);
+    c->command = argv[1];
+    for (int i = 2; i < argc; i++)
+        if (parse_arg(c, argc, argv, &i, e))
+            return -1;
+    return 0;
+}
+
+/* ---- plugins -------------------------------------------------------------------------- */
+
+static void warn_line(void *ud, const char *line)
+{
+    (void)ud;
+    fprintf(stderr, "qcal: %s\n", line);
+}
+
+/* From the build tree, the build's plugins; installed, the installed ones. */
+static const char *builtin_plugin_dir(void)
+{
+    if (getenv("QCAL_NO_DEFAULT_PLUGINS"))
+        return NULL;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    if (n > 0 && !strncmp(exe, QCAL_BUILD_ROOT "/", strlen(QCAL_BUILD_ROOT "/")))
+        return QCAL_BUILD_PLUGIN_DIR;
+    return QCAL_PLUGIN_DIR;
+}
+
+static registry *load_plugins(const cli *c)
+{
+    registry *r = registry_new(warn_line, NULL);
+    if (r)
+        registry_load_all(r, builtin_plugin_dir(), getenv("QCAL_PLUGIN_PATH"),
+                          c->plugin_paths, (size_t)c->n_plugin_paths);
+    return r;
+}
+
+/* ---- qcal show ------------------------------------------------------------------------ */
+
+static void scheme_text(const qcal_qspec *s, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s%u%s%s", (s->flags & QCAL_QSPEC_SIGNED) ? "int" : "uint", s->bits,
+             (s->flags & QCAL_QSPEC_SYMMETRIC) ? " sym" : " aff",
+             (s->flags & QCAL_QSPEC_NARROW) ? " narrow" : "");
+}
+
+static void print_row(const result_tensor *t)
+{
+    char scheme[48], granularity[32];
+    scheme_text(&t->spec, scheme, sizeof scheme);
+    double lo = t->lo[0], hi = t->hi[0];
+    for (uint64_t i = 1; i < t->channels; i++) {
+        lo = fmin(lo, t->lo[i]);
+        hi = fmax(hi, t->hi[i]);
+    }
+    if (t->channels > 1)
+        snprintf(granularity, sizeof granularity, "ch[%llu]", (unsigned long long)t->channels);
+    else
+        snprintf(granularity, sizeof granularity, "tensor");
+    printf("%-40s %-12s %-16s %-8s %13.6g %13.6g %13.6g %6lld", t->tensor, t->method, scheme,
+           granularity, lo, hi, t->scale[0], (long long)t->zero_point[0]);
+    if (t->has_metrics)
+        printf(" %12.4g %9.2f", t->mse, t->sqnr_db);
+    if (t->note)
+        printf("  (%s)", t->note);
+    printf("\n");
+}
+
+static void print_table(const results *r)
+{
+    printf("%-40s %-12s %-16s %-8s %13s %13s %13s %6s\n", "tensor", "method", "scheme",
+           "granul.", "min", "max", "scale", "zp");
+    for (size_t i = 0; i < r->n_tensors; i++)
+        print_row(&r->tensors[i]);
+}
+
+static int cmd_show(const cli *c, qerror *e)
+{
+    if (c->n_positional != 1)
+        return usage_error(e, "show: expected one results file, got %s",
+                           c->n_positional ? "more" : "none");
+    results *r;
+    if (results_read(c->positional[0], &r, e))
+        return -1;
+    printf("# %s: recipe %s, source %s, created %s\n", c->positional[0], r->recipe, r->source,
+           r->created);
+    print_table(r);
+    results_free(r);
+    return 0;
+}
+
+/* ---- qcal info ------------------------------------------------------------------------ */
+
+static void print_tensor_info(const dump_tensor *t)
+{
+    char shape[160] = "";
+    size_t len = 0;
+    double bytes = (double)t->elem_size;
+    for (int d = 0; d < t->rank; d++) {
+        len += (size_t)snprintf(shape + len, sizeof shape - len, "%s%llu", d ? "x" : "",
+                                (unsigned long long)t->dims[d]);
+        bytes *= (double)t->dims[d];
+    }
+    char axis[16] = "-";
+    if (t->channel_axis >= 0)
+        snprintf(axis, sizeof axis, "%d", t->channel_axis);
+    printf("%-40s %-20s %-8s %10.2f %4s %s\n", t->name, shape, dump_dtype_name(t->dtype),
+           bytes / (1 << 20), axis, t->op_type ? t->op_type : "-");
+}
+
+static int cmd_info(const cli *c, qerror *e)
+{
+    if (c->n_positional != 1)
+        return usage_error(e, "info: expected one dump, got %s", c->n_positional ? "more" : "none");
+    dump *d;
+    if (dump_open(c->positional[0], &d, e))
+        return -1;
+    printf("%-40s %-20s %-8s %10s %4s %s\n", "tensor", "shape", "dtype", "MiB", "axis", "op_type");
+    for (size_t i = 0; i < dump_count(d); i++)
+        print_tensor_info(dump_get(d, i));
+    dump_close(d);
+    return 0;
+}
+
+/* ---- qcal list ------------------------------------------------------------------------ */
+
+static void print_params(const qcal_param *p, uint32_t n)
+{
+    static const char *const type_names[] = {"?", "int", "float", "bool", "choice"};
+    for (uint32_t i = 0; i < n; i++) {
+        char value[96];
+        params_format(&p[i], p[i].def, value, sizeof value);
+        printf("      %-22s %-6s = %-10s %s", p[i].name, type_names[p[i].type <= 4 ? p[i].type : 0],
+               value, p[i].help);
+        if (p[i].type == QCAL_PARAM_CHOICE) {
+            printf(" {");
+            for (const char *const *ch = p[i].choices; *ch; ch++)
+                printf("%s%s", ch == p[i].choices ? "" : "|", *ch);
+            printf("}");
+        } else if (p[i].type != QCAL_PARAM_BOOL) {
+            printf(" [%g, %g]", p[i].min, p[i].max);
+        }
+        printf("\n");
+    }
+}
+
+static void list_plugins(const registry *r)
+{
+    printf("plugins:\n");
+    for (size_t i = 0; i < registry_plugin_count(r); i++) {
+        const reg_plugin *p = registry_plugin(r, i);
+        printf("  %-14s %s (ABI %u.%u) %s\n", p->desc.name, p->desc.version ? p->desc.version : "",
+               QCAL_ABI_MAJOR_OF(p->abi_version), QCAL_ABI_MINOR_OF(p->abi_version), p->path);
+    }
+    printf("\nobservers:\n");
+    for (size_t i = 0; i < registry_observer_count(r); i++) {
+        const reg_observer *o = registry_observer_at(r, i);
+        printf("  %-24s -> %-16s %s\n", o->desc.name, o->desc.stat_kind, o->desc.help);
+        print_params(o->desc.params, o->desc.n_params);
+    }
+    printf("\nestimators:\n");
+    for (size_t i = 0; i < registry_estimator_count(r); i++) {
+        const reg_estimator *est = registry_estimator_at(r, i);
+        printf("  %-24s <- %-16s %s\n", est->desc.name, est->desc.accepts[0], est->desc.help);
+        print_params(est->desc.params, est->desc.n_params);
+    }
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static void list_recipes(void)
+{
+    printf("\nrecipes (%s):\n", recipe_dir());
+    struct dirent **entries;
+    int n = scandir(recipe_dir(), &entries, NULL, by_name);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(entries[i]->d_name);
+        if (len > 4 && !strcmp(entries[i]->d_name + len - 4, ".lua")) {
+            char path[PATH_MAX];
+            snprintf(path, sizeof path, "%s/%s", recipe_dir(), entries[i]->d_name);
+            recipe_param ps[64];
+            size_t np = 0;
+            qerror e = {0};
+            printf("  %.*s\n", (int)(len - 4), entries[i]->d_name);
+            if (recipe_describe(path, ps, 64, &np, &e))
+                printf("      (parameters unknown: %s)\n", e.msg);
+            for (size_t k = 0; k < np; k++)
+                printf("      %-22s %-7s = %s\n", ps[k].name, ps[k].type, ps[k].value);
+        }
+        free(entries[i]);
+    }
+    if (n >= 0)
+        free(entries);
+}
+
+static int cmd_list(const cli *c, qerror *e)
+{
+    registry *r = load_plugins(c);
+    if (!r)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    list_plugins(r);
+    list_recipes();
+    registry_free(r);
+    return 0;
+}
+
+/* ---- qcal run ------------------------------------------------------------------------- */
+
+static void log_stderr(void *ud, const char *text)
+{
+    (void)ud;
+    fputs(text, stderr);
+}
+
+static void progress_tty(void *ud, uint64_t done, uint64_t total)
+{
+    (void)ud;
+    static int last = -1;
+    int pct = total ? (int)(100.0 * (double)done / (double)total) : 100;
+    if (pct != last) {
+        fprintf(stderr, "\rqcal: reading %3d%%%s", pct, done >= total ? "\n" : "");
+        last = pct;
+    }
+}
+
+static void default_output(const cli *c, char *buf, size_t size)
+{
+    const char *dump = c->positional[1], *slash = strrchr(dump, '/');
+    const char *recipe = c->positional[0], *rslash = strrchr(recipe, '/');
+    char stem[256], rstem[128];
+    snprintf(stem, sizeof stem, "%s", slash ? slash + 1 : dump);
+    snprintf(rstem, sizeof rstem, "%s", rslash ? rslash + 1 : recipe);
+    char *dot = strrchr(stem, '.');
+    if (dot)
+        *dot = '\0';
+    if ((dot = strrchr(rstem, '.')))
+        *dot = '\0';
+    snprintf(buf, size, "%s.%s.h5", stem, rstem);
+}
+
+static void fill_recipe_options(const cli *c, registry *reg, const char *out, recipe_options *o)
+{
+    recipe_defaults(o);
+    o->recipe = c->positional[0];
+    o->dump_path = c->positional[1];
+    o->output = out;
+    o->force = c->force;
+    o->unsafe = c->unsafe;
+    o->params = c->kv;
+    o->n_params = (size_t)c->n_kv;
+    o->reg = reg;
+    o->memory_limit = c->memory_limit;
+    o->instruction_limit = c->instruction_limit;
+    o->log = log_stderr;
+    if (c->threads)
+        o->pass.threads = c->threads;
+    if (c->slab_bytes)
+        o->pass.slab_bytes = c->slab_bytes;
+    if (c->batch_size)
+        o->pass.batch_size = c->batch_size;
+    const char *term = getenv("TERM");
+    if (isatty(STDERR_FILENO) && !(term && !strcmp(term, "dumb")))
+        o->pass.progress = progress_tty;
+}
+
+static int cmd_run(const cli *c, qerror *e)
+{
+    if (c->n_positional != 2)
+        return usage_error(e, "run: expected RECIPE and DUMP, got %s",
+                           c->n_positional < 2 ? "fewer" : "more");
+    char out[PATH_MAX];
+    if (c->output)
+        snprintf(out, sizeof out, "%s", c->output);
+    else
+        default_output(c, out, sizeof out);
+    registry *reg = load_plugins(c);
+    if (!reg)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    recipe_options o;
+    fill_recipe_options(c, reg, out, &o);
+    int rc = recipe_run(&o, e);
+    results *r = NULL;
+    if (!rc && !results_read(out, &r, e)) {
+        printf("# %s\n", out);
+        print_table(r);
+    }
+    results_free(r);
+    registry_free(reg);
+    return rc;
+}
+
+/* ---- main ----------------------------------------------------------------------------- */
+
+static void print_version(void)
+{
+    unsigned maj, min, rel;
+    H5get_libversion(&maj, &min, &rel);
+    printf("qcal %s\nplugin ABI %d.%d, HDF5 %u.%u.%u, %s\n", QCAL_VERSION, QCAL_ABI_MAJOR,
+           QCAL_ABI_MINOR, maj, min, rel, LUA_RELEASE);
+}
+
+typedef struct command {
+    const char *name;
+    int (*fn)(const cli *c, qerror *e);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"run", cmd_run, NULL}, {"list", cmd_list, NULL}, {"info", cmd_info, NULL},
+    {"show", cmd_show, NULL}, {NULL, NULL, NULL},
+};
+
+static const char *help_of(const char *name)
+{
+    if (!strcmp(name, "run"))
+        return run_help;
+    if (!strcmp(name, "list"))
+        return list_help;
+    if (!strcmp(name, "info"))
+        return info_help;
+    return show_help;
+}
+
+static int dispatch(int argc, char **argv, qerror *e)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        const char *topic = argc >= 3 ? argv[2] : NULL;
+        fputs(topic && argc >= 2 && !strcmp(argv[1], "help") ? help_of(topic) : usage_text,
+              argc < 2 ? stderr : stdout);
+        return argc < 2 ? qerror_set(e, QERR_USAGE, "no command given") : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        print_version();
+        return 0;
+    }
+    for (const command *cmd = commands; cmd->name; cmd++) {
+        if (strcmp(argv[1], cmd->name))
+            continue;
+        cli c;
+        int rc = parse_cli(&c, argc, argv, e);
+        if (!rc && c.help)
+            fputs(help_of(cmd->name), stdout);
+        else if (!rc)
+            rc = cmd->fn(&c, e);
+        for (int i = 0; i < c.n_kv; i++)
+            free(c.kv_text[i]);
+        return rc;
+    }
+    return usage_error(e, "unknown command '%s'", argv[1]);
+}
+
+int main(int argc, char **argv)
+{
+    qerror e = {0};
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (dispatch(argc, argv, &e) == 0)
+        return 0;
+    fprintf(stderr, "qcal: %s\n", e.msg);
+    return e.code ? e.code : 1;
+}

@@ -1,1 +1,560 @@
-/* placeholder: being written */
+/* pass.c - one streaming pass: a reader thread feeds slabs to workers holding observer states */
+#include "pass.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define QUEUE_DEPTH 2 /* slabs waiting per worker */
+#define BUFS_PER_WORKER (QUEUE_DEPTH + 1) /* + the one being processed */
+
+typedef struct decl {
+    size_t tensor;
+    const reg_observer *obs;
+    qcal_value *params;
+    qcal_tensor desc;  /* name borrowed from the dump, which outlives the pass */
+    void *merged;      /* the pass's result state, after pass_run */
+} decl;
+
+struct pass {
+    dump *d;
+    decl *decls;
+    size_t n_decls, cap_decls;
+};
+
+/* ---- plugin calls, with the host's error context -------------------------------------- */
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Turns a plugin's return code into a host error naming plugin, observer and tensor. */
+static int plugin_failed(int rc, const qcal_err *perr, const decl *dc, const char *method,
+                         qerror *e)
+{
+    char sentence[QCAL_ERR_MSG_SIZE];
+    memcpy(sentence, perr->msg, sizeof sentence);
+    sentence[sizeof sentence - 1] = '\0';
+    if (!sentence[0])
+        snprintf(sentence, sizeof sentence, "%s failed with code %d", method, rc);
+    int code = (rc == QCAL_E_DATA || rc == QCAL_E_INVAL) ? QERR_DATA : QERR_SOFTWARE;
+    return qerror_set(e, code, "%s: observer '%s' on tensor '%s': %s",
+                      base_name(dc->obs->plugin->path), dc->obs->desc.name, dc->desc.name,
+                      sentence);
+}
+
+static int state_create(const decl *dc, void **state, qerror *e)
+{
+    qcal_err perr;
+    memset(&perr, 0, sizeof perr);
+    *state = NULL;
+    int rc = dc->obs->desc.create(&dc->desc, dc->params, state, &perr);
+    if (rc != QCAL_OK || !*state) {
+        *state = NULL;
+        return plugin_failed(rc ? rc : QCAL_E_PLUGIN, &perr, dc, "create", e);
+    }
+    return 0;
+}
+
+/* ---- declaring observers -------------------------------------------------------------- */
+
+void pass_defaults(pass_options *o)
+{
+    memset(o, 0, sizeof *o);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    o->threads = cores > 0 ? (int)cores : 1;
+    o->slab_bytes = (size_t)4 << 20;
+    o->batch_size = 32;
+}
+
+pass *pass_new(dump *d)
+{
+    pass *p = calloc(1, sizeof *p);
+    if (p)
+        p->d = d;
+    return p;
+}
+
+void pass_free(pass *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n_decls; i++) {
+        if (p->decls[i].merged)
+            p->decls[i].obs->desc.destroy(p->decls[i].merged);
+        free(p->decls[i].params);
+    }
+    free(p->decls);
+    free(p);
+}
+
+static void describe_tensor(const dump_tensor *t, int channel_axis, qcal_tensor *out)
+{
+    memset(out, 0, sizeof *out);
+    out->name = t->name;
+    out->rank = (uint32_t)t->rank;
+    out->channel_axis = channel_axis == PASS_AXIS_DEFAULT ? t->channel_axis : channel_axis;
+    memcpy(out->shape, t->dims, sizeof out->shape);
+    out->batch_size = 32;
+}
+
+static int check_axis(const dump_tensor *t, int channel_axis, const char *path, qerror *e)
+{
+    if (channel_axis == PASS_AXIS_DEFAULT || channel_axis == -1)
+        return 0;
+    if (channel_axis >= 1 && channel_axis < t->rank)
+        return 0;
+    return qerror_set(e, QERR_DATA,
+                      "%s: tensor '%s': expected a channel axis in [1, %d], found %d", path,
+                      t->name, t->rank - 1, channel_axis);
+}
+
+static int grow_decls(pass *p)
+{
+    if (p->n_decls < p->cap_decls)
+        return 0;
+    size_t cap = p->cap_decls ? 2 * p->cap_decls : 16;
+    decl *grown = realloc(p->decls, cap * sizeof *grown);
+    if (!grown)
+        return -1;
+    p->decls = grown;
+    p->cap_decls = cap;
+    return 0;
+}
+
+int pass_observe(pass *p, size_t tensor, const reg_observer *obs, const qcal_value *params,
+                 int channel_axis, qerror *e)
+{
+    if (tensor >= dump_count(p->d))
+        return qerror_set(e, QERR_SOFTWARE, "pass: no tensor #%zu", tensor);
+    const dump_tensor *t = dump_get(p->d, tensor);
+    if (check_axis(t, channel_axis, dump_path(p->d), e) || grow_decls(p))
+        return e && e->code ? -1 : qerror_set(e, QERR_SOFTWARE, "out of memory");
+    decl *dc = &p->decls[p->n_decls];
+    memset(dc, 0, sizeof *dc);
+    dc->tensor = tensor;
+    dc->obs = obs;
+    size_t n_params = obs->desc.n_params ? obs->desc.n_params : 1;
+    dc->params = calloc(n_params, sizeof *dc->params);
+    if (!dc->params)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    if (obs->desc.n_params)
+        memcpy(dc->params, params, obs->desc.n_params * sizeof *params);
+    describe_tensor(t, channel_axis, &dc->desc);
+    void *probe; /* refuse an unsuitable tensor now, not in the middle of the pass */
+    if (state_create(dc, &probe, e)) {
+        free(dc->params);
+        return -1;
+    }
+    obs->desc.destroy(probe);
+    return (int)p->n_decls++;
+}
+
+size_t pass_count(const pass *p) { return p->n_decls; }
+const reg_observer *pass_observer(const pass *p, int h) { return p->decls[h].obs; }
+size_t pass_tensor(const pass *p, int h) { return p->decls[h].tensor; }
+const qcal_value *pass_params(const pass *p, int h) { return p->decls[h].params; }
+
+/* ---- the run: jobs, queues, workers --------------------------------------------------- */
+
+typedef struct job {
+    size_t group;       /* index into run.groups; SIZE_MAX = stop */
+    uint64_t first_row;
+    uint64_t rows;
+    void *raw;
+} job;
+
+/* The declarations on one tensor, fed together from one read of each slab. */
+typedef struct group {
+    size_t tensor;
+    size_t *decls;
+    size_t n_decls;
+    uint64_t rows;       /* samples to read */
+    uint64_t slab_rows;
+} group;
+
+struct run;
+
+typedef struct worker {
+    struct run *run;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    job queue[QUEUE_DEPTH];
+    size_t q_head, q_len;
+    void *free_bufs[BUFS_PER_WORKER];
+    size_t n_free;
+    float *values;       /* conversion buffer */
+    void **states;       /* per declaration, created on first use */
+} worker;
+
+typedef struct run {
+    pass *p;
+    group *groups;
+    size_t n_groups;
+    worker *workers;
+    int n_workers;
+    int n_started;       /* worker threads running */
+    size_t raw_bytes, value_bytes;
+    pthread_mutex_t err_mu;
+    qerror err;          /* first error of any thread */
+    volatile int failed;
+} run;
+
+static void run_fail(run *r, const qerror *e)
+{
+    pthread_mutex_lock(&r->err_mu);
+    if (!r->failed) {
+        r->err = *e;
+        r->failed = 1;
+    }
+    pthread_mutex_unlock(&r->err_mu);
+}
+
+static job queue_pop(worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (w->q_len == 0)
+        pthread_cond_wait(&w->cv, &w->mu);
+    job j = w->queue[w->q_head];
+    w->q_head = (w->q_head + 1) % QUEUE_DEPTH;
+    w->q_len--;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return j;
+}
+
+static void queue_push(worker *w, job j)
+{
+    pthread_mutex_lock(&w->mu);
+    while (w->q_len == QUEUE_DEPTH)
+        pthread_cond_wait(&w->cv, &w->mu);
+    w->queue[(w->q_head + w->q_len) % QUEUE_DEPTH] = j;
+    w->q_len++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void *buffer_take(worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (w->n_free == 0)
+        pthread_cond_wait(&w->cv, &w->mu);
+    void *buf = w->free_bufs[--w->n_free];
+    pthread_mutex_unlock(&w->mu);
+    return buf;
+}
+
+static void buffer_give(worker *w, void *buf)
+{
+    pthread_mutex_lock(&w->mu);
+    w->free_bufs[w->n_free++] = buf;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int feed_decl(worker *w, size_t di, const qcal_slab *slab, qerror *e)
+{
+    decl *dc = &w->run->p->decls[di];
+    if (!w->states[di] && state_create(dc, &w->states[di], e))
+        return -1;
+    qcal_err perr;
+    memset(&perr, 0, sizeof perr);
+    int rc = dc->obs->desc.observe(w->states[di], slab, &perr);
+    return rc == QCAL_OK ? 0 : plugin_failed(rc, &perr, dc, "observe", e);
+}
+
+static void process_job(worker *w, const job *j)
+{
+    run *r = w->run;
+    const group *g = &r->groups[j->group];
+    const dump_tensor *t = dump_get(r->p->d, g->tensor);
+    uint64_t n = j->rows * t->row_size;
+    const float *values = j->raw;
+    if (t->dtype != DUMP_F32) {
+        dump_convert(t->dtype, j->raw, (size_t)n, w->values);
+        values = w->values;
+    }
+    qcal_slab slab = {values, j->rows, t->row_size, j->first_row};
+    qerror e = {0};
+    for (size_t k = 0; k < g->n_decls && !r->failed; k++)
+        if (feed_decl(w, g->decls[k], &slab, &e))
+            run_fail(r, &e);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    for (;;) {
+        job j = queue_pop(w);
+        if (j.group == SIZE_MAX)
+            return NULL;
+        if (!w->run->failed)
+            process_job(w, &j);
+        buffer_give(w, j.raw);
+    }
+}
+
+/* ---- setting up and tearing down a run ------------------------------------------------ */
+
+static int add_to_group(run *r, size_t di)
+{
+    size_t tensor = r->p->decls[di].tensor;
+    group *g = NULL;
+    for (size_t i = 0; i < r->n_groups; i++)
+        if (r->groups[i].tensor == tensor)
+            g = &r->groups[i];
+    if (!g) {
+        g = &r->groups[r->n_groups++];
+        memset(g, 0, sizeof *g);
+        g->tensor = tensor;
+        g->decls = calloc(r->p->n_decls, sizeof *g->decls);
+        if (!g->decls)
+            return -1;
+    }
+    g->decls[g->n_decls++] = di;
+    return 0;
+}
+
+static int cmp_group(const void *a, const void *b)
+{
+    const group *x = a, *y = b;
+    return (x->tensor > y->tensor) - (x->tensor < y->tensor);
+}
+
+/* Whole batches per slab (plugin.h promises observers that a slab never splits a batch);
+ * when one batch is larger than the slab budget, a slab is exactly one batch. */
+static uint64_t batch_aligned(uint64_t rows, uint64_t batch)
+{
+    return rows >= batch ? rows - rows % batch : batch;
+}
+
+/* Groups declarations by tensor, in dump order, and sizes the buffers. */
+static int plan_groups(run *r, const pass_options *o)
+{
+    pass *p = r->p;
+    r->groups = calloc(p->n_decls ? p->n_decls : 1, sizeof *r->groups);
+    if (!r->groups)
+        return -1;
+    for (size_t i = 0; i < p->n_decls; i++)
+        if (add_to_group(r, i))
+            return -1;
+    qsort(r->groups, r->n_groups, sizeof *r->groups, cmp_group);
+    for (size_t i = 0; i < r->n_groups; i++) {
+        group *g = &r->groups[i];
+        const dump_tensor *t = dump_get(p->d, g->tensor);
+        g->rows = (o->max_rows && o->max_rows < t->dims[0]) ? o->max_rows : t->dims[0];
+        g->slab_rows = batch_aligned(dump_slab_rows(p->d, g->tensor, o->slab_bytes),
+                                     o->batch_size ? o->batch_size : 32);
+        size_t n = (size_t)(g->slab_rows * t->row_size);
+        if (n * t->elem_size > r->raw_bytes)
+            r->raw_bytes = n * t->elem_size;
+        if (t->dtype != DUMP_F32 && n * sizeof(float) > r->value_bytes)
+            r->value_bytes = n * sizeof(float);
+    }
+    return 0;
+}
+
+/* The row count and batch size the observers see are those of this run. */
+static void update_descs(pass *p, const run *r, const pass_options *o)
+{
+    for (size_t i = 0; i < r->n_groups; i++)
+        for (size_t k = 0; k < r->groups[i].n_decls; k++) {
+            decl *dc = &p->decls[r->groups[i].decls[k]];
+            dc->desc.shape[0] = r->groups[i].rows;
+            dc->desc.batch_size = o->batch_size ? o->batch_size : 32;
+        }
+}
+
+static int worker_init(run *r, worker *w)
+{
+    memset(w, 0, sizeof *w);
+    w->run = r;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->states = calloc(r->p->n_decls ? r->p->n_decls : 1, sizeof *w->states);
+    if (!w->states)
+        return -1;
+    if (r->value_bytes && !(w->values = malloc(r->value_bytes)))
+        return -1;
+    for (; w->n_free < BUFS_PER_WORKER; w->n_free++)
+        if (!(w->free_bufs[w->n_free] = malloc(r->raw_bytes ? r->raw_bytes : 1)))
+            return -1;
+    return 0;
+}
+
+static void worker_release(run *r, worker *w)
+{
+    for (size_t i = 0; i < w->n_free; i++)
+        free(w->free_bufs[i]);
+    for (size_t i = 0; w->states && i < r->p->n_decls; i++)
+        if (w->states[i])
+            r->p->decls[i].obs->desc.destroy(w->states[i]);
+    free(w->states);
+    free(w->values);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+}
+
+static void run_release(run *r)
+{
+    for (int i = 0; r->workers && i < r->n_workers; i++)
+        worker_release(r, &r->workers[i]);
+    free(r->workers);
+    for (size_t i = 0; r->groups && i < r->n_groups; i++)
+        free(r->groups[i].decls);
+    free(r->groups);
+    pthread_mutex_destroy(&r->err_mu);
+}
+
+/* ---- the reader (the calling thread makes every HDF5 call) ----------------------------- */
+
+static uint64_t total_bytes(const run *r)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < r->n_groups; i++)
+        total += r->groups[i].rows * dump_get(r->p->d, r->groups[i].tensor)->row_size * 4;
+    return total;
+}
+
+static void read_all(run *r, const pass_options *o)
+{
+    uint64_t done = 0, total = total_bytes(r);
+    for (size_t gi = 0; gi < r->n_groups && !r->failed; gi++) {
+        const group *g = &r->groups[gi];
+        uint64_t row_bytes = dump_get(r->p->d, g->tensor)->row_size * 4;
+        uint64_t slab = 0;
+        for (uint64_t row = 0; row < g->rows && !r->failed; row += g->slab_rows, slab++) {
+            worker *w = &r->workers[slab % (uint64_t)r->n_workers];
+            uint64_t rows = g->rows - row < g->slab_rows ? g->rows - row : g->slab_rows;
+            void *buf = buffer_take(w);
+            qerror e = {0};
+            if (dump_read_raw(r->p->d, g->tensor, row, rows, buf, &e)) {
+                run_fail(r, &e);
+                buffer_give(w, buf);
+                break;
+            }
+            queue_push(w, (job){gi, row, rows, buf});
+            done += rows * row_bytes;
+            if (o->progress)
+                o->progress(o->progress_ud, done, total);
+        }
+    }
+}
+
+static int start_workers(run *r)
+{
+    r->workers = calloc((size_t)r->n_workers, sizeof *r->workers);
+    if (!r->workers)
+        return -1;
+    for (int i = 0; i < r->n_workers; i++) {
+        if (worker_init(r, &r->workers[i]))
+            return -1;
+        if (pthread_create(&r->workers[i].thread, NULL, worker_main, &r->workers[i]))
+            return -1;
+        r->n_started++;
+    }
+    return 0;
+}
+
+static void stop_workers(run *r)
+{
+    for (int i = 0; i < r->n_started; i++) {
+        queue_push(&r->workers[i], (job){SIZE_MAX, 0, 0, NULL});
+        pthread_join(r->workers[i].thread, NULL);
+    }
+}
+
+/* Merges worker states into one per declaration, in worker order. */
+static int merge_states(run *r, qerror *e)
+{
+    pass *p = r->p;
+    for (size_t di = 0; di < p->n_decls; di++) {
+        decl *dc = &p->decls[di];
+        for (int wi = 0; wi < r->n_workers; wi++) {
+            void **st = &r->workers[wi].states[di];
+            if (!*st)
+                continue;
+            if (!dc->merged) {
+                dc->merged = *st; /* the pass takes the first state over */
+                *st = NULL;
+                continue;
+            }
+            qcal_err perr;
+            memset(&perr, 0, sizeof perr);
+            int rc = dc->obs->desc.merge(dc->merged, *st, &perr);
+            if (rc != QCAL_OK)
+                return plugin_failed(rc, &perr, dc, "merge", e);
+        }
+        if (!dc->merged && state_create(dc, &dc->merged, e))
+            return -1;
+    }
+    return 0;
+}
+
+static void drop_results(pass *p)
+{
+    for (size_t i = 0; i < p->n_decls; i++)
+        if (p->decls[i].merged) {
+            p->decls[i].obs->desc.destroy(p->decls[i].merged);
+            p->decls[i].merged = NULL;
+        }
+}
+
+int pass_run(pass *p, const pass_options *o, qerror *e)
+{
+    run r;
+    memset(&r, 0, sizeof r);
+    r.p = p;
+    r.n_workers = o->threads > 0 ? o->threads : 1;
+    pthread_mutex_init(&r.err_mu, NULL);
+    drop_results(p);
+    if (plan_groups(&r, o)) {
+        run_release(&r);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory planning the pass");
+    }
+    update_descs(p, &r, o);
+    int started = start_workers(&r) == 0;
+    if (started)
+        read_all(&r, o);
+    stop_workers(&r);
+    int rc = 0;
+    if (!started)
+        rc = qerror_set(e, QERR_SOFTWARE, "cannot start worker threads");
+    else if (r.failed)
+        rc = (e ? (*e = r.err, -1) : -1);
+    else
+        rc = merge_states(&r, e);
+    if (rc)
+        drop_results(p);
+    run_release(&r);
+    return rc;
+}
+
+/* ---- results -------------------------------------------------------------------------- */
+
+static int stat_out(pass *p, int h, int serialize, hstat **out, qerror *e)
+{
+    if (h < 0 || (size_t)h >= p->n_decls || !p->decls[h].merged)
+        return qerror_set(e, QERR_SOFTWARE, "pass: observer #%d has not run", h);
+    decl *dc = &p->decls[h];
+    qcal_stat st;
+    qcal_err perr;
+    memset(&st, 0, sizeof st);
+    memset(&perr, 0, sizeof perr);
+    int rc = serialize ? dc->obs->desc.serialize(dc->merged, &st, &perr)
+                       : dc->obs->desc.finalize(dc->merged, &st, &perr);
+    if (rc != QCAL_OK)
+        return plugin_failed(rc, &perr, dc, serialize ? "serialize" : "finalize", e);
+    if (hstat_copy(&st, out, e))
+        return qerror_prefix(e, "%s: observer '%s' on tensor '%s'",
+                             base_name(dc->obs->plugin->path), dc->obs->desc.name, dc->desc.name);
+    return 0;
+}
+
+int pass_finalize(pass *p, int h, hstat **out, qerror *e) { return stat_out(p, h, 0, out, e); }
+int pass_serialize(pass *p, int h, hstat **out, qerror *e) { return stat_out(p, h, 1, out, e); }

@@ -1,1 +1,168 @@
+/* test_cli.c - the qcal command end to end: run, list, info, show, errors and exit codes */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "dump.h"
+#include "fixtures.h"
+
+static char *dir, *dump_file, *out_file;
+static char out_text[65536], err_text[65536];
+
+static void setup(void)
+{
+    static float v[20 * 4];
+    fx_fill_gauss(v, 80, 3, 1.0f, 2.0f);
+    fx_dataset ds = {.name = "block.0/fc.input", .dtype = DUMP_F32, .rank = 2, .dims = {20, 4},
+                     .data = v, .channel_axis = FX_NO_ATTR, .op_type = "Gemm"};
+    dir = fx_tmpdir();
+    dump_file = fx_path(dir, "dump.h5");
+    out_file = fx_path(dir, "out.h5");
+    cr_assert_eq(fx_write_dump(dump_file, &ds, 1, 0), 0);
+}
+
+static void teardown(void)
+{
+    fx_rmtree(dir);
+    free(dir);
+    free(dump_file);
+    free(out_file);
+}
+
+TestSuite(cli, .init = setup, .fini = teardown);
+
+static void slurp(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+}
+
+/* Runs `qcal ARGS` (ARGS already shell-quoted), returns the exit status. */
+static int qcal(const char *env, const char *args)
+{
+    char cmd[4096], out[512], err[512];
+    snprintf(out, sizeof out, "%s/stdout", dir);
+    snprintf(err, sizeof err, "%s/stderr", dir);
+    snprintf(cmd, sizeof cmd, "%s '%s' %s > '%s' 2> '%s' < /dev/null", env ? env : "",
+             TEST_QCAL_EXE, args, out, err);
+    int status = system(cmd);
+    slurp(out, out_text, sizeof out_text);
+    slurp(err, err_text, sizeof err_text);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int line_count(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+Test(cli, version_and_help)
+{
+    cr_assert_eq(qcal(NULL, "--version"), 0);
+    cr_expect(strncmp(out_text, "qcal ", 5) == 0, "%s", out_text);
+    cr_expect(strstr(out_text, "plugin ABI 1.0"), "%s", out_text);
+    cr_assert_eq(qcal(NULL, "run --help"), 0);
+    cr_expect(strstr(out_text, "usage: qcal run"), "%s", out_text);
+    cr_assert_eq(qcal(NULL, "--help"), 0);
+    cr_expect(strstr(out_text, "qcal info DUMP"), "%s", out_text);
+}
+
+Test(cli, run_writes_results_and_prints_the_table)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", dump_file, out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "block.0/fc.input") && strstr(out_text, "minmax"), "%s", out_text);
+    struct stat st;
+    cr_assert_eq(stat(out_file, &st), 0);
+    snprintf(args, sizeof args, "show '%s'", out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "block.0/fc.input") && strstr(out_text, "uint8 aff"), "%s", out_text);
+}
+
+Test(cli, existing_results_kept_without_force)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", dump_file, out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    struct stat before, after;
+    cr_assert_eq(stat(out_file, &before), 0);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' symmetric=true", dump_file, out_file);
+    cr_expect_eq(qcal(NULL, args), 73);
+    cr_expect(strstr(err_text, "--force"), "%s", err_text);
+    cr_expect_eq(line_count(err_text), 1, "%s", err_text);
+    cr_assert_eq(stat(out_file, &after), 0);
+    cr_expect_eq(before.st_ino, after.st_ino);
+    cr_expect_eq(before.st_mtim.tv_nsec, after.st_mtim.tv_nsec);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' symmetric=true --force", dump_file, out_file);
+    cr_expect_eq(qcal(NULL, args), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "int8 sym"), "%s", out_text);
+}
+
+Test(cli, info_lists_tensors)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "info '%s'", dump_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "block.0/fc.input") && strstr(out_text, "20x4") &&
+              strstr(out_text, "float32") && strstr(out_text, "Gemm"), "%s", out_text);
+}
+
+Test(cli, list_shows_methods_parameters_and_recipes)
+{
+    cr_assert_eq(qcal(NULL, "list"), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "moving_average_minmax"), "%s", out_text);
+    cr_expect(strstr(out_text, "averaging_constant"), "%s", out_text);
+    cr_expect(strstr(out_text, "estimators:"), "%s", out_text);
+    cr_expect(strstr(out_text, "recipes"), "%s", out_text);
+    cr_expect(strstr(out_text, "per_channel"), "%s", out_text);
+}
+
+Test(cli, bad_invocations_give_one_line_and_a_code)
+{
+    cr_expect_eq(qcal(NULL, "frobnicate"), 64);
+    cr_expect_eq(line_count(err_text), 1, "%s", err_text);
+    cr_expect_eq(qcal(NULL, "run minmax /nonexistent/dump.h5"), 66, "%s", err_text);
+    cr_expect(strstr(err_text, "/nonexistent/dump.h5"), "%s", err_text);
+    cr_expect_eq(line_count(err_text), 1, "%s", err_text);
+    cr_expect_eq(qcal(NULL, "run minmax"), 64);
+    cr_expect_eq(qcal(NULL, "run minmax x.h5 --threads 0"), 64);
+    cr_expect(strstr(err_text, "--threads"), "%s", err_text);
+    char args[1024];
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' bits=eight", dump_file, out_file);
+    cr_expect_neq(qcal(NULL, args), 0);
+    cr_expect(strstr(err_text, "'bits'") && strstr(err_text, "integer"), "%s", err_text);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' bits=1", dump_file, out_file);
+    cr_expect_neq(qcal(NULL, args), 0);
+    cr_expect(strstr(err_text, "bits"), "%s", err_text);
+    struct stat st;
+    cr_expect_neq(stat(out_file, &st), 0, "no output after failures");
+}
+
+Test(cli, refused_plugin_is_reported_and_the_run_goes_on)
+{
+    char args[2048];
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' --plugin-path '%s/variant_bad_major.so'",
+             dump_file, out_file, TEST_VARIANT_DIR);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    cr_expect(strstr(err_text, "variant_bad_major.so") && strstr(err_text, "ABI"), "%s", err_text);
+}
+
+Test(cli, plugins_found_through_the_environment_path)
+{
+    char env[1024], args[1024];
+    snprintf(env, sizeof env, "QCAL_NO_DEFAULT_PLUGINS=1 QCAL_PLUGIN_PATH=':%s:'", TEST_PLUGIN_DIR);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", dump_file, out_file);
+    cr_expect_eq(qcal(env, args), 0, "%s", err_text);
+    cr_expect_neq(qcal("QCAL_NO_DEFAULT_PLUGINS=1 QCAL_PLUGIN_PATH=", args), 0);
+    cr_expect(strstr(err_text, "minmax"), "%s", err_text);
+}

@@ -1,1 +1,292 @@
+/* test_lua.c - recipes: the qcal module, typed parameters, errors, the sandbox and its limits */
 #include <criterion/criterion.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dump.h"
+#include "fixtures.h"
+#include "params.h"
+#include "recipe.h"
+#include "registry.h"
+
+#define N 40
+#define C 6
+
+static float values[N * C];
+static char *dir, *dump_file, *out_file;
+static registry *reg;
+static char log_text[8192];
+
+static void collect_log(void *ud, const char *text)
+{
+    (void)ud;
+    strncat(log_text, text, sizeof log_text - strlen(log_text) - 1);
+}
+
+static void setup(void)
+{
+    fx_fill_gauss(values, N * C, 21, 0.25f, 1.5f);
+    fx_dataset ds = {.name = "layer.input", .dtype = DUMP_F32, .rank = 2, .dims = {N, C},
+                     .chunk_rows = 8, .data = values, .channel_axis = FX_NO_ATTR,
+                     .orig_name = "/layer/Gemm_input_0"};
+    dir = fx_tmpdir();
+    dump_file = fx_path(dir, "dump.h5");
+    out_file = fx_path(dir, "out.h5");
+    cr_assert_eq(fx_write_dump(dump_file, &ds, 1, 0), 0);
+    reg = registry_new(NULL, NULL);
+    registry_load_dir(reg, TEST_PLUGIN_DIR);
+    log_text[0] = '\0';
+}
+
+static void teardown(void)
+{
+    registry_free(reg);
+    fx_rmtree(dir);
+    free(dir);
+    free(dump_file);
+    free(out_file);
+}
+
+TestSuite(lua, .init = setup, .fini = teardown);
+
+static char *write_recipe(const char *name, const char *text)
+{
+    char *path = fx_path(dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Runs a recipe given as text, with optional key=value parameters. */
+static int run_text(const char *text, const char *const *kv, size_t n_kv, int unsafe, qerror *e)
+{
+    char *path = write_recipe("recipe.lua", text);
+    recipe_options o;
+    recipe_defaults(&o);
+    param_input in[16];
+    char bufs[16][128];
+    for (size_t i = 0; i < n_kv; i++) {
+        snprintf(bufs[i], sizeof bufs[i], "%s", kv[i]);
+        cr_assert_eq(params_parse_kv(bufs[i], &in[i], e), 0);
+    }
+    o.recipe = path;
+    o.dump_path = dump_file;
+    o.output = out_file;
+    o.reg = reg;
+    o.unsafe = unsafe;
+    o.params = in;
+    o.n_params = n_kv;
+    o.log = collect_log;
+    o.memory_limit = (size_t)64 << 20;
+    o.instruction_limit = 20000000;
+    int rc = recipe_run(&o, e);
+    free(path);
+    return rc;
+}
+
+static double read_attr(const char *group, const char *attr)
+{
+    hid_t f = H5Fopen(out_file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    hid_t a = H5Aopen_by_name(f, group, attr, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(a, 0, "attribute %s of %s", attr, group);
+    double v;
+    cr_assert_geq(H5Aread(a, H5T_NATIVE_DOUBLE, &v), 0);
+    H5Aclose(a);
+    H5Fclose(f);
+    return v;
+}
+
+Test(lua, bundled_minmax_recipe_writes_the_observed_range)
+{
+    qerror e = {0};
+    recipe_options o;
+    recipe_defaults(&o);
+    o.recipe = "minmax";
+    o.dump_path = dump_file;
+    o.output = out_file;
+    o.reg = reg;
+    o.log = collect_log;
+    cr_assert_eq(recipe_run(&o, &e), 0, "%s", e.msg);
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < N * C; i++) {
+        lo = fminf(lo, values[i]);
+        hi = fmaxf(hi, values[i]);
+    }
+    cr_expect_eq(read_attr("/calibration/layer.input", "min"), (double)lo);
+    cr_expect_eq(read_attr("/calibration/layer.input", "max"), (double)hi);
+    /* uint8 affine, torch's rule: scale = (hi - lo) / 255 in float32 */
+    float scale = (hi - lo) / 255.0f;
+    cr_expect_eq(read_attr("/calibration/layer.input", "scale"), (double)scale);
+    cr_expect_eq(read_attr("/calibration/layer.input", "zero_point"),
+                 (double)(0 - (long)nearbyintf(lo / scale)));
+}
+
+/* A small custom strategy, as README.md builds one: half the symmetric min/max threshold. */
+static const char *const custom_strategy =
+    "local qcal = require('qcal')\n"
+    "local P = qcal.params{ shrink = 0.5 }\n"
+    "local pass = qcal.pass()\n"
+    "local ids = {}\n"
+    "for _, t in ipairs(qcal.tensors()) do ids[t.name] = pass:observe(t, 'minmax') end\n"
+    "pass:run{ threads = 2 }\n"
+    "local spec = qcal.spec{ bits = 8, symmetric = true }\n"
+    "for name, id in pairs(ids) do\n"
+    "  local r = qcal.estimate('minmax', pass:statistic(id), spec)\n"
+    "  local t = r.hi * P.shrink\n"
+    "  qcal.put(name, { method = 'half', spec = spec, range = { lo = -t, hi = t } })\n"
+    "end\n";
+
+Test(lua, custom_strategy_written_in_the_test)
+{
+    qerror e = {0};
+    const char *kv[] = {"shrink=0.25"};
+    cr_assert_eq(run_text(custom_strategy, kv, 1, 0, &e), 0, "%s", e.msg);
+    float amax = 0;
+    for (int i = 0; i < N * C; i++)
+        amax = fmaxf(amax, fabsf(values[i]));
+    double t = (double)amax * 0.25;
+    cr_expect_eq(read_attr("/calibration/layer.input", "max"), t);
+    cr_expect_eq(read_attr("/calibration/layer.input", "min"), -t);
+    cr_expect_eq(read_attr("/calibration/layer.input", "scale"), (double)((float)t / 127.5f));
+}
+
+Test(lua, parameters_are_typed_by_their_defaults)
+{
+    qerror e = {0};
+    const char *text =
+        "local qcal = require('qcal')\n"
+        "local P = qcal.params{ bits = 8, sym = false, p = 99.9, name = 'x' }\n"
+        "assert(math.type(P.bits) == 'integer' and P.bits == 4, 'bits')\n"
+        "assert(P.sym == true, 'sym')\n"
+        "assert(math.type(P.p) == 'float' and P.p == 99.0, 'p')\n"
+        "assert(P.name == 'abc', 'name')\n";
+    const char *kv[] = {"bits=4", "sym=yes", "p=99", "name=abc"};
+    cr_expect_eq(run_text(text, kv, 4, 0, &e), 0, "%s", e.msg);
+    const char *bad_int[] = {"bits=4.5"};
+    cr_expect_neq(run_text(text, bad_int, 1, 0, &e), 0);
+    cr_expect(strstr(e.msg, "'bits'") && strstr(e.msg, "expected an integer"), "%s", e.msg);
+    const char *unknown[] = {"bitz=4"};
+    cr_expect_neq(run_text(text, unknown, 1, 0, &e), 0);
+    cr_expect(strstr(e.msg, "unknown parameter 'bitz'") && strstr(e.msg, "bits"), "%s", e.msg);
+}
+
+Test(lua, runtime_error_reports_file_line_and_writes_nothing)
+{
+    qerror e = {0};
+    const char *text = "local qcal = require('qcal')\n"
+                       "local x = nil\n"
+                       "print(x.field)\n";
+    cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "recipe.lua:3:"), "%s", e.msg);
+    cr_expect(strstr(log_text, "stack traceback"), "%s", log_text);
+    cr_expect_neq(access(out_file, F_OK), 0, "no results file after a failed recipe");
+}
+
+Test(lua, syntax_error_reports_file_line)
+{
+    qerror e = {0};
+    cr_assert_neq(run_text("local a = \n\n = 3\n", NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "recipe.lua:3:"), "%s", e.msg);
+}
+
+Test(lua, error_from_the_engine_names_the_recipe_line)
+{
+    qerror e = {0};
+    const char *text = "local qcal = require('qcal')\n"
+                       "local p = qcal.pass()\n"
+                       "p:observe('layer.input', 'no_such_observer')\n";
+    cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "recipe.lua:3:") && strstr(e.msg, "no_such_observer"), "%s", e.msg);
+}
+
+/* Each escape attempt must fail inside the sandbox. */
+static void expect_blocked(const char *code, const char *why)
+{
+    char text[512];
+    qerror e = {0};
+    snprintf(text, sizeof text, "%s\n", code);
+    cr_expect_neq(run_text(text, NULL, 0, 0, &e), 0, "not blocked: %s", code);
+    cr_expect(strstr(e.msg, why), "%s -> %s", code, e.msg);
+}
+
+Test(lua, sandbox_blocks_commands_files_c_modules_bytecode_environment)
+{
+    expect_blocked("os.execute('touch /tmp/qcal_pwned')", "execute");
+    expect_blocked("io.open('/etc/passwd')", "io");
+    expect_blocked("local f = io.popen('id')", "io");
+    expect_blocked("require('lfs')", "lfs");
+    expect_blocked("package.loadlib('/lib/x86_64-linux-gnu/libc.so.6', 'system')", "loadlib");
+    expect_blocked("assert(load('\\27Lua\\84\\0'))", "binary");
+    expect_blocked("string.dump(print)", "dump");
+    expect_blocked("dofile('/etc/passwd')", "dofile");
+    expect_blocked("loadfile('/etc/passwd')", "loadfile");
+    expect_blocked("os.getenv('HOME')", "getenv");
+    expect_blocked("os.remove('/tmp/x')", "remove");
+    expect_blocked("debug.getinfo(1)", "debug");
+    cr_expect_neq(access("/tmp/qcal_pwned", F_OK), 0);
+}
+
+Test(lua, unsafe_lifts_the_sandbox)
+{
+    qerror e = {0};
+    cr_expect_eq(run_text("assert(os.getenv('PATH'))\nassert(io.open)\n", NULL, 0, 1, &e), 0,
+                 "%s", e.msg);
+}
+
+Test(lua, endless_loop_stopped_by_instruction_budget)
+{
+    qerror e = {0};
+    cr_assert_neq(run_text("local n = 0\nwhile true do\n  n = n + 1\nend\n", NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "instruction budget") && strstr(e.msg, "recipe.lua:"), "%s", e.msg);
+}
+
+Test(lua, memory_bomb_stopped_by_allocation_limit)
+{
+    qerror e = {0};
+    const char *text = "local t = {}\nwhile true do t[#t + 1] = string.rep('x', 4096) .. #t end\n";
+    cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "memory limit") && strstr(e.msg, "recipe"), "%s", e.msg);
+}
+
+Test(lua, describe_lists_recipe_parameters)
+{
+    char *path = write_recipe("described.lua",
+                              "local qcal = require('qcal')\n"
+                              "local P = qcal.params{ bits = 8, symmetric = false, p = 99.99 }\n"
+                              "error('must not run past params')\n");
+    recipe_param ps[8];
+    size_t n = 0;
+    qerror e = {0};
+    cr_assert_eq(recipe_describe(path, ps, 8, &n, &e), 0, "%s", e.msg);
+    cr_assert_eq(n, 3);
+    int seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(ps[i].name, "bits"))
+            seen += !strcmp(ps[i].type, "integer") && !strcmp(ps[i].value, "8");
+        if (!strcmp(ps[i].name, "symmetric"))
+            seen += !strcmp(ps[i].type, "boolean") && !strcmp(ps[i].value, "false");
+        if (!strcmp(ps[i].name, "p"))
+            seen += !strcmp(ps[i].type, "number");
+    }
+    cr_expect_eq(seen, 3);
+    free(path);
+}
+
+Test(lua, missing_bundled_recipe_is_a_clear_error)
+{
+    recipe_options o;
+    recipe_defaults(&o);
+    o.recipe = "no_such_recipe";
+    o.dump_path = dump_file;
+    o.reg = reg;
+    qerror e = {0};
+    cr_assert_neq(recipe_run(&o, &e), 0);
+    cr_expect(strstr(e.msg, "no bundled recipe 'no_such_recipe'"), "%s", e.msg);
+}

@@ -1,1 +1,247 @@
+/* test_pass.c - the streaming pass: values reach observers intact, for any threads and slabs */
 #include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dump.h"
+#include "fixtures.h"
+#include "params.h"
+#include "pass.h"
+#include "registry.h"
+
+/* Three tensors of three stored types, one with NaN and Inf, one chunked in 4-row chunks. */
+#define A_N 37
+#define A_C 8
+#define A_I 5
+#define B_N 50
+#define B_C 16
+#define C_N 23
+
+static float a_vals[A_N * A_C * A_I];
+static uint16_t b_half[B_N * B_C];
+static double c_vals[C_N * 3 * 4];
+
+static char *dir, *dump_file;
+static registry *reg;
+
+static float half_ref(uint16_t h) /* written independently of the reader's conversion */
+{
+    int exp = (h >> 10) & 31, mant = h & 1023;
+    float mag = exp == 0 ? ldexpf((float)mant, -24) : ldexpf(1.0f + mant / 1024.0f, exp - 15);
+    return (h & 0x8000) ? -mag : mag;
+}
+
+static void make_dump(void)
+{
+    fx_fill_gauss(a_vals, A_N * A_C * A_I, 7, 0.5f, 2.0f);
+    a_vals[17] = NAN;
+    a_vals[301] = INFINITY;
+    a_vals[1000] = -INFINITY;
+    float tmp[B_N * B_C];
+    fx_fill_gauss(tmp, B_N * B_C, 8, -1.0f, 3.0f);
+    for (int i = 0; i < B_N * B_C; i++)
+        b_half[i] = fx_float_to_half(tmp[i]);
+    uint64_t st = 9;
+    for (int i = 0; i < C_N * 12; i++)
+        c_vals[i] = 100.0 * fx_rand_uniform(&st) - 20.0;
+    fx_dataset ds[3] = {
+        {.name = "a", .dtype = DUMP_F32, .rank = 3, .dims = {A_N, A_C, A_I}, .chunk_rows = 4,
+         .data = a_vals, .channel_axis = FX_NO_ATTR},
+        {.name = "b/half", .dtype = DUMP_F16, .rank = 2, .dims = {B_N, B_C}, .data = b_half,
+         .channel_axis = FX_NO_ATTR},
+        {.name = "c", .dtype = DUMP_F64, .rank = 3, .dims = {C_N, 3, 4}, .chunk_rows = 5,
+         .data = c_vals, .channel_axis = 2},
+    };
+    dir = fx_tmpdir();
+    dump_file = fx_path(dir, "dump.h5");
+    cr_assert_eq(fx_write_dump(dump_file, ds, 3, 0), 0);
+    reg = registry_new(NULL, NULL);
+    registry_load_dir(reg, TEST_PLUGIN_DIR);
+    cr_assert_not_null(registry_observer(reg, "minmax"));
+}
+
+static void cleanup(void)
+{
+    registry_free(reg);
+    fx_rmtree(dir);
+    free(dir);
+    free(dump_file);
+}
+
+TestSuite(pass, .init = make_dump, .fini = cleanup);
+
+/* Declares minmax, minmax_per_channel and moving_average_minmax on every tensor. */
+static pass *declare_all(dump *d, int *handles, size_t *n)
+{
+    static const char *const names[] = {"minmax", "minmax_per_channel", "moving_average_minmax"};
+    pass *p = pass_new(d);
+    *n = 0;
+    for (size_t t = 0; t < dump_count(d); t++)
+        for (int k = 0; k < 3; k++) {
+            const reg_observer *o = registry_observer(reg, names[k]);
+            cr_assert_not_null(o, "observer %s", names[k]);
+            qcal_value v[16];
+            qerror e = {0};
+            cr_assert_eq(params_resolve(names[k], o->desc.params, o->desc.n_params, NULL, 0, v, &e), 0);
+            handles[(*n)++] = pass_observe(p, t, o, v, PASS_AXIS_DEFAULT, &e);
+            cr_assert_geq(handles[*n - 1], 0, "%s", e.msg);
+        }
+    return p;
+}
+
+/* Concatenates every serialized state and statistic into one byte string. */
+static size_t fingerprint(pass *p, const int *handles, size_t n, unsigned char *out, size_t cap)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        for (int ser = 0; ser < 2; ser++) {
+            hstat *s;
+            qerror e = {0};
+            int rc = ser ? pass_serialize(p, handles[i], &s, &e) : pass_finalize(p, handles[i], &s, &e);
+            cr_assert_eq(rc, 0, "%s", e.msg);
+            for (uint32_t a = 0; a < s->view.n_arrays; a++) {
+                const qcal_array *arr = &s->view.arrays[a];
+                size_t bytes = hstat_array_count(arr) * hstat_dtype_size(arr->dtype);
+                cr_assert_leq(len + bytes, cap);
+                memcpy(out + len, arr->data, bytes);
+                len += bytes;
+            }
+            hstat_free(s);
+        }
+    return len;
+}
+
+static size_t run_with(int threads, size_t slab_bytes, unsigned char *out, size_t cap)
+{
+    dump *d;
+    qerror e = {0};
+    cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
+    int handles[32];
+    size_t n;
+    pass *p = declare_all(d, handles, &n);
+    pass_options o;
+    pass_defaults(&o);
+    o.threads = threads;
+    o.slab_bytes = slab_bytes;
+    o.batch_size = 4;
+    cr_assert_eq(pass_run(p, &o, &e), 0, "%s", e.msg);
+    size_t len = fingerprint(p, handles, n, out, cap);
+    pass_free(p);
+    dump_close(d);
+    return len;
+}
+
+Test(pass, bit_identical_for_any_threads_and_slab_size)
+{
+    static unsigned char ref[1 << 20], got[1 << 20];
+    size_t ref_len = run_with(1, (size_t)4 << 20, ref, sizeof ref);
+    const int threads[] = {2, 4, 3, 1};
+    const size_t slabs[] = {1, 100, (size_t)4 << 20, 1000};
+    for (int i = 0; i < 4; i++) {
+        size_t len = run_with(threads[i], slabs[i], got, sizeof got);
+        cr_assert_eq(len, ref_len);
+        cr_assert(memcmp(ref, got, len) == 0, "threads %d slab %zu differ", threads[i], slabs[i]);
+    }
+}
+
+static void naive_minmax(const float *x, size_t n, float *lo, float *hi)
+{
+    *lo = INFINITY;
+    *hi = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(x[i])) {
+            if (x[i] < *lo) *lo = x[i];
+            if (x[i] > *hi) *hi = x[i];
+        }
+}
+
+static void expect_minmax(pass *p, int h, float lo, float hi)
+{
+    hstat *s;
+    qerror e = {0};
+    cr_assert_eq(pass_finalize(p, h, &s, &e), 0, "%s", e.msg);
+    const qcal_array *alo = hstat_find(&s->view, "lo"), *ahi = hstat_find(&s->view, "hi");
+    cr_assert(alo && ahi);
+    cr_expect_eq(((const float *)alo->data)[0], lo);
+    cr_expect_eq(((const float *)ahi->data)[0], hi);
+    hstat_free(s);
+}
+
+Test(pass, values_reach_observers_converted_and_complete)
+{
+    dump *d;
+    qerror e = {0};
+    cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
+    int handles[32];
+    size_t n;
+    pass *p = declare_all(d, handles, &n);
+    pass_options o;
+    pass_defaults(&o);
+    o.threads = 2;
+    o.slab_bytes = 64;
+    cr_assert_eq(pass_run(p, &o, &e), 0, "%s", e.msg);
+    float lo, hi, b_vals[B_N * B_C], c_float[C_N * 12];
+    naive_minmax(a_vals, A_N * A_C * A_I, &lo, &hi);
+    expect_minmax(p, handles[0], lo, hi); /* tensors sorted by name: a, b/half, c */
+    for (int i = 0; i < B_N * B_C; i++)
+        b_vals[i] = half_ref(b_half[i]);
+    naive_minmax(b_vals, B_N * B_C, &lo, &hi);
+    expect_minmax(p, handles[3], lo, hi);
+    for (int i = 0; i < C_N * 12; i++)
+        c_float[i] = (float)c_vals[i];
+    naive_minmax(c_float, C_N * 12, &lo, &hi);
+    expect_minmax(p, handles[6], lo, hi);
+    pass_free(p);
+    dump_close(d);
+}
+
+Test(pass, max_rows_reads_only_a_prefix)
+{
+    dump *d;
+    qerror e = {0};
+    cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
+    pass *p = pass_new(d);
+    const reg_observer *o = registry_observer(reg, "minmax");
+    int h = pass_observe(p, 2, o, NULL, PASS_AXIS_DEFAULT, &e);
+    cr_assert_geq(h, 0, "%s", e.msg);
+    pass_options opt;
+    pass_defaults(&opt);
+    opt.max_rows = 6;
+    opt.slab_bytes = 1;
+    cr_assert_eq(pass_run(p, &opt, &e), 0, "%s", e.msg);
+    float prefix[6 * 12], lo, hi;
+    for (int i = 0; i < 6 * 12; i++)
+        prefix[i] = (float)c_vals[i];
+    naive_minmax(prefix, 6 * 12, &lo, &hi);
+    expect_minmax(p, h, lo, hi);
+    pass_free(p);
+    dump_close(d);
+}
+
+Test(pass, unsuitable_tensor_refused_at_declaration)
+{
+    dump *d;
+    qerror e = {0};
+    cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
+    pass *p = pass_new(d);
+    const reg_observer *o = registry_observer(reg, "minmax_per_channel");
+    cr_assert_lt(pass_observe(p, 0, o, NULL, 7, &e), 0);
+    cr_expect(strstr(e.msg, "tensor 'a'") && strstr(e.msg, "channel axis"), "%s", e.msg);
+    pass_free(p);
+    dump_close(d);
+}
+
+Test(pass, statistic_before_run_is_an_error)
+{
+    dump *d;
+    qerror e = {0};
+    cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
+    pass *p = pass_new(d);
+    int h = pass_observe(p, 0, registry_observer(reg, "minmax"), NULL, PASS_AXIS_DEFAULT, &e);
+    hstat *s = NULL;
+    cr_assert_lt(pass_finalize(p, h, &s, &e), 0);
+    cr_expect(strstr(e.msg, "has not run"), "%s", e.msg);
+    pass_free(p);
+    dump_close(d);
+}

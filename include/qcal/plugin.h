@@ -168,11 +168,16 @@ typedef struct qcal_tensor {
     uint32_t rank;                 /* 1..QCAL_MAX_RANK; shape[0] is the sample axis */
     int32_t channel_axis;          /* 1..rank-1, or -1 when the tensor has none */
     uint64_t shape[QCAL_MAX_RANK]; /* shape[0] = samples in the whole (possibly sharded) dump */
-    uint64_t batch_size;           /* samples per calibration batch, for batch-based methods */
+    uint64_t batch_size;           /* samples per calibration batch (>= 1), for batch-based
+                                      methods: batch b is samples [b*batch_size, (b+1)*batch_size) */
 } qcal_tensor;
 
 /* A slab of values: rows consecutive samples along axis 0, converted to float32.
  * Values may contain NaN and +-Inf; an observer MUST NOT fold them into a range.
+ * The host guarantees that a slab never splits a calibration batch: first_row is a multiple
+ * of the tensor's batch_size and rows is a multiple of it, except for the tensor's last slab
+ * (whose last batch may be short). So a per-batch statistic can be computed within one
+ * observe() call. Slabs of one tensor may reach different states in any order.
  * Leaf: frozen. */
 typedef struct qcal_slab {
     const float *data;   /* rows * row_size values, row-major */

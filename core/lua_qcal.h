@@ -1,0 +1,30 @@
+/* lua_qcal.h - the `qcal` Lua module that recipes use */
+#ifndef QCAL_LUA_QCAL_H
+#define QCAL_LUA_QCAL_H
+
+#include <lua.h>
+
+#include "dump.h"
+#include "recipe.h"
+#include "results.h"
+
+/* What the module works on during one recipe run. */
+typedef struct lua_qcal_ctx {
+    const recipe_options *o;
+    const char *recipe_name;  /* for messages and the results file */
+    dump *d;                  /* NULL while describing */
+    results *res;
+    int committed;
+    int describing;           /* qcal.params records its defaults, then stops the script */
+    recipe_param *described;
+    size_t n_described, cap_described;
+} lua_qcal_ctx;
+
+/* Registers `qcal` in package.preload, bound to ctx (which must outlive the state). */
+void lua_qcal_install(lua_State *L, lua_qcal_ctx *ctx);
+/* The error object qcal.params raises when describing. */
+int lua_qcal_is_describe_stop(lua_State *L, int idx);
+/* Writes the results to o->output (once). */
+int lua_qcal_commit(lua_qcal_ctx *ctx, qerror *e);
+
+#endif

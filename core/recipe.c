@@ -1,0 +1,370 @@
+/* recipe.c - running Lua recipes in a sandbox with memory and instruction limits */
+#include "recipe.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lua_qcal.h"
+
+#define DEFAULT_MEMORY_LIMIT ((size_t)1 << 30)
+#define DEFAULT_INSTRUCTION_LIMIT 1000000000ull
+#define HOOK_EVERY 1000 /* instructions between two budget checks */
+
+typedef struct limits {
+    size_t used, limit;
+    uint64_t instructions, instruction_limit;
+    int memory_hit;
+} limits;
+
+void recipe_defaults(recipe_options *o)
+{
+    memset(o, 0, sizeof *o);
+    pass_defaults(&o->pass);
+}
+
+/* ---- where recipes live --------------------------------------------------------------- */
+
+/* Running from the build tree, recipes come from the source tree; installed, from datadir. */
+const char *recipe_dir(void)
+{
+    static char dir[PATH_MAX];
+    if (dir[0])
+        return dir;
+    const char *env = getenv("QCAL_RECIPE_DIR");
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    int in_build = n > 0 && !strncmp(exe, QCAL_BUILD_ROOT "/", strlen(QCAL_BUILD_ROOT "/"));
+    snprintf(dir, sizeof dir, "%s",
+             env && *env ? env : in_build ? QCAL_SOURCE_RECIPE_DIR : QCAL_RECIPE_DIR);
+    return dir;
+}
+
+static int is_path(const char *recipe)
+{
+    size_t n = strlen(recipe);
+    return strchr(recipe, '/') || (n > 4 && !strcmp(recipe + n - 4, ".lua"));
+}
+
+int recipe_resolve(const char *recipe, char *buf, size_t size, qerror *e)
+{
+    if (is_path(recipe))
+        snprintf(buf, size, "%s", recipe);
+    else
+        snprintf(buf, size, "%s/%s.lua", recipe_dir(), recipe);
+    struct stat st;
+    if (stat(buf, &st) || !S_ISREG(st.st_mode))
+        return qerror_set(e, QERR_NOINPUT,
+                          is_path(recipe) ? "%s: no such recipe file" : "no bundled recipe '%s' "
+                          "(looked for %s; `qcal list` shows the recipes)", recipe, buf);
+    return 0;
+}
+
+static void recipe_name_of(const char *path, char *buf, size_t size)
+{
+    const char *slash = strrchr(path, '/');
+    snprintf(buf, size, "%s", slash ? slash + 1 : path);
+    size_t n = strlen(buf);
+    if (n > 4 && !strcmp(buf + n - 4, ".lua"))
+        buf[n - 4] = '\0';
+}
+
+/* ---- limits --------------------------------------------------------------------------- */
+
+/* A capped allocator: refusing an allocation makes Lua raise a memory error. */
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    limits *lim = ud;
+    size_t old = ptr ? osize : 0; /* with ptr NULL, osize is a type tag, not a size */
+    if (nsize == 0) {
+        free(ptr);
+        lim->used -= old;
+        return NULL;
+    }
+    if (nsize > old && lim->used - old + nsize > lim->limit) {
+        lim->memory_hit = 1;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p)
+        lim->used = lim->used - old + nsize;
+    return p;
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    limits *lim;
+    lua_getallocf(L, (void **)&lim);
+    lim->instructions += HOOK_EVERY;
+    if (lim->instructions <= lim->instruction_limit)
+        return;
+    lua_Debug where; /* level 0 is the interrupted Lua function: name its line */
+    int line = -1;
+    const char *source = "?";
+    if (lua_getstack(L, 0, &where) && lua_getinfo(L, "Sl", &where)) {
+        line = where.currentline;
+        source = where.short_src;
+    }
+    lua_pushfstring(L, "%s:%d: instruction budget of %I exceeded (raise it with "
+                    "--max-instructions)", source, line, (lua_Integer)lim->instruction_limit);
+    lua_error(L);
+}
+
+/* ---- the sandbox ---------------------------------------------------------------------- */
+
+/* load() that only ever accepts text chunks. */
+static int text_load(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    const char *name = luaL_optstring(L, 2, s);
+    int env = !lua_isnone(L, 4) ? 4 : 0;
+    if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (env) {
+        lua_pushvalue(L, env);
+        if (!lua_setupvalue(L, -2, 1))
+            lua_pop(L, 1);
+    }
+    return 1;
+}
+
+static int log_print(lua_State *L)
+{
+    lua_getglobal(L, "qcal_internal_log");
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 0);
+    return 0;
+}
+
+static void remove_field(lua_State *L, const char *table, const char *field)
+{
+    if (lua_getglobal(L, table) == LUA_TTABLE) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, field);
+    }
+    lua_pop(L, 1);
+}
+
+static void open_safe_libs(lua_State *L)
+{
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},        {LUA_LOADLIBNAME, luaopen_package},
+        {LUA_COLIBNAME, luaopen_coroutine}, {LUA_TABLIBNAME, luaopen_table},
+        {LUA_OSLIBNAME, luaopen_os},      {LUA_STRLIBNAME, luaopen_string},
+        {LUA_MATHLIBNAME, luaopen_math},  {LUA_UTF8LIBNAME, luaopen_utf8},
+        {NULL, NULL},
+    };
+    for (const luaL_Reg *lib = libs; lib->func; lib++) {
+        luaL_requiref(L, lib->name, lib->func, 1);
+        lua_pop(L, 1);
+    }
+}
+
+/* Leaves only what cannot reach outside the process: no io, debug, C modules, bytecode,
+ * commands, environment, or file system writes. */
+static void apply_sandbox(lua_State *L, const char *recipe_dir_path)
+{
+    static const char *const os_removed[] = {"execute", "exit", "getenv", "remove", "rename",
+                                             "tmpname", "setlocale", NULL};
+    for (const char *const *f = os_removed; *f; f++)
+        remove_field(L, LUA_OSLIBNAME, *f);
+    remove_field(L, LUA_STRLIBNAME, "dump");
+    remove_field(L, LUA_LOADLIBNAME, "loadlib");
+    static const char *const globals_removed[] = {"dofile", "loadfile", "collectgarbage", NULL};
+    for (const char *const *g = globals_removed; *g; g++) {
+        lua_pushnil(L);
+        lua_setglobal(L, *g);
+    }
+    lua_pushcfunction(L, text_load);
+    lua_setglobal(L, "load");
+    lua_getglobal(L, LUA_LOADLIBNAME);
+    lua_pushstring(L, "");
+    lua_setfield(L, -2, "cpath");
+    lua_pushfstring(L, "%s/?.lua", recipe_dir_path);
+    lua_setfield(L, -2, "path");
+    lua_getfield(L, -1, "searchers"); /* keep preload and the Lua searcher only */
+    lua_pushnil(L);
+    lua_rawseti(L, -2, 4);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, 3);
+    lua_pop(L, 2);
+}
+
+typedef struct setup_args {
+    lua_qcal_ctx *ctx;
+    const char *path;
+    int unsafe;
+} setup_args;
+
+/* Runs protected (lua_pcall), so a memory error while setting up is an error, not a panic. */
+static int setup_state(lua_State *L)
+{
+    const setup_args *a = lua_touserdata(L, 1);
+    lua_qcal_ctx *ctx = a->ctx;
+    const char *path = a->path;
+    int unsafe = a->unsafe;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    if (unsafe)
+        luaL_openlibs(L);
+    else {
+        open_safe_libs(L);
+        apply_sandbox(L, dir);
+    }
+    lua_qcal_install(L, ctx);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "qcal");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "log");
+    lua_setglobal(L, "qcal_internal_log");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, log_print); /* print goes to the log (stderr), never to stdout */
+    lua_setglobal(L, "print");
+    lua_getglobal(L, LUA_MATHLIBNAME); /* reproducible math.random */
+    lua_getfield(L, -1, "randomseed");
+    lua_pushinteger(L, 42);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return 0;
+}
+
+static int traceback_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (lua_qcal_is_describe_stop(L, 1))
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* ---- running -------------------------------------------------------------------------- */
+
+static void log_text(const recipe_options *o, const char *text)
+{
+    if (o->log)
+        o->log(o->log_ud, text);
+}
+
+/* Turns a failed pcall into one error line (first line of the message) + the traceback. */
+static int script_failed(lua_State *L, int status, const char *name, const limits *lim,
+                         const recipe_options *o, qerror *e)
+{
+    if (status == LUA_ERRMEM || lim->memory_hit)
+        return qerror_set(e, QERR_CONFIG, "recipe '%s': memory limit of %zu MiB exceeded "
+                          "(raise it with --max-memory)", name, lim->limit >> 20);
+    const char *msg = lua_tostring(L, -1);
+    if (!msg)
+        msg = "error object is not a string";
+    const char *newline = strchr(msg, '\n');
+    int first_len = newline ? (int)(newline - msg) : (int)strlen(msg);
+    if (newline) {
+        log_text(o, newline + 1);
+        log_text(o, "\n");
+    }
+    return qerror_set(e, QERR_CONFIG, "recipe error: %.*s", first_len, msg);
+}
+
+static int run_chunk(lua_State *L, const char *path, const char *name, const limits *lim,
+                     const recipe_options *o, lua_qcal_ctx *ctx, qerror *e)
+{
+    lua_pushcfunction(L, traceback_handler);
+    int handler = lua_gettop(L);
+    int status = luaL_loadfilex(L, path, "t");
+    if (status == LUA_OK)
+        status = lua_pcall(L, 0, 0, handler);
+    if (status != LUA_OK) {
+        if (ctx->describing && lua_qcal_is_describe_stop(L, -1))
+            return 0;
+        return script_failed(L, status, name, lim, o, e);
+    }
+    return 0;
+}
+
+static lua_State *new_state(limits *lim, const recipe_options *o)
+{
+    lim->limit = o->memory_limit ? o->memory_limit : DEFAULT_MEMORY_LIMIT;
+    lim->instruction_limit = o->instruction_limit ? o->instruction_limit : DEFAULT_INSTRUCTION_LIMIT;
+    lua_State *L = lua_newstate(limited_alloc, lim);
+    if (L)
+        lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    return L;
+}
+
+/* Runs the script at `path` with ctx; closes the state before returning. */
+static int execute(const char *path, lua_qcal_ctx *ctx, const recipe_options *o, qerror *e)
+{
+    limits lim;
+    memset(&lim, 0, sizeof lim);
+    lua_State *L = new_state(&lim, o);
+    if (!L)
+        return qerror_set(e, QERR_SOFTWARE, "cannot create a Lua state");
+    setup_args args = {ctx, path, o->unsafe};
+    lua_pushcfunction(L, setup_state);
+    lua_pushlightuserdata(L, &args);
+    int rc = 0;
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+        rc = script_failed(L, LUA_ERRRUN, ctx->recipe_name, &lim, o, e);
+    else
+        rc = run_chunk(L, path, ctx->recipe_name, &lim, o, ctx, e);
+    if (!rc && !ctx->describing)
+        rc = lua_qcal_commit(ctx, e);
+    lua_close(L);
+    return rc;
+}
+
+int recipe_run(const recipe_options *o, qerror *e)
+{
+    char path[PATH_MAX], name[256];
+    if (recipe_resolve(o->recipe, path, sizeof path, e))
+        return -1;
+    recipe_name_of(path, name, sizeof name);
+    lua_qcal_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.o = o;
+    ctx.recipe_name = name;
+    if (dump_open(o->dump_path, &ctx.d, e))
+        return -1;
+    ctx.res = results_new(name, o->dump_path);
+    int rc = ctx.res ? execute(path, &ctx, o, e) : qerror_set(e, QERR_SOFTWARE, "out of memory");
+    results_free(ctx.res);
+    dump_close(ctx.d);
+    return rc;
+}
+
+int recipe_describe(const char *path, recipe_param *out, size_t cap, size_t *n, qerror *e)
+{
+    recipe_options o;
+    recipe_defaults(&o);
+    char name[256];
+    recipe_name_of(path, name, sizeof name);
+    lua_qcal_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.o = &o;
+    ctx.recipe_name = name;
+    ctx.describing = 1;
+    ctx.described = out;
+    ctx.cap_described = cap;
+    ctx.res = results_new(name, "");
+    int rc = execute(path, &ctx, &o, e);
+    results_free(ctx.res);
+    *n = ctx.n_described;
+    return rc;
+}

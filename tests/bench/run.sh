@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# run.sh - benchmarks, as ratios against a baseline measured in the same run (never asserted).
+#   bash tests/bench/run.sh BUILD_DIR [GIB]
+# Prints one table: figure, qcal, baseline, ratio. Page cache warm (each file is read once
+# before timing); rounds interleave qcal and the baseline so drift hits both alike.
+set -euo pipefail
+BUILD=${1:-build-release}
+GIB=${2:-1.0}
+ROUNDS=${ROUNDS:-3}
+OUT="$BUILD/bench"
+mkdir -p "$OUT"
+DUMP="$OUT/bench-${GIB}g.h5"
+B="$BUILD/tests/bench_read"
+QCAL="$BUILD/core/qcal"
+
+[ -f "$DUMP" ] || { echo "bench: generating $DUMP ($GIB GiB)" >&2; "$B" make "$DUMP" "$GIB"; }
+cat "$DUMP" > /dev/null # warm the page cache
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+declare -a base_t qcal_t qcal_rss qcal1_t
+for ((r = 0; r < ROUNDS; r++)); do
+    read -r t _ < <("$B" time -- "$B" read "$DUMP" 2>/dev/null)
+    base_t+=("$t")
+    read -r t rss < <("$B" time -- "$QCAL" run minmax "$DUMP" -o "$OUT/minmax.h5" --force)
+    qcal_t+=("$t"); qcal_rss+=("$rss")
+    read -r t _ < <("$B" time -- "$QCAL" run minmax "$DUMP" -o "$OUT/minmax.h5" --force --threads 1)
+    qcal1_t+=("$t")
+done 2>/dev/null
+
+bt=$(printf '%s\n' "${base_t[@]}" | median)
+qt=$(printf '%s\n' "${qcal_t[@]}" | median)
+q1=$(printf '%s\n' "${qcal1_t[@]}" | median)
+rss=$(printf '%s\n' "${qcal_rss[@]}" | sort -n | tail -1)
+size=$(stat -c %s "$DUMP")
+awk -v bt="$bt" -v qt="$qt" -v q1="$q1" -v rss="$rss" -v size="$size" -v rounds="$ROUNDS" -v cores="$(nproc)" 'BEGIN {
+    printf "\n%-46s %10s %10s %8s\n", "figure (median of " rounds ", " cores " cores)", "qcal", "baseline", "ratio"
+    printf "%-46s %9.3fs %9.3fs %8.2f\n", "minmax run (default threads) / plain HDF5 read", qt, bt, qt / bt
+    printf "%-46s %9.3fs %9.3fs %8.2f\n", "minmax run (--threads 1) / plain HDF5 read", q1, bt, q1 / bt
+    printf "%-46s %7.0fMiB %7.0fMiB %8.3f\n", "peak RSS of the run / dump size", rss / 1024, size / 1048576, rss * 1024 / size
+    printf "throughput: plain read %.0f MiB/s, qcal %.0f MiB/s\n", size / bt / 1048576, size / qt / 1048576
+}'
