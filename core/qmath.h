@@ -8,7 +8,8 @@
 #include "error.h"
 #include "qcal/plugin.h"
 
-/* Builds a spec: bits 2..16, flags QCAL_QSPEC_*, axis (>= 1 when per-channel, else -1).
+/* Builds a spec: bits 2..16, flags QCAL_QSPEC_*, axis (>= 1 when per-channel; ignored and
+ * stored as -1 otherwise). Returns -1 (QERR_USAGE) for anything else.
  * Derives qmin/qmax: signed [-2^(b-1), 2^(b-1)-1] (narrow: qmin + 1), unsigned [0, 2^b-1]
  * (narrow: qmax - 1). */
 int qmath_spec(qcal_qspec *out, int bits, uint32_t flags, int axis, qerror *e);
@@ -16,22 +17,34 @@ int qmath_spec(qcal_qspec *out, int bits, uint32_t flags, int axis, qerror *e);
 /* range -> (scale, zero_point), exactly as torch's _calculate_qparams computes in float32:
  *   lo' = min(lo, 0), hi' = max(hi, 0)
  *   symmetric: amax = max(-lo', hi'), scale = amax / ((qmax - qmin) / 2);
- *              zero_point = 0 when signed, qmin + 2^(bits-1) when unsigned (torch's 128)
+ *              zero_point = 0 when signed; unsigned: qmin + 2^(bits-1) on a full grid
+ *              (torch's 128 for quint8 and 2^15 for uint16; torch takes (qmin + qmax) // 2
+ *              = 7 for a custom 4-bit grid where we give 8: the signed grid shifted, the
+ *              same for every width), (qmin + qmax) / 2 on a narrow grid (127 for [0, 254],
+ *              as torch, so the grid stays centred)
  *   affine:    scale = (hi' - lo') / (qmax - qmin),
  *              zero_point = clamp(qmin - round_half_even(lo' / scale), qmin, qmax)
- *   scale = max(scale, FLT_EPSILON).
- * Returns -1 (QERR_DATA) for a non-finite or inverted range. */
+ *   scale = max(scale, FLT_EPSILON), applied before the zero-point is computed.
+ * lo and hi are first rounded to float32 (torch's min_val / max_val), and every step is one
+ * float32 operation, so the scale is a float32 value stored in a double.
+ * Returns -1 (QERR_DATA) for a non-finite or inverted range, or one beyond float32. */
 int qmath_qparams(const qcal_qspec *spec, double lo, double hi, double *scale,
                   int64_t *zero_point, qerror *e);
 
 /* Symmetric threshold of a range: max(|lo|, |hi|). */
 double qmath_threshold(double lo, double hi);
 
-/* Quantize-dequantize one value as torch.fake_quantize_per_tensor_affine does:
- * q = clamp(round_half_even(x / scale) + zp, qmin, qmax); return (q - zp) * scale. */
+/* Quantize-dequantize one value exactly as torch's CPU fake_quantize_per_tensor_affine
+ * (_fake_quantize_tensor_helper) does, all in float32:
+ *   inv = 1.0f / scale; q = zp + nearbyintf(x * inv)   (multiply by the reciprocal, not a
+ *   division: torch's choice, which can differ from x / scale in the last bit)
+ *   q = clamp(q, qmin, qmax), NaN -> qmin;  return (float)(q - zp) * scale.
+ * So +-Inf map to the grid's ends and NaN to qmin, as in torch >= 2.1. Round half to even
+ * assumes the default rounding mode, which plugins may not change. */
 float qmath_fake_quant(float x, float scale, int64_t zero_point, int64_t qmin, int64_t qmax);
 
-/* Error of a quantize-dequantize, accumulated exactly mergeable in float64. */
+/* Error of a quantize-dequantize: sums in float64, mergeable (merging in a fixed order gives
+ * reproducible results; a different order may change the last bits). */
 typedef struct qmath_err {
     uint64_t n;
     double sum_sq_err; /* sum (x - q)^2 */
@@ -40,10 +53,17 @@ typedef struct qmath_err {
     double dot;        /* sum x * q */
 } qmath_err;
 
+/* Start from a zeroed qmath_err. x is the reference, q its quantize-dequantize. Non-finite
+ * values propagate into the sums (and so into the metrics) as NaN / Inf. */
 void qmath_err_add(qmath_err *acc, const float *x, const float *q, uint64_t n);
 void qmath_err_merge(qmath_err *into, const qmath_err *from);
-double qmath_mse(const qmath_err *acc);     /* sum_sq_err / n */
-double qmath_sqnr_db(const qmath_err *acc); /* 10 log10(sum_sq_ref / sum_sq_err); +inf when exact */
-double qmath_cosine(const qmath_err *acc);  /* dot / sqrt(sum_sq_ref sum_sq_q); 1 when both 0 */
+/* sum_sq_err / n; 0 when n == 0. */
+double qmath_mse(const qmath_err *acc);
+/* 10 log10(sum_sq_ref / sum_sq_err); +inf when the error is 0 (also for an all-zero signal
+ * or n == 0: nothing was lost), -inf when the error is > 0 but the signal is 0. */
+double qmath_sqnr_db(const qmath_err *acc);
+/* dot / (sqrt(sum_sq_ref) sqrt(sum_sq_q)), clamped to [-1, 1]; 1 when both norms are 0,
+ * 0 when exactly one is. */
+double qmath_cosine(const qmath_err *acc);
 
 #endif

@@ -1,1 +1,1111 @@
-/* placeholder: being written */
+/* results.c - the results file: building it in memory, writing it atomically, reading it back */
+#include "results.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qmath.h"
+
+#ifndef QCAL_VERSION
+#define QCAL_VERSION "unknown"
+#endif
+
+#define WALK_DEPTH_MAX 64
+
+/* ---- the in-memory results ------------------------------------------------------------ */
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static char *iso_now(void)
+{
+    char buf[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    if (!gmtime_r(&now, &tm) || !strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        buf[0] = '\0';
+    return strdup(buf);
+}
+
+results *results_new(const char *recipe, const char *source)
+{
+    results *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->recipe = dup_or_empty(recipe);
+    r->source = dup_or_empty(source);
+    r->qcal_version = strdup(QCAL_VERSION);
+    r->created = iso_now();
+    if (!r->recipe || !r->source || !r->qcal_version || !r->created) {
+        results_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void tensor_clear(result_tensor *t)
+{
+    free(t->tensor);
+    free(t->orig_name);
+    free(t->method);
+    free(t->lo);
+    free(t->hi);
+    free(t->scale);
+    free(t->zero_point);
+    free(t->note);
+    memset(t, 0, sizeof *t);
+}
+
+static void stat_clear(result_stat *s)
+{
+    free(s->tensor);
+    free(s->observer);
+    free(s->params);
+    hstat_free(s->state);
+    memset(s, 0, sizeof *s);
+}
+
+void results_free(results *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_tensors; i++)
+        tensor_clear(&r->tensors[i]);
+    for (size_t i = 0; i < r->n_stats; i++)
+        stat_clear(&r->stats[i]);
+    free(r->tensors);
+    free(r->stats);
+    free(r->recipe);
+    free(r->source);
+    free(r->qcal_version);
+    free(r->created);
+    free(r);
+}
+
+/* A tensor name becomes a group path: non-empty components, none of them "." or "..". */
+static int path_ok(const char *s)
+{
+    if (!s || !*s)
+        return 0;
+    for (const char *p = s; *p;) {
+        size_t n = strcspn(p, "/");
+        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return 0;
+        p += n;
+        if (*p == '/' && !*++p)
+            return 0; /* trailing slash */
+    }
+    return 1;
+}
+
+result_tensor *results_find(results *r, const char *tensor)
+{
+    for (size_t i = 0; i < r->n_tensors; i++)
+        if (strcmp(r->tensors[i].tensor, tensor) == 0)
+            return &r->tensors[i];
+    return NULL;
+}
+
+/* Stores t (taking its allocations), replacing an entry of the same tensor. */
+static int tensor_store(results *r, result_tensor *t, qerror *e)
+{
+    result_tensor *old = results_find(r, t->tensor);
+    if (old) {
+        tensor_clear(old);
+        *old = *t;
+        return 0;
+    }
+    if (r->n_tensors == r->cap_tensors) {
+        size_t cap = r->cap_tensors ? 2 * r->cap_tensors : 16;
+        result_tensor *n = realloc(r->tensors, cap * sizeof *n);
+        if (!n) {
+            tensor_clear(t);
+            return qerror_set(e, QERR_SOFTWARE, "out of memory storing results");
+        }
+        r->tensors = n;
+        r->cap_tensors = cap;
+    }
+    r->tensors[r->n_tensors++] = *t;
+    return 0;
+}
+
+static int tensor_alloc(result_tensor *t, uint64_t channels)
+{
+    t->channels = channels;
+    t->lo = malloc(channels * sizeof *t->lo);
+    t->hi = malloc(channels * sizeof *t->hi);
+    t->scale = malloc(channels * sizeof *t->scale);
+    t->zero_point = malloc(channels * sizeof *t->zero_point);
+    return t->lo && t->hi && t->scale && t->zero_point ? 0 : -1;
+}
+
+static int put_check(const char *tensor, const char *method, const qcal_qspec *spec,
+                     uint64_t channels, qerror *e)
+{
+    if (!path_ok(tensor))
+        return qerror_set(e, QERR_DATA, "results: bad tensor name '%s' (expected a/b/c path "
+                          "components, none empty, '.' or '..')", tensor ? tensor : "(null)");
+    if (!method || !*method)
+        return qerror_set(e, QERR_SOFTWARE, "results: tensor '%s' has no method name", tensor);
+    if (channels < 1 || channels > ((uint64_t)1 << 32))
+        return qerror_set(e, QERR_SOFTWARE, "results: tensor '%s' has %llu channels", tensor,
+                          (unsigned long long)channels);
+    if (!(spec->flags & QCAL_QSPEC_PER_CHANNEL) && channels != 1)
+        return qerror_set(e, QERR_SOFTWARE,
+                          "results: tensor '%s' has a per-tensor spec but %llu ranges", tensor,
+                          (unsigned long long)channels);
+    return 0;
+}
+
+int results_put(results *r, const char *tensor, const char *orig_name, const char *method,
+                const qcal_qspec *spec, uint64_t channels, const double *lo, const double *hi,
+                qerror *e)
+{
+    if (put_check(tensor, method, spec, channels, e))
+        return -1;
+    result_tensor t = {0};
+    t.spec = *spec;
+    t.tensor = strdup(tensor);
+    t.orig_name = strdup(orig_name ? orig_name : tensor);
+    t.method = strdup(method);
+    if (tensor_alloc(&t, channels) || !t.tensor || !t.orig_name || !t.method) {
+        tensor_clear(&t);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory storing results");
+    }
+    for (uint64_t c = 0; c < channels; c++) {
+        t.lo[c] = lo[c];
+        t.hi[c] = hi[c];
+        if (qmath_qparams(spec, lo[c], hi[c], &t.scale[c], &t.zero_point[c], e)) {
+            tensor_clear(&t);
+            if (channels == 1)
+                return qerror_prefix(e, "tensor '%s'", tensor);
+            return qerror_prefix(e, "tensor '%s' channel %llu", tensor, (unsigned long long)c);
+        }
+    }
+    return tensor_store(r, &t, e);
+}
+
+static int name_ok(const char *s)
+{
+    return s && *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+static int stat_store(results *r, result_stat *s, qerror *e)
+{
+    for (size_t i = 0; i < r->n_stats; i++) {
+        result_stat *old = &r->stats[i];
+        if (strcmp(old->tensor, s->tensor) == 0 && strcmp(old->observer, s->observer) == 0) {
+            stat_clear(old);
+            *old = *s;
+            return 0;
+        }
+    }
+    if (r->n_stats == r->cap_stats) {
+        size_t cap = r->cap_stats ? 2 * r->cap_stats : 16;
+        result_stat *n = realloc(r->stats, cap * sizeof *n);
+        if (!n) {
+            stat_clear(s);
+            return qerror_set(e, QERR_SOFTWARE, "out of memory storing statistics");
+        }
+        r->stats = n;
+        r->cap_stats = cap;
+    }
+    r->stats[r->n_stats++] = *s;
+    return 0;
+}
+
+int results_add_stat(results *r, const char *tensor, const char *observer, const char *params,
+                     hstat *state, qerror *e)
+{
+    if (!path_ok(tensor) || !name_ok(observer) || !state) {
+        hstat_free(state);
+        return qerror_set(e, QERR_SOFTWARE, "results: bad statistic (tensor '%s', observer '%s')",
+                          tensor ? tensor : "(null)", observer ? observer : "(null)");
+    }
+    result_stat s = {0};
+    s.tensor = strdup(tensor);
+    s.observer = strdup(observer);
+    s.params = dup_or_empty(params);
+    s.state = state;
+    if (!s.tensor || !s.observer || !s.params) {
+        stat_clear(&s);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory storing statistics");
+    }
+    return stat_store(r, &s, e);
+}
+
+/* ---- HDF5 helpers ---------------------------------------------------------------------- */
+
+/* Where a write or read is, for error lines. */
+typedef struct ctx {
+    const char *path; /* the file the user named */
+    char obj[1200];   /* the HDF5 object being written or read */
+    qerror *e;
+} ctx;
+
+static herr_t first_desc(unsigned n, const H5E_error2_t *err, void *ud)
+{
+    if (n == 0 && err->desc)
+        snprintf(ud, 256, "%s", err->desc);
+    return 0;
+}
+
+/* The innermost HDF5 error message; must run before the next HDF5 call clears the stack. */
+static void h5_reason(char *buf)
+{
+    buf[0] = '\0';
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, first_desc, buf);
+    if (!buf[0])
+        snprintf(buf, 256, "HDF5 error");
+}
+
+static int write_failed(const ctx *c, const char *what, const char *name)
+{
+    char why[256];
+    h5_reason(why);
+    return qerror_set(c->e, QERR_IO, "cannot write '%s': %s %s of %s: %s", c->path, what, name,
+                      c->obj, why);
+}
+
+static hid_t str_type(void)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t >= 0 && (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0)) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+static int attr_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *buf,
+                      const ctx *c)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = (a < 0 || H5Awrite(a, mtype, buf) < 0) ? write_failed(c, "attribute", name) : 0;
+    if (a >= 0)
+        H5Aclose(a);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return rc;
+}
+
+static int attr_str(hid_t loc, const char *name, const char *value, const ctx *c)
+{
+    hid_t t = str_type();
+    if (t < 0)
+        return write_failed(c, "attribute", name);
+    int rc = attr_write(loc, name, t, t, &value, c);
+    H5Tclose(t);
+    return rc;
+}
+
+static int attr_i64(hid_t loc, const char *name, int64_t v, const ctx *c)
+{
+    return attr_write(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, c);
+}
+
+static int attr_flag(hid_t loc, const char *name, int v, const ctx *c)
+{
+    int8_t b = v ? 1 : 0;
+    return attr_write(loc, name, H5T_STD_I8LE, H5T_NATIVE_INT8, &b, c);
+}
+
+static int attr_f64(hid_t loc, const char *name, double v, const ctx *c)
+{
+    return attr_write(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, c);
+}
+
+static int dset_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank,
+                      const hsize_t *dims, const void *data, const ctx *c)
+{
+    hid_t sp = rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, dims, NULL);
+    hid_t d = sp < 0 ? -1 : H5Dcreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT,
+                                       H5P_DEFAULT);
+    int empty = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 0;
+    int rc = (d < 0 || (!empty && H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0))
+                 ? write_failed(c, "dataset", name)
+                 : 0;
+    if (d >= 0)
+        H5Dclose(d);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return rc;
+}
+
+/* Opens the group at `path` below loc, creating it and any missing parents. */
+static hid_t group_at(hid_t loc, const char *path, hid_t gcpl, const ctx *c)
+{
+    hid_t g = H5Lexists(loc, path, H5P_DEFAULT) > 0 ? H5Gopen2(loc, path, H5P_DEFAULT) : -1;
+    if (g >= 0)
+        return g;
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (lcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0)
+        g = H5Gcreate2(loc, path, lcpl, gcpl, H5P_DEFAULT);
+    if (g < 0)
+        write_failed(c, "group", path);
+    if (lcpl >= 0)
+        H5Pclose(lcpl);
+    return g;
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static int write_spec(hid_t g, const result_tensor *t, const ctx *c)
+{
+    uint32_t f = t->spec.flags;
+    return attr_str(g, "name", t->orig_name, c) || attr_str(g, "tensor", t->tensor, c) ||
+           attr_str(g, "method", t->method, c) || attr_i64(g, "bits", t->spec.bits, c) ||
+           attr_i64(g, "qmin", t->spec.qmin, c) || attr_i64(g, "qmax", t->spec.qmax, c) ||
+           attr_flag(g, "symmetric", f & QCAL_QSPEC_SYMMETRIC, c) ||
+           attr_flag(g, "narrow_range", f & QCAL_QSPEC_NARROW, c) ||
+           attr_flag(g, "signed", f & QCAL_QSPEC_SIGNED, c) ||
+           attr_str(g, "granularity", (f & QCAL_QSPEC_PER_CHANNEL) ? "per_channel" : "per_tensor",
+                    c);
+}
+
+/* The scalar attributes: the range (overall, when per channel) and its scale / zero-point. */
+static int write_range(hid_t g, const result_tensor *t, const ctx *c)
+{
+    double lo = t->lo[0], hi = t->hi[0], scale = t->scale[0];
+    int64_t zp = t->zero_point[0];
+    for (uint64_t i = 1; i < t->channels; i++) {
+        lo = t->lo[i] < lo ? t->lo[i] : lo;
+        hi = t->hi[i] > hi ? t->hi[i] : hi;
+    }
+    if (t->channels > 1 && qmath_qparams(&t->spec, lo, hi, &scale, &zp, c->e))
+        return qerror_prefix(c->e, "cannot write '%s': %s", c->path, c->obj);
+    return attr_f64(g, "min", lo, c) || attr_f64(g, "max", hi, c) ||
+           attr_f64(g, "threshold", qmath_threshold(lo, hi), c) ||
+           attr_f64(g, "scale", scale, c) || attr_i64(g, "zero_point", zp, c);
+}
+
+static int write_channels(hid_t g, const result_tensor *t, const ctx *c)
+{
+    hsize_t n = t->channels;
+    hid_t f = H5T_IEEE_F64LE, m = H5T_NATIVE_DOUBLE;
+    return attr_i64(g, "axis", t->spec.axis, c) || dset_write(g, "min", f, m, 1, &n, t->lo, c) ||
+           dset_write(g, "max", f, m, 1, &n, t->hi, c) ||
+           dset_write(g, "scale", f, m, 1, &n, t->scale, c) ||
+           dset_write(g, "zero_point", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &n, t->zero_point, c);
+}
+
+static int write_tensor(hid_t cal, const result_tensor *t, ctx *c)
+{
+    snprintf(c->obj, sizeof c->obj, "/calibration/%s", t->tensor);
+    hid_t g = group_at(cal, t->tensor, H5P_DEFAULT, c);
+    if (g < 0)
+        return -1;
+    int rc = write_spec(g, t, c) || write_range(g, t, c);
+    if (!rc && t->has_metrics)
+        rc = attr_f64(g, "mse", t->mse, c) || attr_f64(g, "sqnr_db", t->sqnr_db, c) ||
+             attr_f64(g, "cosine", t->cosine, c);
+    if (!rc && t->note)
+        rc = attr_str(g, "note", t->note, c);
+    if (!rc && (t->spec.flags & QCAL_QSPEC_PER_CHANNEL))
+        rc = write_channels(g, t, c);
+    H5Gclose(g);
+    return rc ? -1 : 0;
+}
+
+static int dtype_h5(uint32_t dtype, hid_t *ftype, hid_t *mtype)
+{
+    switch (dtype) {
+    case QCAL_DTYPE_F32:
+        *ftype = H5T_IEEE_F32LE, *mtype = H5T_NATIVE_FLOAT;
+        return 0;
+    case QCAL_DTYPE_F64:
+        *ftype = H5T_IEEE_F64LE, *mtype = H5T_NATIVE_DOUBLE;
+        return 0;
+    case QCAL_DTYPE_I64:
+        *ftype = H5T_STD_I64LE, *mtype = H5T_NATIVE_INT64;
+        return 0;
+    case QCAL_DTYPE_U64:
+        *ftype = H5T_STD_U64LE, *mtype = H5T_NATIVE_UINT64;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static int write_array(hid_t g, const qcal_array *a, const ctx *c)
+{
+    hid_t ft, mt;
+    if (a->rank > 4 || dtype_h5(a->dtype, &ft, &mt))
+        return qerror_set(c->e, QERR_SOFTWARE, "cannot write '%s': array '%s' of %s has dtype %u "
+                          "and rank %u", c->path, a->name, c->obj, (unsigned)a->dtype,
+                          (unsigned)a->rank);
+    hsize_t dims[4];
+    for (uint32_t d = 0; d < a->rank; d++)
+        dims[d] = a->shape[d];
+    return dset_write(g, a->name, ft, mt, (int)a->rank, dims, a->data, c);
+}
+
+/* Statistic groups track creation order, so arrays read back in the order they were made. */
+static hid_t stat_group(hid_t stats, const result_stat *s, const ctx *c)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", s->tensor, s->observer);
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    if (gcpl < 0 ||
+        H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0) {
+        if (gcpl >= 0)
+            H5Pclose(gcpl);
+        write_failed(c, "group", path);
+        return -1;
+    }
+    hid_t g = group_at(stats, path, gcpl, c);
+    H5Pclose(gcpl);
+    return g;
+}
+
+static int write_stat(hid_t stats, const result_stat *s, ctx *c)
+{
+    snprintf(c->obj, sizeof c->obj, "/statistics/%s/%s", s->tensor, s->observer);
+    hid_t g = stat_group(stats, s, c);
+    if (g < 0)
+        return -1;
+    const qcal_stat *v = &s->state->view;
+    int rc = attr_str(g, "tensor", s->tensor, c) || attr_str(g, "observer", s->observer, c) ||
+             attr_str(g, "kind", v->kind, c) || attr_i64(g, "kind_version", v->kind_version, c) ||
+             attr_i64(g, "channels", (int64_t)v->channels, c) ||
+             attr_str(g, "params", s->params, c);
+    for (uint32_t i = 0; !rc && i < v->n_arrays; i++)
+        rc = write_array(g, &v->arrays[i], c);
+    H5Gclose(g);
+    return rc ? -1 : 0;
+}
+
+static int write_body(hid_t f, const results *r, ctx *c)
+{
+    snprintf(c->obj, sizeof c->obj, "/");
+    if (attr_str(f, "qcal_version", r->qcal_version, c) || attr_str(f, "recipe", r->recipe, c) ||
+        attr_str(f, "source", r->source, c) || attr_str(f, "created", r->created, c))
+        return -1;
+    hid_t cal = group_at(f, "calibration", H5P_DEFAULT, c);
+    hid_t stats = cal < 0 ? -1 : group_at(f, "statistics", H5P_DEFAULT, c);
+    int rc = stats < 0 ? -1 : 0;
+    for (size_t i = 0; !rc && i < r->n_tensors; i++)
+        rc = write_tensor(cal, &r->tensors[i], c);
+    for (size_t i = 0; !rc && i < r->n_stats; i++)
+        rc = write_stat(stats, &r->stats[i], c);
+    if (stats >= 0)
+        H5Gclose(stats);
+    if (cal >= 0)
+        H5Gclose(cal);
+    return rc;
+}
+
+/* Writes the HDF5 file `tmp` (already created empty by mkstemp) and closes it. */
+static int write_hdf5(const results *r, const char *tmp, ctx *c)
+{
+    char why[256];
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0)
+        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG); /* nothing may outlive H5Fclose */
+    hid_t f = fapl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (f < 0) {
+        h5_reason(why);
+        if (fapl >= 0)
+            H5Pclose(fapl);
+        return qerror_set(c->e, QERR_CANTCREAT, "cannot create '%s': %s", c->path, why);
+    }
+    H5Pclose(fapl);
+    int rc = write_body(f, r, c);
+    if (H5Fclose(f) < 0 && !rc) {
+        h5_reason(why);
+        rc = qerror_set(c->e, QERR_IO, "cannot write '%s': %s", c->path, why);
+    }
+    return rc;
+}
+
+/* ---- the atomic file dance ------------------------------------------------------------- */
+
+static int sys_failed(const ctx *c, int code, const char *what)
+{
+    int err = errno;
+    return qerror_set(c->e, code, "cannot %s '%s': %s", what, c->path, strerror(err));
+}
+
+static void sync_dir(const char *path)
+{
+    char *dir = strdup(path);
+    if (!dir)
+        return;
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir ? 1 : 0] = '\0'; /* "/x.h5" -> "/", "a/x.h5" -> "a" */
+    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd); /* best effort: the rename has happened, there is nothing to undo */
+        close(fd);
+    }
+    free(dir);
+}
+
+/* Moves tmp onto path. Without force, link() makes "refuse an existing file" atomic. */
+static int publish(const char *tmp, int force, const ctx *c)
+{
+    if (force)
+        return rename(tmp, c->path) ? sys_failed(c, QERR_CANTCREAT, "rename a file onto") : 0;
+    if (link(tmp, c->path) == 0) {
+        unlink(tmp);
+        return 0;
+    }
+    if (errno == EEXIST)
+        return qerror_set(c->e, QERR_CANTCREAT, "refusing to overwrite existing '%s' (use --force)",
+                          c->path);
+    if (access(c->path, F_OK) == 0) /* a filesystem without hard links: check, then rename */
+        return qerror_set(c->e, QERR_CANTCREAT, "refusing to overwrite existing '%s' (use --force)",
+                          c->path);
+    return rename(tmp, c->path) ? sys_failed(c, QERR_CANTCREAT, "rename a file onto") : 0;
+}
+
+/* The new file's mode: the old file's when replacing one, else 0666 minus the umask. */
+static mode_t new_mode(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return st.st_mode & 07777;
+    mode_t mask = umask(0); /* the only way to read it; restored at once */
+    umask(mask);
+    return 0666 & ~mask;
+}
+
+static int check_target(const char *path, int force, const ctx *c)
+{
+    struct stat st;
+    if (!path || !*path)
+        return qerror_set(c->e, QERR_CANTCREAT, "cannot create a results file with no name");
+    if (stat(path, &st) != 0)
+        return 0;
+    if (S_ISDIR(st.st_mode))
+        return qerror_set(c->e, QERR_CANTCREAT, "cannot create '%s': it is a directory", path);
+    if (!force)
+        return qerror_set(c->e, QERR_CANTCREAT, "refusing to overwrite existing '%s' (use --force)",
+                          path);
+    return 0;
+}
+
+static int write_atomic(const results *r, const char *path, int force, ctx *c)
+{
+    if (check_target(path, force, c))
+        return -1;
+    size_t n = strlen(path) + sizeof ".tmp.XXXXXX";
+    char *tmp = malloc(n);
+    if (!tmp)
+        return qerror_set(c->e, QERR_SOFTWARE, "out of memory");
+    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        free(tmp);
+        return sys_failed(c, QERR_CANTCREAT, "create");
+    }
+    int rc = fchmod(fd, new_mode(path)) ? sys_failed(c, QERR_CANTCREAT, "create") : 0;
+    if (!rc)
+        rc = write_hdf5(r, tmp, c);
+    if (!rc && fsync(fd) != 0)
+        rc = sys_failed(c, QERR_IO, "write");
+    if (close(fd) != 0 && !rc)
+        rc = sys_failed(c, QERR_IO, "write");
+    if (!rc)
+        rc = publish(tmp, force, c);
+    if (rc)
+        unlink(tmp);
+    else
+        sync_dir(path);
+    free(tmp);
+    return rc;
+}
+
+int results_write(const results *r, const char *path, int force, qerror *e)
+{
+    ctx c = {.path = path, .e = e};
+    int rc;
+    H5E_BEGIN_TRY
+    {
+        rc = write_atomic(r, path, force, &c);
+    }
+    H5E_END_TRY;
+    return rc;
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+static int bad_attr(const ctx *c, const char *name, const char *want)
+{
+    return qerror_set(c->e, QERR_DATA, "'%s': %s: attribute '%s' is missing or not %s", c->path,
+                      c->obj, name, want);
+}
+
+static int scalar_space(hid_t sp)
+{
+    return sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1;
+}
+
+/* A scalar numeric attribute of class cls, converted to mtype. */
+static int attr_num(hid_t loc, const char *name, H5T_class_t cls, hid_t mtype, void *out,
+                    const ctx *c)
+{
+    hid_t a = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : -1;
+    hid_t t = a < 0 ? -1 : H5Aget_type(a);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    int ok = t >= 0 && H5Tget_class(t) == cls && scalar_space(sp) && H5Aread(a, mtype, out) >= 0;
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    return ok ? 0 : bad_attr(c, name, cls == H5T_FLOAT ? "a scalar float" : "a scalar integer");
+}
+
+static int attr_get_i64(hid_t loc, const char *name, int64_t *v, const ctx *c)
+{
+    return attr_num(loc, name, H5T_INTEGER, H5T_NATIVE_INT64, v, c);
+}
+
+static int attr_get_f64(hid_t loc, const char *name, double *v, const ctx *c)
+{
+    return attr_num(loc, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, v, c);
+}
+
+static char *read_str(hid_t a, hid_t t)
+{
+    char *out = NULL;
+    if (H5Tis_variable_str(t) > 0) {
+        hid_t mt = str_type();
+        char *s = NULL;
+        if (mt >= 0 && H5Tset_cset(mt, H5Tget_cset(t)) >= 0 && H5Aread(a, mt, &s) >= 0 && s) {
+            out = strdup(s);
+            H5free_memory(s);
+        }
+        if (mt >= 0)
+            H5Tclose(mt);
+        return out;
+    }
+    size_t n = H5Tget_size(t);
+    out = n > 0 && n < (1u << 20) ? calloc(n + 1, 1) : NULL;
+    if (out && H5Aread(a, t, out) < 0) {
+        free(out);
+        out = NULL;
+    }
+    return out;
+}
+
+/* A scalar string attribute (variable or fixed length), malloc'd. */
+static int attr_get_str(hid_t loc, const char *name, char **out, const ctx *c)
+{
+    *out = NULL;
+    hid_t a = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : -1;
+    hid_t t = a < 0 ? -1 : H5Aget_type(a);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING && scalar_space(sp))
+        *out = read_str(a, t);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    return *out ? 0 : bad_attr(c, name, "a string");
+}
+
+static int has_attr(hid_t loc, const char *name)
+{
+    return H5Aexists(loc, name) > 0;
+}
+
+/* A 1-D dataset of n values of class cls, read as mtype into a new buffer. */
+static void *read_vector(hid_t g, const char *name, H5T_class_t cls, hid_t mtype, uint64_t n,
+                         const ctx *c)
+{
+    hid_t d = H5Lexists(g, name, H5P_DEFAULT) > 0 ? H5Dopen2(g, name, H5P_DEFAULT) : -1;
+    hid_t t = d < 0 ? -1 : H5Dget_type(d);
+    hid_t sp = d < 0 ? -1 : H5Dget_space(d);
+    hsize_t dims[1] = {0};
+    int ok = t >= 0 && H5Tget_class(t) == cls && sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 &&
+             H5Sget_simple_extent_dims(sp, dims, NULL) == 1 && dims[0] == n;
+    void *buf = ok ? malloc(n * 8) : NULL;
+    if (buf && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+        free(buf);
+        buf = NULL;
+    }
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    if (d >= 0)
+        H5Dclose(d);
+    if (!buf)
+        qerror_set(c->e, QERR_DATA, "'%s': %s: dataset '%s' is missing or not %s[%llu]", c->path,
+                   c->obj, name, cls == H5T_FLOAT ? "float" : "integer", (unsigned long long)n);
+    return buf;
+}
+
+typedef struct spec_attrs {
+    int64_t bits, qmin, qmax, symmetric, narrow, sign, axis;
+    char *granularity;
+} spec_attrs;
+
+static int read_spec(hid_t g, qcal_qspec *spec, const ctx *c)
+{
+    spec_attrs s = {.axis = -1};
+    if (attr_get_i64(g, "bits", &s.bits, c) || attr_get_i64(g, "qmin", &s.qmin, c) ||
+        attr_get_i64(g, "qmax", &s.qmax, c) || attr_get_i64(g, "symmetric", &s.symmetric, c) ||
+        attr_get_i64(g, "narrow_range", &s.narrow, c) || attr_get_i64(g, "signed", &s.sign, c) ||
+        attr_get_str(g, "granularity", &s.granularity, c))
+        return -1;
+    int per_channel = strcmp(s.granularity, "per_channel") == 0;
+    int known = per_channel || strcmp(s.granularity, "per_tensor") == 0;
+    free(s.granularity);
+    if (!known)
+        return bad_attr(c, "granularity", "'per_tensor' or 'per_channel'");
+    if (per_channel && attr_get_i64(g, "axis", &s.axis, c))
+        return -1;
+    uint32_t flags = (s.sign ? QCAL_QSPEC_SIGNED : 0) | (s.symmetric ? QCAL_QSPEC_SYMMETRIC : 0) |
+                     (s.narrow ? QCAL_QSPEC_NARROW : 0) |
+                     (per_channel ? QCAL_QSPEC_PER_CHANNEL : 0);
+    int bits = s.bits < 0 || s.bits > 64 ? 0 : (int)s.bits;
+    int axis = s.axis < -1 || s.axis > 64 ? 0 : (int)s.axis;
+    if (qmath_spec(spec, bits, flags, axis, c->e)) {
+        if (c->e)
+            c->e->code = QERR_DATA;
+        return qerror_prefix(c->e, "'%s': %s", c->path, c->obj);
+    }
+    if (spec->qmin != s.qmin || spec->qmax != s.qmax)
+        return qerror_set(c->e, QERR_DATA, "'%s': %s: qmin/qmax [%lld, %lld] do not match %d bits "
+                          "(expected [%lld, %lld])", c->path, c->obj, (long long)s.qmin,
+                          (long long)s.qmax, bits, (long long)spec->qmin, (long long)spec->qmax);
+    return 0;
+}
+
+static int read_channels(hid_t g, result_tensor *t, const ctx *c)
+{
+    int64_t n = 0;
+    hid_t d = H5Lexists(g, "min", H5P_DEFAULT) > 0 ? H5Dopen2(g, "min", H5P_DEFAULT) : -1;
+    hid_t sp = d < 0 ? -1 : H5Dget_space(d);
+    if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1)
+        n = H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (d >= 0)
+        H5Dclose(d);
+    if (n < 1 || n > ((int64_t)1 << 32))
+        return qerror_set(c->e, QERR_DATA, "'%s': %s: dataset 'min' is missing or not float[C]",
+                          c->path, c->obj);
+    t->channels = (uint64_t)n;
+    t->lo = read_vector(g, "min", H5T_FLOAT, H5T_NATIVE_DOUBLE, t->channels, c);
+    t->hi = t->lo ? read_vector(g, "max", H5T_FLOAT, H5T_NATIVE_DOUBLE, t->channels, c) : NULL;
+    t->scale = t->hi ? read_vector(g, "scale", H5T_FLOAT, H5T_NATIVE_DOUBLE, t->channels, c) : NULL;
+    t->zero_point = t->scale ? read_vector(g, "zero_point", H5T_INTEGER, H5T_NATIVE_INT64,
+                                           t->channels, c)
+                             : NULL;
+    return t->zero_point ? 0 : -1;
+}
+
+static int read_range(hid_t g, result_tensor *t, const ctx *c)
+{
+    if (t->spec.flags & QCAL_QSPEC_PER_CHANNEL)
+        return read_channels(g, t, c);
+    if (tensor_alloc(t, 1))
+        return qerror_set(c->e, QERR_SOFTWARE, "out of memory");
+    return attr_get_f64(g, "min", t->lo, c) || attr_get_f64(g, "max", t->hi, c) ||
+           attr_get_f64(g, "scale", t->scale, c) || attr_get_i64(g, "zero_point", t->zero_point, c);
+}
+
+/* What a results file must hold for its values to be usable. */
+static int check_values(const result_tensor *t, const ctx *c)
+{
+    for (uint64_t i = 0; i < t->channels; i++) {
+        int ok = isfinite(t->lo[i]) && isfinite(t->hi[i]) && t->lo[i] <= t->hi[i] &&
+                 isfinite(t->scale[i]) && t->scale[i] > 0 && t->zero_point[i] >= t->spec.qmin &&
+                 t->zero_point[i] <= t->spec.qmax;
+        if (!ok)
+            return qerror_set(c->e, QERR_DATA, "'%s': %s: channel %llu has range [%g, %g], scale "
+                              "%g, zero-point %lld (expected a finite range, scale > 0 and a "
+                              "zero-point on the grid)", c->path, c->obj, (unsigned long long)i,
+                              t->lo[i], t->hi[i], t->scale[i], (long long)t->zero_point[i]);
+    }
+    return 0;
+}
+
+static int read_extras(hid_t g, result_tensor *t, const ctx *c)
+{
+    if (has_attr(g, "mse")) {
+        t->has_metrics = 1;
+        if (attr_get_f64(g, "mse", &t->mse, c) || attr_get_f64(g, "sqnr_db", &t->sqnr_db, c) ||
+            attr_get_f64(g, "cosine", &t->cosine, c))
+            return -1;
+    }
+    if (has_attr(g, "note") && attr_get_str(g, "note", &t->note, c))
+        return -1;
+    if (has_attr(g, "name"))
+        return attr_get_str(g, "name", &t->orig_name, c);
+    t->orig_name = strdup(t->tensor);
+    return t->orig_name ? 0 : qerror_set(c->e, QERR_SOFTWARE, "out of memory");
+}
+
+static int read_tensor(hid_t g, const char *rel, results *r, const ctx *c)
+{
+    result_tensor t = {0};
+    t.tensor = strdup(rel);
+    int rc = !t.tensor ? qerror_set(c->e, QERR_SOFTWARE, "out of memory") : 0;
+    if (!rc)
+        rc = attr_get_str(g, "method", &t.method, c) || read_spec(g, &t.spec, c) ||
+             read_range(g, &t, c) || check_values(&t, c) || read_extras(g, &t, c);
+    if (rc) {
+        tensor_clear(&t);
+        return -1;
+    }
+    return tensor_store(r, &t, c->e);
+}
+
+/* Array names of a statistic group, in creation order when the file tracks it. */
+static int link_name(hid_t g, H5_index_t idx, hsize_t i, char *buf, size_t size)
+{
+    ssize_t n = H5Lget_name_by_idx(g, ".", idx, H5_ITER_INC, i, buf, size, H5P_DEFAULT);
+    return n > 0 && (size_t)n < size ? 0 : -1;
+}
+
+static H5_index_t group_index(hid_t g)
+{
+    unsigned flags = 0;
+    hid_t gcpl = H5Gget_create_plist(g);
+    if (gcpl >= 0) {
+        H5Pget_link_creation_order(gcpl, &flags);
+        H5Pclose(gcpl);
+    }
+    return (flags & H5P_CRT_ORDER_INDEXED) ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME;
+}
+
+static int dtype_of(hid_t t, uint32_t *dtype)
+{
+    H5T_class_t cls = H5Tget_class(t);
+    size_t size = H5Tget_size(t);
+    if (cls == H5T_FLOAT && (size == 4 || size == 8))
+        *dtype = size == 4 ? QCAL_DTYPE_F32 : QCAL_DTYPE_F64;
+    else if (cls == H5T_INTEGER && size == 8)
+        *dtype = H5Tget_sign(t) == H5T_SGN_NONE ? QCAL_DTYPE_U64 : QCAL_DTYPE_I64;
+    else
+        return -1;
+    return 0;
+}
+
+/* Reads dataset `name` of g into a (name and data malloc'd). */
+static int read_array(hid_t g, const char *name, qcal_array *a, const ctx *c)
+{
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    hid_t t = d < 0 ? -1 : H5Dget_type(d);
+    hid_t sp = d < 0 ? -1 : H5Dget_space(d);
+    int rank = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[4] = {0};
+    hid_t ft, mt;
+    int ok = t >= 0 && dtype_of(t, &a->dtype) == 0 && rank >= 0 && rank <= 4 &&
+             H5Sget_simple_extent_dims(sp, dims, NULL) == rank;
+    ok = ok && dtype_h5(a->dtype, &ft, &mt) == 0;
+    a->rank = ok ? (uint32_t)rank : 0;
+    for (int i = 0; ok && i < rank; i++)
+        a->shape[i] = dims[i];
+    uint64_t n = ok ? hstat_array_count(a) : 0;
+    ok = ok && n <= ((uint64_t)1 << 32);
+    void *buf = ok ? malloc(n ? n * hstat_dtype_size(a->dtype) : 1) : NULL;
+    ok = buf && (n == 0 || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    a->data = buf;
+    a->name = strdup(name);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    if (d >= 0)
+        H5Dclose(d);
+    if (ok && a->name)
+        return 0;
+    return qerror_set(c->e, QERR_DATA, "'%s': %s: dataset '%s' is not a float32, float64, int64 "
+                      "or uint64 array of rank 0..4", c->path, c->obj, name);
+}
+
+static void arrays_free(qcal_array *a, hsize_t n)
+{
+    for (hsize_t i = 0; a && i < n; i++) {
+        free((void *)a[i].name);
+        free((void *)a[i].data);
+    }
+    free(a);
+}
+
+static int read_arrays(hid_t g, qcal_stat *st, const ctx *c)
+{
+    H5G_info_t info;
+    if (H5Gget_info(g, &info) < 0 || info.nlinks > 256)
+        return qerror_set(c->e, QERR_DATA, "'%s': %s: unreadable, or over 256 arrays", c->path,
+                          c->obj);
+    qcal_array *a = calloc(info.nlinks ? info.nlinks : 1, sizeof *a);
+    if (!a)
+        return qerror_set(c->e, QERR_SOFTWARE, "out of memory");
+    H5_index_t idx = group_index(g);
+    char name[256];
+    int rc = 0;
+    for (hsize_t i = 0; !rc && i < info.nlinks; i++) {
+        rc = link_name(g, idx, i, name, sizeof name)
+                 ? qerror_set(c->e, QERR_DATA, "'%s': %s: unreadable link", c->path, c->obj)
+                 : read_array(g, name, &a[i], c);
+    }
+    if (rc) {
+        arrays_free(a, info.nlinks);
+        return -1;
+    }
+    st->n_arrays = (uint32_t)info.nlinks;
+    st->arrays = a;
+    return 0;
+}
+
+static int read_stat_attrs(hid_t g, qcal_stat *st, char **kind, char **params, const ctx *c)
+{
+    int64_t version, channels;
+    if (attr_get_str(g, "kind", kind, c) || attr_get_i64(g, "kind_version", &version, c) ||
+        attr_get_i64(g, "channels", &channels, c) || attr_get_str(g, "params", params, c))
+        return -1;
+    if (version < 0 || version > UINT32_MAX || channels < 1)
+        return qerror_set(c->e, QERR_DATA, "'%s': %s: kind_version %lld or channels %lld out of "
+                          "range", c->path, c->obj, (long long)version, (long long)channels);
+    st->kind = *kind;
+    st->kind_version = (uint32_t)version;
+    st->channels = (uint64_t)channels;
+    return 0;
+}
+
+static int read_stat(hid_t g, const char *rel, results *r, const ctx *c)
+{
+    const char *slash = strrchr(rel, '/');
+    if (!slash)
+        return qerror_set(c->e, QERR_DATA, "'%s': %s: a statistic needs a tensor and an observer "
+                          "name (/statistics/<tensor>/<observer>)", c->path, c->obj);
+    qcal_stat st = {0};
+    char *kind = NULL, *params = NULL, *tensor = strndup(rel, (size_t)(slash - rel));
+    hstat *h = NULL;
+    int rc = tensor ? read_stat_attrs(g, &st, &kind, &params, c) : -1;
+    if (!rc)
+        rc = read_arrays(g, &st, c);
+    if (!rc && hstat_copy(&st, &h, c->e)) {
+        if (c->e)
+            c->e->code = QERR_DATA;
+        rc = qerror_prefix(c->e, "'%s': %s", c->path, c->obj);
+    }
+    if (!rc)
+        rc = results_add_stat(r, tensor, slash + 1, params, h, c->e);
+    arrays_free((qcal_array *)st.arrays, st.n_arrays);
+    free(kind);
+    free(params);
+    free(tensor);
+    return rc;
+}
+
+typedef int (*entry_fn)(hid_t g, const char *rel, results *r, const ctx *c);
+
+/* Visits every group below g; `mark` attribute makes a group an entry (read by fn). */
+static int walk(hid_t g, const char *base, const char *rel, const char *mark, entry_fn fn,
+                results *r, ctx *c, int depth)
+{
+    H5G_info_t info;
+    if (depth > WALK_DEPTH_MAX || H5Gget_info(g, &info) < 0)
+        return qerror_set(c->e, QERR_DATA, "'%s': /%s/%s: unreadable or too deeply nested",
+                          c->path, base, rel);
+    char name[512], child[1024];
+    for (hsize_t i = 0; i < info.nlinks; i++) {
+        if (link_name(g, H5_INDEX_NAME, i, name, sizeof name))
+            return qerror_set(c->e, QERR_DATA, "'%s': /%s/%s: unreadable link", c->path, base,
+                              rel);
+        snprintf(child, sizeof child, "%s%s%s", rel, *rel ? "/" : "", name);
+        hid_t o = H5Oopen(g, name, H5P_DEFAULT);
+        if (o < 0 || H5Iget_type(o) != H5I_GROUP) {
+            if (o >= 0)
+                H5Oclose(o);
+            continue; /* datasets belong to their entry */
+        }
+        snprintf(c->obj, sizeof c->obj, "/%s/%s", base, child);
+        int rc = has_attr(o, mark) ? fn(o, child, r, c) : 0;
+        if (!rc)
+            rc = walk(o, base, child, mark, fn, r, c, depth + 1);
+        H5Oclose(o);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+static int read_section(hid_t f, const char *base, const char *mark, entry_fn fn, results *r,
+                        ctx *c)
+{
+    if (H5Lexists(f, base, H5P_DEFAULT) <= 0)
+        return 0;
+    hid_t g = H5Gopen2(f, base, H5P_DEFAULT);
+    if (g < 0)
+        return qerror_set(c->e, QERR_DATA, "'%s': /%s is not a group", c->path, base);
+    int rc = walk(g, base, "", mark, fn, r, c, 0);
+    H5Gclose(g);
+    return rc;
+}
+
+static int read_root(hid_t f, results *r, ctx *c)
+{
+    snprintf(c->obj, sizeof c->obj, "/");
+    if (!has_attr(f, "qcal_version"))
+        return qerror_set(c->e, QERR_DATA, "'%s' is not a qcal results file (no qcal_version "
+                          "attribute at its root)", c->path);
+    if (attr_get_str(f, "qcal_version", &r->qcal_version, c) ||
+        attr_get_str(f, "recipe", &r->recipe, c) || attr_get_str(f, "source", &r->source, c) ||
+        attr_get_str(f, "created", &r->created, c))
+        return -1;
+    return 0;
+}
+
+static int read_file(const char *path, results **out, ctx *c)
+{
+    if (access(path, R_OK) != 0)
+        return sys_failed(c, QERR_NOINPUT, "open");
+    if (H5Fis_hdf5(path) <= 0)
+        return qerror_set(c->e, QERR_DATA, "'%s' is not a qcal results file (not HDF5)", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        char why[256];
+        h5_reason(why);
+        return qerror_set(c->e, QERR_NOINPUT, "cannot open '%s': %s", path, why);
+    }
+    results *r = calloc(1, sizeof *r);
+    int rc = r ? read_root(f, r, c) : qerror_set(c->e, QERR_SOFTWARE, "out of memory");
+    if (!rc)
+        rc = read_section(f, "calibration", "method", read_tensor, r, c);
+    if (!rc)
+        rc = read_section(f, "statistics", "kind", read_stat, r, c);
+    H5Fclose(f);
+    if (rc) {
+        results_free(r);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+int results_read(const char *path, results **out, qerror *e)
+{
+    ctx c = {.path = path, .e = e};
+    int rc;
+    *out = NULL;
+    H5E_BEGIN_TRY
+    {
+        rc = read_file(path, out, &c);
+    }
+    H5E_END_TRY;
+    return rc;
+}

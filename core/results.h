@@ -1,4 +1,24 @@
-/* results.h - the results file: /calibration, /statistics, written atomically */
+/* results.h - the results file: /calibration, /statistics, written atomically
+ *
+ * File layout (DESIGN.md "Output"; types chosen so h5py returns str, numpy.int64, float64):
+ *   /                          attrs qcal_version, recipe, source, created (ISO 8601 UTC,
+ *                              "2024-05-01T12:00:00Z"): variable-length UTF-8 strings
+ *   /calibration/<tensor>      one group per tensor; a '/' in the name nests groups
+ *     name, tensor, method, granularity ("per_tensor" | "per_channel"), note (optional): strings
+ *     bits, qmin, qmax, zero_point, axis (per channel only): int64
+ *     symmetric, narrow_range, signed: int8 0/1
+ *     min, max, threshold (max(|min|, |max|), for every scheme), scale: float64
+ *     mse, sqnr_db, cosine: float64, only when measured (has_metrics)
+ *     per channel: datasets min, max, scale (float64 [C]) and zero_point (int64 [C]); the
+ *     scalar attributes then hold the overall range (min of mins, max of maxes) and the
+ *     scale / zero-point qmath_qparams gives for that range.
+ *   /statistics/<tensor>/<observer>   one group per saved observer state
+ *     attrs kind, params, tensor, observer (strings), kind_version, channels (int64);
+ *     one dataset per array, in the array order (the group tracks creation order):
+ *     float32 / float64 / int64 / uint64 little-endian, rank 0 -> scalar dataspace.
+ * A group is a calibration entry when it has a `method` attribute and a statistic when it
+ * has a `kind` attribute, so "a" and "a/b" may both be tensors.
+ */
 #ifndef QCAL_RESULTS_H
 #define QCAL_RESULTS_H
 
@@ -18,9 +38,9 @@ typedef struct result_tensor {
     double *lo, *hi;    /* [channels] the real range */
     double *scale;      /* [channels] */
     int64_t *zero_point;/* [channels] */
-    int has_metrics;
+    int has_metrics;    /* set by the caller after measuring; 0 leaves the attributes out */
     double mse, sqnr_db, cosine;
-    char *note;         /* NULL, or a note such as "constant tensor" */
+    char *note;         /* NULL, or a malloc'd note such as "constant tensor" (freed by us) */
 } result_tensor;
 
 typedef struct result_stat {
@@ -38,23 +58,37 @@ typedef struct results {
     size_t n_stats, cap_stats;
 } results;
 
+/* recipe and source are copied (NULL -> ""); created is set to now. NULL when out of memory. */
 results *results_new(const char *recipe, const char *source);
 void results_free(results *r);
 
 /* Adds (or replaces) a tensor's calibration; computes scale and zero-point with qmath.
- * lo/hi hold `channels` values (1 unless the spec is per channel). */
+ * lo/hi hold `channels` values (1 unless the spec is per channel). tensor is a path of
+ * non-empty components other than "." and ".." ("a/b.c" nests); orig_name NULL means tensor.
+ * Errors: QERR_DATA for a bad name or range (naming tensor and channel), QERR_SOFTWARE for a
+ * channel count that does not fit the spec. Nothing changes on failure. */
 int results_put(results *r, const char *tensor, const char *orig_name, const char *method,
                 const qcal_qspec *spec, uint64_t channels, const double *lo, const double *hi,
                 qerror *e);
 result_tensor *results_find(results *r, const char *tensor);
-/* Takes ownership of state. */
+/* Adds (or replaces) the saved state of `observer` (no '/') on `tensor`; params NULL -> "".
+ * Takes ownership of state, also on failure (it is then freed). */
 int results_add_stat(results *r, const char *tensor, const char *observer, const char *params,
                      hstat *state, qerror *e);
 
-/* Writes to a temporary file beside `path`, then renames it into place. An existing file
- * is refused unless force. */
+/* Writes to "<path>.tmp.XXXXXX" beside `path`, fsyncs it, then moves it into place (link()
+ * without force, so an existing file is never clobbered even by a racing writer; rename()
+ * with force) and fsyncs the folder. On any failure the temporary file is removed and an
+ * existing `path` is left byte for byte as it was. The new file gets the replaced file's
+ * mode, or 0666 minus the umask. Errors: QERR_CANTCREAT (existing file without force, a
+ * folder, a missing or unwritable folder: one line naming the path and the reason), QERR_IO
+ * (HDF5 or fsync failure while writing). HDF5 prints nothing. Call from one thread. */
 int results_write(const results *r, const char *path, int force, qerror *e);
-/* Reads a results file back (for show, export, and re-estimation). */
+/* Reads a results file back (for show, export, and re-estimation): every calibration entry,
+ * with per-channel arrays, metrics and note, and every statistic as an hstat. Validates types,
+ * shapes, the grid (qmin/qmax must match bits and flags) and the values (finite ranges,
+ * scale > 0, zero-point on the grid). Errors: QERR_NOINPUT (cannot open), QERR_DATA (not a
+ * qcal results file, or a malformed entry: the line names the file and the HDF5 object). */
 int results_read(const char *path, results **out, qerror *e);
 
 #endif
