@@ -1,1 +1,604 @@
-/* placeholder: being written */
+/* dump.c - reading calibration dumps: tensors under /activations, streamed along axis 0 */
+#include "dump.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_DEPTH 32
+#define MAX_ROW_ELEMS ((uint64_t)1 << 40)
+#define LZF_FILTER_ID 32000
+
+typedef struct dump_item {
+    dump_tensor t;
+    hid_t dataset;  /* open for the life of the dump; -1 for virtual tensors */
+    hid_t memtype;  /* stored type in native byte order: HDF5 does no conversion */
+    hid_t space;    /* the file dataspace, reused for every hyperslab */
+} dump_item;
+
+struct dump {
+    char *path;
+    hid_t file;     /* -1 for a virtual dump (statistics only) */
+    dump_item *items;
+    size_t n, cap;
+};
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+static herr_t innermost(unsigned n, const H5E_error2_t *err, void *ud)
+{
+    (void)n;
+    if (err->desc && *err->desc)
+        snprintf(ud, 256, "%s", err->desc); /* walking downward: the last one is innermost */
+    return 0;
+}
+
+/* The innermost HDF5 error description, for one clear line. */
+static void h5_reason(char *buf, size_t size)
+{
+    char inner[256] = "unknown HDF5 error";
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, inner);
+    snprintf(buf, size, "%s", inner);
+}
+
+/* ---- dtype ---------------------------------------------------------------------------- */
+
+static const char *class_name(H5T_class_t c)
+{
+    switch (c) {
+    case H5T_STRING: return "a string type";
+    case H5T_COMPOUND: return "a compound type";
+    case H5T_REFERENCE: return "a reference type";
+    case H5T_ENUM: return "an enum type";
+    case H5T_OPAQUE: return "an opaque type (h5py's |V2 bfloat16 needs the attribute dtype=\"bfloat16\" on a uint16 dataset instead)";
+    case H5T_ARRAY: return "an array type";
+    case H5T_VLEN: return "a variable-length type";
+    case H5T_BITFIELD: return "a bitfield type";
+    case H5T_TIME: return "a time type";
+    default: return "an unknown type";
+    }
+}
+
+static int float_dtype(hid_t type, int *dtype, hid_t *mem)
+{
+    size_t size = H5Tget_size(type), spos, epos, esize, mpos, msize;
+    H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize);
+    if (size == 4 && esize == 8 && msize == 23)
+        return *dtype = DUMP_F32, *mem = H5Tcopy(H5T_NATIVE_FLOAT), 0;
+    if (size == 8 && esize == 11 && msize == 52)
+        return *dtype = DUMP_F64, *mem = H5Tcopy(H5T_NATIVE_DOUBLE), 0;
+    if (size == 2 && (esize == 5 && msize == 10) | (esize == 8 && msize == 7)) {
+        *dtype = esize == 5 ? DUMP_F16 : DUMP_BF16;
+        *mem = H5Tcopy(type); /* same layout, native order: HDF5 only swaps bytes if needed */
+        H5Tset_order(*mem, H5T_ORDER_LE);
+        return 0;
+    }
+    return -1;
+}
+
+static int int_dtype(hid_t type, int bf16_attr, int *dtype, hid_t *mem)
+{
+    int is_signed = H5Tget_sign(type) == H5T_SGN_2;
+    static const int kinds[2][4] = {{DUMP_U8, DUMP_U16, DUMP_U32, DUMP_U64},
+                                    {DUMP_I8, DUMP_I16, DUMP_I32, DUMP_I64}};
+    hid_t natives[2][4] = {{H5T_NATIVE_UINT8, H5T_NATIVE_UINT16, H5T_NATIVE_UINT32, H5T_NATIVE_UINT64},
+                           {H5T_NATIVE_INT8, H5T_NATIVE_INT16, H5T_NATIVE_INT32, H5T_NATIVE_INT64}};
+    int slot;
+    switch (H5Tget_size(type)) {
+    case 1: slot = 0; break;
+    case 2: slot = 1; break;
+    case 4: slot = 2; break;
+    case 8: slot = 3; break;
+    default: return -1;
+    }
+    *dtype = (bf16_attr && slot == 1 && !is_signed) ? DUMP_BF16 : kinds[is_signed][slot];
+    *mem = H5Tcopy(natives[is_signed][slot]);
+    return 0;
+}
+
+size_t dump_elem_size(int dtype)
+{
+    switch (dtype) {
+    case DUMP_F64: case DUMP_I64: case DUMP_U64: return 8;
+    case DUMP_F32: case DUMP_I32: case DUMP_U32: return 4;
+    case DUMP_F16: case DUMP_BF16: case DUMP_I16: case DUMP_U16: return 2;
+    default: return 1;
+    }
+}
+
+const char *dump_dtype_name(int dtype)
+{
+    static const char *const names[] = {"?", "float32", "float64", "float16", "bfloat16", "int8",
+                                        "uint8", "int16", "uint16", "int32", "uint32", "int64",
+                                        "uint64"};
+    return dtype >= DUMP_F32 && dtype <= DUMP_U64 ? names[dtype] : names[0];
+}
+
+/* ---- attributes ----------------------------------------------------------------------- */
+
+/* A string attribute (fixed or variable length), malloc'd; NULL when absent. *bad when it is
+ * present but not a scalar string. */
+static char *attr_string(hid_t obj, const char *name, int *bad)
+{
+    *bad = 0;
+    if (H5Aexists(obj, name) <= 0)
+        return NULL;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = H5Aget_type(a), sp = H5Aget_space(a);
+    char *out = NULL;
+    if (H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(sp) != 1) {
+        *bad = 1;
+    } else if (H5Tis_variable_str(t) > 0) {
+        char *s = NULL;
+        hid_t mt = H5Tcopy(t);
+        if (H5Aread(a, mt, &s) >= 0 && s) {
+            out = strdup(s);
+            H5free_memory(s);
+        }
+        H5Tclose(mt);
+    } else {
+        size_t n = H5Tget_size(t);
+        out = calloc(n + 1, 1);
+        if (out && H5Aread(a, t, out) < 0) {
+            free(out);
+            out = NULL;
+        }
+    }
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Aclose(a);
+    *bad = *bad || (!out && !*bad);
+    return out;
+}
+
+/* The channel_axis attribute: 1 when absent on rank >= 2 (-1 on rank 1), negative counts from
+ * the end. Returns -2 (and sets e) when invalid. */
+static int channel_axis_of(hid_t ds, const dump *d, const char *name, int rank, qerror *e)
+{
+    if (H5Aexists(ds, "channel_axis") <= 0)
+        return rank >= 2 ? 1 : -1;
+    hid_t a = H5Aopen(ds, "channel_axis", H5P_DEFAULT), t = H5Aget_type(a), sp = H5Aget_space(a);
+    long long v = 0;
+    int ok = H5Tget_class(t) == H5T_INTEGER && H5Sget_simple_extent_npoints(sp) == 1 &&
+             H5Aread(a, H5T_NATIVE_LLONG, &v) >= 0;
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Aclose(a);
+    if (!ok)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected an integer attribute "
+                          "channel_axis, found another type", d->path, name), -2;
+    long long axis = v < 0 ? v + rank : v;
+    if (axis < 1 || axis >= rank)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected channel_axis in [1, %d] (axis "
+                          "0 is the sample axis) for rank %d, found %lld", d->path, name,
+                          rank - 1, rank, v), -2;
+    return (int)axis;
+}
+
+/* ---- classifying a dataset ------------------------------------------------------------ */
+
+static int check_filters(hid_t dcpl, const dump *d, const char *name, qerror *e)
+{
+    int n = H5Pget_nfilters(dcpl);
+    for (int i = 0; i < n; i++) {
+        unsigned flags, conf;
+        size_t nelem = 0;
+        char fname[128] = "";
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nelem, NULL, sizeof fname,
+                                         fname, &conf);
+        if (H5Zfilter_avail(id) > 0)
+            continue;
+        if (id == LZF_FILTER_ID)
+            return qerror_set(e, QERR_UNAVAILABLE, "%s: tensor '%s': compressed with h5py's LZF "
+                              "filter, which the HDF5 C library cannot read (install "
+                              "hdf5-plugin-lzf, or write the dump with gzip or no compression)",
+                              d->path, name);
+        return qerror_set(e, QERR_UNAVAILABLE, "%s: tensor '%s': compressed with HDF5 filter %d "
+                          "('%s'), which is not available here (use gzip or no compression)",
+                          d->path, name, (int)id, fname[0] ? fname : "unnamed");
+    }
+    return 0;
+}
+
+static int check_shape(dump_tensor *t, hid_t space, const dump *d, qerror *e)
+{
+    int rank = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[H5S_MAX_RANK];
+    if (rank == 0)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected an array with a sample axis, "
+                          "found a scalar", d->path, t->name);
+    if (rank < 0 || rank > QCAL_MAX_RANK)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected rank 1 to %d, found %d",
+                          d->path, t->name, QCAL_MAX_RANK, rank);
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    t->rank = rank;
+    t->row_size = 1;
+    for (int i = 0; i < rank; i++) {
+        t->dims[i] = dims[i];
+        if (!dims[i])
+            return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a non-empty dataset, "
+                              "found axis %d of length 0", d->path, t->name, i);
+        if (i && t->row_size > MAX_ROW_ELEMS / dims[i])
+            return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected at most 2^40 values per "
+                              "sample, found a declared shape beyond that", d->path, t->name);
+        if (i)
+            t->row_size *= dims[i];
+    }
+    return 0;
+}
+
+static int classify_type(dump_item *it, hid_t ds, const dump *d, qerror *e)
+{
+    hid_t type = H5Dget_type(ds);
+    H5T_class_t cls = H5Tget_class(type);
+    int bad = 0, rc = -1;
+    char *tag = attr_string(ds, "dtype", &bad);
+    int bf16_attr = tag && !strcmp(tag, "bfloat16");
+    if (cls == H5T_FLOAT)
+        rc = float_dtype(type, &it->t.dtype, &it->memtype);
+    else if (cls == H5T_INTEGER)
+        rc = int_dtype(type, bf16_attr, &it->t.dtype, &it->memtype);
+    H5Tclose(type);
+    free(tag);
+    if (rc)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a numeric dataset (float16, "
+                          "bfloat16, float32, float64 or integers), found %s", d->path, it->t.name,
+                          cls == H5T_FLOAT ? "a float type of unusual layout" : class_name(cls));
+    it->t.elem_size = dump_elem_size(it->t.dtype);
+    return 0;
+}
+
+static int read_attrs(dump_item *it, hid_t ds, const dump *d, qerror *e)
+{
+    int bad;
+    it->t.op_type = attr_string(ds, "op_type", &bad);
+    if (bad && H5Aexists(ds, "op_type") > 0)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a string attribute op_type",
+                          d->path, it->t.name);
+    char *orig = attr_string(ds, "name", &bad);
+    it->t.orig_name = orig ? orig : strdup(it->t.name);
+    if (!it->t.orig_name)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    it->t.channel_axis = channel_axis_of(ds, d, it->t.name, it->t.rank, e);
+    return it->t.channel_axis == -2 ? -1 : 0;
+}
+
+static hid_t access_plist(hid_t dcpl, const dump_tensor *t)
+{
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (H5Pget_layout(dcpl) != H5D_CHUNKED)
+        return dapl;
+    if (H5Pget_nfilters(dcpl) == 0) {
+        H5Pset_chunk_cache(dapl, 0, 0, 1.0); /* measured fastest for unfiltered chunks */
+        return dapl;
+    }
+    /* Filtered: hold every chunk one slab touches, plus the row of chunks a slab boundary
+     * may split, so no chunk is inflated twice. */
+    hsize_t chunk[H5S_MAX_RANK];
+    int rank = H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk);
+    double per_block = 1, chunk_bytes = (double)t->elem_size;
+    for (int i = 0; i < rank; i++) {
+        chunk_bytes *= (double)chunk[i];
+        if (i)
+            per_block *= (double)((t->dims[i] + chunk[i] - 1) / chunk[i]);
+    }
+    double rows = (double)((4u << 20) / (t->row_size * 4) + 1), blocks = rows / (double)chunk[0] + 2;
+    double bytes = blocks * per_block * chunk_bytes;
+    bytes = bytes < (1 << 20) ? (1 << 20) : bytes > (256.0 * (1 << 20)) ? 256.0 * (1 << 20) : bytes;
+    size_t slots = (size_t)(blocks * per_block * 100) | 1;
+    H5Pset_chunk_cache(dapl, slots < 521 ? 521 : slots, (size_t)bytes, 1.0);
+    return dapl;
+}
+
+/* Reads a dataset's description, then reopens it with the access plist it needs (chunk cache
+ * settings only apply to a dataset's first open, hence open, close, open). */
+static int describe(dump *d, dump_item *it, const char *full, qerror *e)
+{
+    hid_t ds = H5Dopen2(d->file, full, H5P_DEFAULT);
+    hid_t space = ds < 0 ? -1 : H5Dget_space(ds), dcpl = ds < 0 ? -1 : H5Dget_create_plist(ds);
+    int rc = ds < 0 ? qerror_set(e, QERR_DATA, "%s: tensor '%s': cannot open", d->path, it->t.name)
+                    : classify_type(it, ds, d, e);
+    rc = rc ? rc : check_shape(&it->t, space, d, e);
+    rc = rc ? rc : check_filters(dcpl, d, it->t.name, e);
+    rc = rc ? rc : read_attrs(it, ds, d, e);
+    hid_t dapl = -1;
+    if (!rc && H5Pget_layout(dcpl) == H5D_CHUNKED) {
+        hsize_t chunk[H5S_MAX_RANK];
+        H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk);
+        it->t.chunk_rows = chunk[0];
+    }
+    if (!rc)
+        dapl = access_plist(dcpl, &it->t);
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (space >= 0)
+        H5Sclose(space);
+    if (ds >= 0)
+        H5Dclose(ds);
+    if (rc)
+        return -1;
+    it->dataset = H5Dopen2(d->file, full, dapl);
+    H5Pclose(dapl);
+    it->space = it->dataset < 0 ? -1 : H5Dget_space(it->dataset);
+    if (it->space < 0)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': cannot open", d->path, it->t.name);
+    return 0;
+}
+
+/* ---- walking the file ----------------------------------------------------------------- */
+
+typedef struct walk_ctx {
+    dump *d;
+    const char *base;  /* "/activations" or "" */
+    char prefix[4096]; /* path of the group being listed */
+    int strict;        /* inside /activations every dataset must be a tensor */
+    int depth;
+    qerror *e;
+    int failed;
+} walk_ctx;
+
+static dump_item *new_item(dump *d)
+{
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? 2 * d->cap : 32;
+        dump_item *grown = realloc(d->items, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        d->items = grown;
+        d->cap = cap;
+    }
+    dump_item *it = &d->items[d->n];
+    memset(it, 0, sizeof *it);
+    it->dataset = it->memtype = it->space = -1;
+    return it;
+}
+
+static void item_release(dump_item *it)
+{
+    free(it->t.name);
+    free(it->t.orig_name);
+    free(it->t.op_type);
+    if (it->space >= 0)
+        H5Sclose(it->space);
+    if (it->memtype >= 0)
+        H5Tclose(it->memtype);
+    if (it->dataset >= 0)
+        H5Dclose(it->dataset);
+}
+
+static int is_numeric(hid_t ds)
+{
+    hid_t t = H5Dget_type(ds);
+    H5T_class_t c = H5Tget_class(t);
+    H5Tclose(t);
+    return c == H5T_FLOAT || c == H5T_INTEGER;
+}
+
+static int add_dataset(walk_ctx *w, const char *full, const char *rel)
+{
+    if (!w->strict) { /* whole-file mode: only numeric datasets are tensors */
+        hid_t ds = H5Dopen2(w->d->file, full, H5P_DEFAULT);
+        int numeric = ds >= 0 && is_numeric(ds);
+        if (ds >= 0)
+            H5Dclose(ds);
+        if (!numeric)
+            return 0;
+    }
+    dump_item *it = new_item(w->d);
+    if (!it || !(it->t.name = strdup(rel)))
+        return qerror_set(w->e, QERR_SOFTWARE, "out of memory");
+    w->d->n++;
+    return describe(w->d, it, full, w->e);
+}
+
+static herr_t visit(hid_t group, const char *name, const H5L_info_t *info, void *ud);
+
+static int walk_group(walk_ctx *w, const char *full)
+{
+    if (++w->depth > MAX_DEPTH)
+        return qerror_set(w->e, QERR_DATA, "%s: groups nested deeper than %d", w->d->path, MAX_DEPTH);
+    char saved[sizeof w->prefix];
+    memcpy(saved, w->prefix, sizeof saved);
+    snprintf(w->prefix, sizeof w->prefix, "%s", full);
+    hid_t g = H5Gopen2(w->d->file, full[0] ? full : "/", H5P_DEFAULT);
+    herr_t rc = g < 0 ? -1 : H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, visit, w);
+    if (g >= 0)
+        H5Gclose(g);
+    memcpy(w->prefix, saved, sizeof saved);
+    w->depth--;
+    if (rc < 0 && !w->failed) {
+        char why[256];
+        h5_reason(why, sizeof why);
+        return qerror_set(w->e, QERR_DATA, "%s: cannot list '%s': %s", w->d->path,
+                          full[0] ? full : "/", why);
+    }
+    return w->failed ? -1 : 0;
+}
+
+/* Whole-file mode skips what qcal itself or strategies keep beside the activations. */
+static int reserved_root_group(const walk_ctx *w, const char *full)
+{
+    static const char *const skip[] = {"/weights", "/layers", "/calibration", "/statistics", NULL};
+    for (const char *const *s = skip; !w->strict && *s; s++)
+        if (!strcmp(full, *s))
+            return 1;
+    return 0;
+}
+
+static herr_t visit(hid_t group, const char *name, const H5L_info_t *info, void *ud)
+{
+    walk_ctx *w = ud;
+    (void)info;
+    char full[8192];
+    snprintf(full, sizeof full, "%s/%s", w->prefix, name);
+    hid_t o = H5Oopen(group, name, H5P_DEFAULT);
+    H5I_type_t type = o < 0 ? H5I_BADID : H5Iget_type(o);
+    if (o >= 0)
+        H5Oclose(o);
+    const char *rel = full + strlen(w->base) + 1;
+    int rc = 0;
+    if (type == H5I_GROUP && !reserved_root_group(w, full))
+        rc = walk_group(w, full);
+    else if (type == H5I_DATASET)
+        rc = add_dataset(w, full, rel);
+    if (rc)
+        w->failed = 1;
+    return rc ? -1 : 0;
+}
+
+/* ---- opening -------------------------------------------------------------------------- */
+
+static int cmp_items(const void *a, const void *b)
+{
+    return strcmp(((const dump_item *)a)->t.name, ((const dump_item *)b)->t.name);
+}
+
+static int open_file(dump *d, qerror *e)
+{
+    if (access(d->path, R_OK) != 0)
+        return qerror_set(e, QERR_NOINPUT, "%s: cannot open: %s", d->path, strerror(errno));
+    htri_t is_h5 = H5Fis_hdf5(d->path);
+    if (is_h5 <= 0)
+        return qerror_set(e, QERR_DATA, "%s: expected an HDF5 file, found %s", d->path,
+                          is_h5 == 0 ? "no HDF5 signature (file signature not found)"
+                                     : "an unreadable file");
+    d->file = H5Fopen(d->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (d->file < 0) {
+        char why[256];
+        h5_reason(why, sizeof why);
+        return qerror_set(e, QERR_DATA, "%s: cannot open as HDF5: %s%s", d->path, why,
+                          strstr(why, "lock") ? " (is a writer still open? HDF5_USE_FILE_LOCKING="
+                                                "FALSE skips the lock)" : "");
+    }
+    return 0;
+}
+
+int dump_open(const char *path, dump **out, qerror *e)
+{
+    *out = NULL;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    dump *d = calloc(1, sizeof *d);
+    if (!d || !(d->path = strdup(path))) {
+        free(d);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    }
+    d->file = -1;
+    int rc = open_file(d, e);
+    if (!rc) {
+        int has_group = H5Lexists(d->file, "activations", H5P_DEFAULT) > 0;
+        walk_ctx w = {.d = d, .base = has_group ? "/activations" : "", .strict = has_group,
+                      .e = e};
+        rc = walk_group(&w, w.base);
+    }
+    if (!rc && d->n == 0)
+        rc = qerror_set(e, QERR_DATA, "%s: expected numeric datasets under /activations (or "
+                        "anywhere in the file), found none", path);
+    if (rc) {
+        dump_close(d);
+        return -1;
+    }
+    qsort(d->items, d->n, sizeof *d->items, cmp_items);
+    *out = d;
+    return 0;
+}
+
+void dump_close(dump *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n; i++)
+        item_release(&d->items[i]);
+    if (d->file >= 0)
+        H5Fclose(d->file);
+    free(d->items);
+    free(d->path);
+    free(d);
+}
+
+/* ---- virtual dumps: tensors described by saved statistics, no values ------------------ */
+
+int dump_new_virtual(const char *label, dump **out, qerror *e)
+{
+    dump *d = calloc(1, sizeof *d);
+    if (!d || !(d->path = strdup(label))) {
+        free(d);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    }
+    d->file = -1;
+    *out = d;
+    return 0;
+}
+
+int dump_add_virtual(dump *d, const dump_tensor *t, qerror *e)
+{
+    dump_item *it = new_item(d);
+    if (!it)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    it->t = *t;
+    it->t.name = strdup(t->name);
+    it->t.orig_name = strdup(t->orig_name ? t->orig_name : t->name);
+    it->t.op_type = t->op_type ? strdup(t->op_type) : NULL;
+    it->t.elem_size = dump_elem_size(t->dtype);
+    d->n++;
+    if (!it->t.name || !it->t.orig_name || (t->op_type && !it->t.op_type))
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    qsort(d->items, d->n, sizeof *d->items, cmp_items);
+    return 0;
+}
+
+/* ---- access --------------------------------------------------------------------------- */
+
+const char *dump_path(const dump *d) { return d->path; }
+size_t dump_count(const dump *d) { return d->n; }
+const dump_tensor *dump_get(const dump *d, size_t i) { return &d->items[i].t; }
+
+long dump_find(const dump *d, const char *name)
+{
+    for (size_t i = 0; i < d->n; i++)
+        if (!strcmp(d->items[i].t.name, name))
+            return (long)i;
+    for (size_t i = 0; i < d->n; i++)
+        if (!strcmp(d->items[i].t.orig_name, name))
+            return (long)i;
+    return -1;
+}
+
+uint64_t dump_slab_rows(const dump *d, size_t i, size_t slab_bytes)
+{
+    const dump_tensor *t = &d->items[i].t;
+    uint64_t rows = slab_bytes / (t->row_size * sizeof(float));
+    if (t->chunk_rows)
+        rows = rows < t->chunk_rows ? t->chunk_rows : rows - rows % t->chunk_rows;
+    if (rows < 1)
+        rows = 1;
+    return rows > t->dims[0] ? t->dims[0] : rows;
+}
+
+int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e)
+{
+    dump_item *it = &d->items[i];
+    if (it->dataset < 0)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': only saved statistics, no values to "
+                          "read", d->path, it->t.name);
+    if (row0 + nrows > it->t.dims[0] || nrows == 0)
+        return qerror_set(e, QERR_SOFTWARE, "%s: tensor '%s': rows [%llu, %llu) outside [0, %llu)",
+                          d->path, it->t.name, (unsigned long long)row0,
+                          (unsigned long long)(row0 + nrows), (unsigned long long)it->t.dims[0]);
+    hsize_t start[QCAL_MAX_RANK] = {row0}, count[QCAL_MAX_RANK];
+    for (int k = 0; k < it->t.rank; k++)
+        count[k] = k ? it->t.dims[k] : nrows;
+    hid_t mem = H5Screate_simple(it->t.rank, count, NULL);
+    herr_t rc = H5Sselect_hyperslab(it->space, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (rc >= 0)
+        rc = H5Dread(it->dataset, it->memtype, mem, it->space, H5P_DEFAULT, raw);
+    H5Sclose(mem);
+    if (rc < 0) {
+        char why[256];
+        h5_reason(why, sizeof why);
+        return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot read samples %llu to %llu: %s",
+                          d->path, it->t.name, (unsigned long long)row0,
+                          (unsigned long long)(row0 + nrows - 1), why);
+    }
+    return 0;
+}

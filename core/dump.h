@@ -52,6 +52,12 @@ const dump_tensor *dump_get(const dump *d, size_t i);
 /* Index of the tensor with this name (or orig_name), or -1. */
 long dump_find(const dump *d, const char *name);
 const char *dump_dtype_name(int dtype);
+size_t dump_elem_size(int dtype);
+
+/* A dump with tensor descriptions but no values (re-estimating from saved statistics):
+ * dump_read_raw on it is an error. dump_add_virtual copies the strings of t. */
+int dump_new_virtual(const char *label, dump **out, qerror *e);
+int dump_add_virtual(dump *d, const dump_tensor *t, qerror *e);
 
 /* Rows per slab for tensor i: whole chunks, about `slab_bytes` of float32 output, >= 1. */
 uint64_t dump_slab_rows(const dump *d, size_t i, size_t slab_bytes);

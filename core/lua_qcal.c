@@ -458,17 +458,17 @@ static void save_states(lua_State *L, lua_qcal_ctx *ctx, pass *p)
         hstat *state = NULL;
         qerror e = {0};
         const reg_observer *obs = pass_observer(p, (int)h);
-        char params[512] = "";
-        size_t len = 0;
-        for (uint32_t k = 0; k < obs->desc.n_params && len < sizeof params - 1; k++) {
-            char v[96];
-            params_format(&obs->desc.params[k], pass_params(p, (int)h)[k], v, sizeof v);
-            len += (size_t)snprintf(params + len, sizeof params - len, "%s%s=%s", k ? " " : "",
-                                    obs->desc.params[k].name, v);
-        }
-        const char *tensor = dump_get(ctx->d, pass_tensor(p, (int)h))->name;
+        char params[1024];
+        params_format_all(obs->desc.params, obs->desc.n_params, pass_params(p, (int)h), params,
+                          sizeof params);
+        const dump_tensor *t = dump_get(ctx->d, pass_tensor(p, (int)h));
+        result_info info = {.tensor = t->name, .rank = t->rank, .channel_axis = t->channel_axis,
+                            .orig_name = t->orig_name, .op_type = t->op_type,
+                            .dtype = (char *)dump_dtype_name(t->dtype)};
+        memcpy(info.shape, t->dims, sizeof info.shape);
         if (pass_serialize(p, (int)h, &state, &e) ||
-            results_add_stat(ctx->res, tensor, obs->desc.name, params, state, &e))
+            results_add_stat(ctx->res, t->name, obs->desc.name, params, state, &e) ||
+            results_add_info(ctx->res, &info, &e))
             raise(L, &e);
     }
 }

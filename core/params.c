@@ -429,3 +429,17 @@ void params_format(const qcal_param *p, qcal_value v, char *buf, size_t size)
         snprintf(buf, size, "?");
     }
 }
+
+void params_format_all(const qcal_param *decl, uint32_t n, const qcal_value *values, char *buf,
+                       size_t size)
+{
+    size_t len = 0;
+    if (size)
+        buf[0] = '\0';
+    for (uint32_t k = 0; k < n && len + 1 < size; k++) {
+        char v[96];
+        params_format(&decl[k], values[k], v, sizeof v);
+        int w = snprintf(buf + len, size - len, "%s%s=%s", k ? " " : "", decl[k].name, v);
+        len += w > 0 ? (size_t)w : 0;
+    }
+}

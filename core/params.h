@@ -33,5 +33,9 @@ int params_parse_kv(char *buf, param_input *out, qerror *e);
 
 /* Formats a value for display ("2048", "99.99", "true", "trt"). */
 void params_format(const qcal_param *p, qcal_value v, char *buf, size_t size);
+/* "bins=2048 abs=false": every value in declaration order; the form saved with statistics,
+ * so a later run with the same parameters finds them. */
+void params_format_all(const qcal_param *decl, uint32_t n, const qcal_value *values, char *buf,
+                       size_t size);
 
 #endif

@@ -1,6 +1,8 @@
 /* pass.c - one streaming pass: a reader thread feeds slabs to workers holding observer states */
 #include "pass.h"
 
+#include "params.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -558,3 +560,45 @@ static int stat_out(pass *p, int h, int serialize, hstat **out, qerror *e)
 
 int pass_finalize(pass *p, int h, hstat **out, qerror *e) { return stat_out(p, h, 0, out, e); }
 int pass_serialize(pass *p, int h, hstat **out, qerror *e) { return stat_out(p, h, 1, out, e); }
+
+/* ---- re-estimation from saved states -------------------------------------------------- */
+
+static const result_stat *find_saved(const results *saved, const decl *dc)
+{
+    char params[1024];
+    params_format_all(dc->obs->desc.params, dc->obs->desc.n_params, dc->params, params,
+                      sizeof params);
+    for (size_t i = 0; i < saved->n_stats; i++) {
+        const result_stat *s = &saved->stats[i];
+        if (!strcmp(s->tensor, dc->desc.name) && !strcmp(s->observer, dc->obs->desc.name) &&
+            !strcmp(s->params, params))
+            return s;
+    }
+    return NULL;
+}
+
+static int load_decl(decl *dc, const results *saved, const char *from, qerror *e)
+{
+    const result_stat *s = find_saved(saved, dc);
+    if (!s)
+        return qerror_set(e, QERR_DATA, "%s: no saved state of observer '%s' with these "
+                          "parameters for tensor '%s' (run the recipe on the dump instead)",
+                          from, dc->obs->desc.name, dc->desc.name);
+    if (state_create(dc, &dc->merged, e))
+        return -1;
+    qcal_err perr;
+    memset(&perr, 0, sizeof perr);
+    int rc = dc->obs->desc.deserialize(dc->merged, &s->state->view, &perr);
+    return rc == QCAL_OK ? 0 : plugin_failed(rc, &perr, dc, "deserialize", e);
+}
+
+int pass_load(pass *p, const results *saved, const char *from, qerror *e)
+{
+    drop_results(p);
+    for (size_t i = 0; i < p->n_decls; i++)
+        if (load_decl(&p->decls[i], saved, from, e)) {
+            drop_results(p);
+            return -1;
+        }
+    return 0;
+}

@@ -9,6 +9,7 @@
 #include "error.h"
 #include "hstat.h"
 #include "registry.h"
+#include "results.h"
 
 typedef struct pass_options {
     int threads;         /* worker threads, >= 1 (default: online cores) */
@@ -37,6 +38,10 @@ int pass_observe(pass *p, size_t tensor, const reg_observer *obs, const qcal_val
 /* Streams the dump once. Slab k of a tensor goes to worker k mod threads; worker states are
  * merged in worker order, so results depend on nothing but the data when observers are exact. */
 int pass_run(pass *p, const pass_options *o, qerror *e);
+
+/* Instead of streaming the dump: each declared observer takes the state saved for its
+ * tensor, observer name and parameters in `saved` (read from the results file `from`). */
+int pass_load(pass *p, const results *saved, const char *from, qerror *e);
 
 size_t pass_count(const pass *p);
 const reg_observer *pass_observer(const pass *p, int handle);

@@ -172,7 +172,7 @@ static void open_safe_libs(lua_State *L)
 
 /* Leaves only what cannot reach outside the process: no io, debug, C modules, bytecode,
  * commands, environment, or file system writes. */
-static void apply_sandbox(lua_State *L, const char *recipe_dir_path)
+static void apply_sandbox(lua_State *L)
 {
     static const char *const os_removed[] = {"execute", "exit", "getenv", "remove", "rename",
                                              "tmpname", "setlocale", NULL};
@@ -190,8 +190,6 @@ static void apply_sandbox(lua_State *L, const char *recipe_dir_path)
     lua_getglobal(L, LUA_LOADLIBNAME);
     lua_pushstring(L, "");
     lua_setfield(L, -2, "cpath");
-    lua_pushfstring(L, "%s/?.lua", recipe_dir_path);
-    lua_setfield(L, -2, "path");
     lua_getfield(L, -1, "searchers"); /* keep preload and the Lua searcher only */
     lua_pushnil(L);
     lua_rawseti(L, -2, 4);
@@ -224,8 +222,13 @@ static int setup_state(lua_State *L)
         luaL_openlibs(L);
     else {
         open_safe_libs(L);
-        apply_sandbox(L, dir);
+        apply_sandbox(L);
     }
+    /* Modules: beside the recipe, then the bundled helpers (scripts/lib). */
+    lua_getglobal(L, LUA_LOADLIBNAME);
+    lua_pushfstring(L, "%s/?.lua;%s/lib/?.lua", dir, recipe_dir());
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
     lua_qcal_install(L, ctx);
     lua_getglobal(L, "require");
     lua_pushstring(L, "qcal");

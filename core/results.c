@@ -75,6 +75,15 @@ static void stat_clear(result_stat *s)
     memset(s, 0, sizeof *s);
 }
 
+static void info_clear(result_info *in)
+{
+    free(in->tensor);
+    free(in->orig_name);
+    free(in->dtype);
+    free(in->op_type);
+    memset(in, 0, sizeof *in);
+}
+
 void results_free(results *r)
 {
     if (!r)
@@ -83,8 +92,11 @@ void results_free(results *r)
         tensor_clear(&r->tensors[i]);
     for (size_t i = 0; i < r->n_stats; i++)
         stat_clear(&r->stats[i]);
+    for (size_t i = 0; i < r->n_infos; i++)
+        info_clear(&r->infos[i]);
     free(r->tensors);
     free(r->stats);
+    free(r->infos);
     free(r->recipe);
     free(r->source);
     free(r->qcal_version);
@@ -204,7 +216,8 @@ static int stat_store(results *r, result_stat *s, qerror *e)
 {
     for (size_t i = 0; i < r->n_stats; i++) {
         result_stat *old = &r->stats[i];
-        if (strcmp(old->tensor, s->tensor) == 0 && strcmp(old->observer, s->observer) == 0) {
+        if (!strcmp(old->tensor, s->tensor) && !strcmp(old->observer, s->observer) &&
+            !strcmp(old->params, s->params)) {
             stat_clear(old);
             *old = *s;
             return 0;
@@ -242,6 +255,55 @@ int results_add_stat(results *r, const char *tensor, const char *observer, const
         return qerror_set(e, QERR_SOFTWARE, "out of memory storing statistics");
     }
     return stat_store(r, &s, e);
+}
+
+const result_info *results_find_info(const results *r, const char *tensor)
+{
+    for (size_t i = 0; i < r->n_infos; i++)
+        if (!strcmp(r->infos[i].tensor, tensor))
+            return &r->infos[i];
+    return NULL;
+}
+
+static int info_copy(const result_info *in, result_info *out)
+{
+    *out = *in;
+    out->tensor = strdup(in->tensor);
+    out->orig_name = dup_or_empty(in->orig_name ? in->orig_name : in->tensor);
+    out->dtype = dup_or_empty(in->dtype);
+    out->op_type = in->op_type ? strdup(in->op_type) : NULL;
+    if (out->tensor && out->orig_name && out->dtype && (out->op_type || !in->op_type))
+        return 0;
+    info_clear(out);
+    return -1;
+}
+
+int results_add_info(results *r, const result_info *info, qerror *e)
+{
+    if (!path_ok(info->tensor) || info->rank < 1 || info->rank > QCAL_MAX_RANK)
+        return qerror_set(e, QERR_SOFTWARE, "results: bad tensor description '%s'",
+                          info->tensor ? info->tensor : "(null)");
+    result_info copy;
+    if (info_copy(info, &copy))
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    result_info *old = (result_info *)results_find_info(r, info->tensor);
+    if (old) {
+        info_clear(old);
+        *old = copy;
+        return 0;
+    }
+    if (r->n_infos == r->cap_infos) {
+        size_t cap = r->cap_infos ? 2 * r->cap_infos : 16;
+        result_info *grown = realloc(r->infos, cap * sizeof *grown);
+        if (!grown) {
+            info_clear(&copy);
+            return qerror_set(e, QERR_SOFTWARE, "out of memory");
+        }
+        r->infos = grown;
+        r->cap_infos = cap;
+    }
+    r->infos[r->n_infos++] = copy;
+    return 0;
 }
 
 /* ---- HDF5 helpers ---------------------------------------------------------------------- */
@@ -452,10 +514,13 @@ static int write_array(hid_t g, const qcal_array *a, const ctx *c)
 }
 
 /* Statistic groups track creation order, so arrays read back in the order they were made. */
-static hid_t stat_group(hid_t stats, const result_stat *s, const ctx *c)
+static hid_t stat_group(hid_t stats, const result_stat *s, int nth, const ctx *c)
 {
     char path[1024];
-    snprintf(path, sizeof path, "%s/%s", s->tensor, s->observer);
+    if (nth > 1)
+        snprintf(path, sizeof path, "%s/%s#%d", s->tensor, s->observer, nth);
+    else
+        snprintf(path, sizeof path, "%s/%s", s->tensor, s->observer);
     hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
     if (gcpl < 0 ||
         H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0) {
@@ -469,10 +534,10 @@ static hid_t stat_group(hid_t stats, const result_stat *s, const ctx *c)
     return g;
 }
 
-static int write_stat(hid_t stats, const result_stat *s, ctx *c)
+static int write_stat(hid_t stats, const result_stat *s, int nth, ctx *c)
 {
     snprintf(c->obj, sizeof c->obj, "/statistics/%s/%s", s->tensor, s->observer);
-    hid_t g = stat_group(stats, s, c);
+    hid_t g = stat_group(stats, s, nth, c);
     if (g < 0)
         return -1;
     const qcal_stat *v = &s->state->view;
@@ -482,6 +547,40 @@ static int write_stat(hid_t stats, const result_stat *s, ctx *c)
              attr_str(g, "params", s->params, c);
     for (uint32_t i = 0; !rc && i < v->n_arrays; i++)
         rc = write_array(g, &v->arrays[i], c);
+    H5Gclose(g);
+    return rc ? -1 : 0;
+}
+
+/* 1 for the first state of an observer on a tensor, 2 for the next (other params), ... */
+static int stat_ordinal(const results *r, size_t i)
+{
+    int nth = 1;
+    for (size_t k = 0; k < i; k++)
+        nth += !strcmp(r->stats[k].tensor, r->stats[i].tensor) &&
+               !strcmp(r->stats[k].observer, r->stats[i].observer);
+    return nth;
+}
+
+static int write_info(hid_t stats, const result_info *in, ctx *c)
+{
+    snprintf(c->obj, sizeof c->obj, "/statistics/%s", in->tensor);
+    hid_t g = group_at(stats, in->tensor, H5P_DEFAULT, c);
+    if (g < 0)
+        return -1;
+    hsize_t rank = (hsize_t)in->rank;
+    int64_t shape[QCAL_MAX_RANK];
+    for (int d = 0; d < in->rank; d++)
+        shape[d] = (int64_t)in->shape[d];
+    hid_t sp = H5Screate_simple(1, &rank, NULL);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(g, "shape", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = (a < 0 || H5Awrite(a, H5T_NATIVE_INT64, shape) < 0) ? write_failed(c, "attribute", "shape") : 0;
+    if (a >= 0)
+        H5Aclose(a);
+    if (sp >= 0)
+        H5Sclose(sp);
+    rc = rc || attr_i64(g, "channel_axis", in->channel_axis, c) ||
+         attr_str(g, "name", in->orig_name, c) || attr_str(g, "dtype", in->dtype, c) ||
+         (in->op_type && attr_str(g, "op_type", in->op_type, c));
     H5Gclose(g);
     return rc ? -1 : 0;
 }
@@ -498,7 +597,9 @@ static int write_body(hid_t f, const results *r, ctx *c)
     for (size_t i = 0; !rc && i < r->n_tensors; i++)
         rc = write_tensor(cal, &r->tensors[i], c);
     for (size_t i = 0; !rc && i < r->n_stats; i++)
-        rc = write_stat(stats, &r->stats[i], c);
+        rc = write_stat(stats, &r->stats[i], stat_ordinal(r, i), c);
+    for (size_t i = 0; !rc && i < r->n_infos; i++)
+        rc = write_info(stats, &r->infos[i], c);
     if (stats >= 0)
         H5Gclose(stats);
     if (cal >= 0)
@@ -1002,13 +1103,63 @@ static int read_stat(hid_t g, const char *rel, results *r, const ctx *c)
             c->e->code = QERR_DATA;
         rc = qerror_prefix(c->e, "'%s': %s", c->path, c->obj);
     }
+    char *observer = NULL; /* the group may be "<observer>#2": the attribute names it */
+    if (!rc && has_attr(g, "observer"))
+        rc = attr_get_str(g, "observer", &observer, c);
     if (!rc)
-        rc = results_add_stat(r, tensor, slash + 1, params, h, c->e);
+        rc = results_add_stat(r, tensor, observer ? observer : slash + 1, params, h, c->e);
+    else
+        hstat_free(h);
     arrays_free((qcal_array *)st.arrays, st.n_arrays);
+    free(observer);
     free(kind);
     free(params);
     free(tensor);
     return rc;
+}
+
+static int read_shape(hid_t g, result_info *in, const ctx *c)
+{
+    hid_t a = H5Aopen(g, "shape", H5P_DEFAULT);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a), t = a < 0 ? -1 : H5Aget_type(a);
+    hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    int64_t shape[QCAL_MAX_RANK];
+    int ok = t >= 0 && H5Tget_class(t) == H5T_INTEGER && n >= 1 && n <= QCAL_MAX_RANK &&
+             H5Aread(a, H5T_NATIVE_INT64, shape) >= 0;
+    for (hssize_t d = 0; ok && d < n; d++)
+        ok = shape[d] >= 1;
+    if (ok) {
+        in->rank = (int)n;
+        for (hssize_t d = 0; d < n; d++)
+            in->shape[d] = (uint64_t)shape[d];
+    }
+    if (t >= 0)
+        H5Tclose(t);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (a >= 0)
+        H5Aclose(a);
+    return ok ? 0 : bad_attr(c, "shape", "1 to 8 positive integers");
+}
+
+static int read_info(hid_t g, const char *rel, results *r, const ctx *c)
+{
+    result_info in = {0};
+    int64_t axis = -1;
+    in.tensor = (char *)rel;
+    int rc = read_shape(g, &in, c) || attr_get_i64(g, "channel_axis", &axis, c) ||
+             attr_get_str(g, "name", &in.orig_name, c) || attr_get_str(g, "dtype", &in.dtype, c) ||
+             (has_attr(g, "op_type") && attr_get_str(g, "op_type", &in.op_type, c));
+    if (!rc && (axis < -1 || axis >= in.rank || axis == 0))
+        rc = qerror_set(c->e, QERR_DATA, "'%s': %s: channel_axis %lld out of range for rank %d",
+                        c->path, c->obj, (long long)axis, in.rank);
+    in.channel_axis = (int)axis;
+    if (!rc)
+        rc = results_add_info(r, &in, c->e);
+    free(in.orig_name);
+    free(in.dtype);
+    free(in.op_type);
+    return rc ? -1 : 0;
 }
 
 typedef int (*entry_fn)(hid_t g, const char *rel, results *r, const ctx *c);
@@ -1088,6 +1239,8 @@ static int read_file(const char *path, results **out, ctx *c)
         rc = read_section(f, "calibration", "method", read_tensor, r, c);
     if (!rc)
         rc = read_section(f, "statistics", "kind", read_stat, r, c);
+    if (!rc)
+        rc = read_section(f, "statistics", "shape", read_info, r, c);
     H5Fclose(f);
     if (rc) {
         results_free(r);

@@ -50,8 +50,21 @@ typedef struct result_stat {
     hstat *state;       /* serialized observer state */
 } result_stat;
 
+/* How the dump described a tensor, saved on /statistics/<tensor> (attributes shape int64[rank],
+ * channel_axis int64 (-1: none), name, dtype, op_type strings), so a later run can re-declare
+ * its observers and re-estimate without the dump. */
+typedef struct result_info {
+    char *tensor;
+    int rank;
+    uint64_t shape[QCAL_MAX_RANK];
+    int channel_axis;
+    char *orig_name, *dtype, *op_type; /* op_type may be NULL */
+} result_info;
+
 typedef struct results {
     char *recipe, *source, *qcal_version, *created;
+    result_info *infos;
+    size_t n_infos, cap_infos;
     result_tensor *tensors;
     size_t n_tensors, cap_tensors;
     result_stat *stats;
@@ -71,10 +84,16 @@ int results_put(results *r, const char *tensor, const char *orig_name, const cha
                 const qcal_qspec *spec, uint64_t channels, const double *lo, const double *hi,
                 qerror *e);
 result_tensor *results_find(results *r, const char *tensor);
-/* Adds (or replaces) the saved state of `observer` (no '/') on `tensor`; params NULL -> "".
+/* Adds (or replaces) the saved state of `observer` (no '/') with `params` on `tensor`; params
+ * NULL -> "". States of one observer with different params are kept apart (the second is
+ * written as group "<observer>#2", its `observer` attribute naming the observer).
  * Takes ownership of state, also on failure (it is then freed). */
 int results_add_stat(results *r, const char *tensor, const char *observer, const char *params,
                      hstat *state, qerror *e);
+
+/* Adds (or replaces) a tensor's description; strings are copied. */
+int results_add_info(results *r, const result_info *info, qerror *e);
+const result_info *results_find_info(const results *r, const char *tensor);
 
 /* Writes to "<path>.tmp.XXXXXX" beside `path`, fsyncs it, then moves it into place (link()
  * without force, so an existing file is never clobbered even by a racing writer; rename()
