@@ -484,7 +484,9 @@ static int pass_run_l(lua_State *L)
     if (o.threads < 1 || o.threads > 256)
         return luaL_error(L, "pass:run: threads must be in [1, 256], got %d", o.threads);
     qerror e = {0};
-    if (pass_run(lp->p, &o, &e))
+    int rc = ctx->saved ? pass_load(lp->p, ctx->saved, ctx->o->from_statistics, &e)
+                        : pass_run(lp->p, &o, &e);
+    if (rc)
         return raise(L, &e);
     lp->ran = 1;
     save_states(L, ctx, lp->p);

@@ -12,7 +12,8 @@
 typedef struct lua_qcal_ctx {
     const recipe_options *o;
     const char *recipe_name;  /* for messages and the results file */
-    dump *d;                  /* NULL while describing */
+    dump *d;                  /* NULL while describing; virtual when re-estimating */
+    const results *saved;     /* re-estimating: passes load their states from here */
     results *res;
     int committed;
     int describing;           /* qcal.params records its defaults, then stops the script */

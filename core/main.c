@@ -28,6 +28,7 @@ typedef struct cli {
     const char *plugin_paths[MAX_PLUGIN_PATHS];
     int n_plugin_paths;
     const char *output;
+    const char *from_statistics;
     int force, unsafe, help, candidates;
     int threads;
     size_t slab_bytes, memory_limit;
@@ -46,9 +47,12 @@ static const char *const usage_text =
 
 static const char *const run_help =
     "usage: qcal run RECIPE DUMP [-o OUT.h5] [options] [key=value ...]\n"
+    "       qcal run RECIPE --from-statistics RESULTS.h5 [-o OUT.h5] [key=value ...]\n"
     "\n"
     "RECIPE is a bundled recipe name (see `qcal list`) or a path to a .lua file.\n"
     "key=value pairs are the recipe's parameters (typed by its defaults).\n"
+    "--from-statistics re-estimates from the observer states saved in a results file,\n"
+    "without reading the dump (the recipe must declare the same observers and parameters).\n"
     "\n"
     "  -o, --output FILE        results file (default: DUMP-stem.RECIPE.h5 here)\n"
     "  -f, --force              overwrite an existing results file\n"
@@ -100,6 +104,9 @@ static int parse_valued(cli *c, const char *opt, const char *val, qerror *e, int
     if (!strcmp(opt, "-o") || !strcmp(opt, "--output")) {
         c->output = val;
         *bad = !val ? usage_error(e, "%s needs a file", opt) : 0;
+    } else if (!strcmp(opt, "--from-statistics")) {
+        c->from_statistics = val;
+        *bad = !val ? usage_error(e, "%s needs a results file", opt) : 0;
     } else if (!strcmp(opt, "--plugin-path")) {
         if (!val || c->n_plugin_paths == MAX_PLUGIN_PATHS)
             *bad = usage_error(e, "%s needs a path (at most 16)", opt);
@@ -413,7 +420,8 @@ static void progress_tty(void *ud, uint64_t done, uint64_t total)
 
 static void default_output(const cli *c, char *buf, size_t size)
 {
-    const char *dump = c->positional[1], *slash = strrchr(dump, '/');
+    const char *dump = c->from_statistics ? c->from_statistics : c->positional[1];
+    const char *slash = strrchr(dump, '/');
     const char *recipe = c->positional[0], *rslash = strrchr(recipe, '/');
     char stem[256], rstem[128];
     snprintf(stem, sizeof stem, "%s", slash ? slash + 1 : dump);
@@ -430,7 +438,8 @@ static void fill_recipe_options(const cli *c, registry *reg, const char *out, re
 {
     recipe_defaults(o);
     o->recipe = c->positional[0];
-    o->dump_path = c->positional[1];
+    o->dump_path = c->from_statistics ? NULL : c->positional[1];
+    o->from_statistics = c->from_statistics;
     o->output = out;
     o->force = c->force;
     o->unsafe = c->unsafe;
@@ -453,9 +462,10 @@ static void fill_recipe_options(const cli *c, registry *reg, const char *out, re
 
 static int cmd_run(const cli *c, qerror *e)
 {
-    if (c->n_positional != 2)
-        return usage_error(e, "run: expected RECIPE and DUMP, got %s",
-                           c->n_positional < 2 ? "fewer" : "more");
+    int want = c->from_statistics ? 1 : 2;
+    if (c->n_positional != want)
+        return usage_error(e, "run: expected RECIPE and %s", c->from_statistics
+                           ? "no DUMP with --from-statistics" : "DUMP (or --from-statistics FILE)");
     char out[PATH_MAX];
     if (c->output)
         snprintf(out, sizeof out, "%s", c->output);

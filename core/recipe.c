@@ -333,6 +333,37 @@ static int execute(const char *path, lua_qcal_ctx *ctx, const recipe_options *o,
     return rc;
 }
 
+static int dtype_by_name(const char *name)
+{
+    for (int t = DUMP_F32; t <= DUMP_U64; t++)
+        if (!strcmp(dump_dtype_name(t), name))
+            return t;
+    return DUMP_F32;
+}
+
+/* The tensors the saved statistics describe, as a dump without values. */
+static int open_saved(const char *path, results **saved, dump **d, qerror *e)
+{
+    if (results_read(path, saved, e) || dump_new_virtual(path, d, e))
+        return -1;
+    if ((*saved)->n_infos == 0)
+        return qerror_set(e, QERR_DATA, "%s: expected saved statistics with tensor descriptions "
+                          "(/statistics/<tensor> with a shape attribute), found none", path);
+    for (size_t i = 0; i < (*saved)->n_infos; i++) {
+        const result_info *in = &(*saved)->infos[i];
+        dump_tensor t = {.name = in->tensor, .orig_name = in->orig_name, .op_type = in->op_type,
+                         .rank = in->rank, .channel_axis = in->channel_axis,
+                         .dtype = dtype_by_name(in->dtype)};
+        memcpy(t.dims, in->shape, sizeof t.dims);
+        t.row_size = 1;
+        for (int k = 1; k < in->rank; k++)
+            t.row_size *= in->shape[k];
+        if (dump_add_virtual(*d, &t, e))
+            return -1;
+    }
+    return 0;
+}
+
 int recipe_run(const recipe_options *o, qerror *e)
 {
     char path[PATH_MAX], name[256];
@@ -343,11 +374,16 @@ int recipe_run(const recipe_options *o, qerror *e)
     memset(&ctx, 0, sizeof ctx);
     ctx.o = o;
     ctx.recipe_name = name;
-    if (dump_open(o->dump_path, &ctx.d, e))
-        return -1;
-    ctx.res = results_new(name, o->dump_path);
-    int rc = ctx.res ? execute(path, &ctx, o, e) : qerror_set(e, QERR_SOFTWARE, "out of memory");
+    results *saved = NULL;
+    int rc = o->from_statistics ? open_saved(o->from_statistics, &saved, &ctx.d, e)
+                                : dump_open(o->dump_path, &ctx.d, e);
+    ctx.saved = saved;
+    if (!rc) {
+        ctx.res = results_new(name, o->from_statistics ? o->from_statistics : o->dump_path);
+        rc = ctx.res ? execute(path, &ctx, o, e) : qerror_set(e, QERR_SOFTWARE, "out of memory");
+    }
     results_free(ctx.res);
+    results_free(saved);
     dump_close(ctx.d);
     return rc;
 }

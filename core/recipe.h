@@ -12,7 +12,9 @@
 
 typedef struct recipe_options {
     const char *recipe;          /* a bundled name ("minmax") or a path to a .lua file */
-    const char *dump_path;       /* the dump the recipe calibrates */
+    const char *dump_path;       /* the dump the recipe calibrates, or NULL with: */
+    const char *from_statistics; /* a results file whose saved observer states passes load
+                                    instead of reading a dump (re-estimation) */
     const char *output;          /* results file; NULL: the recipe writes nothing */
     int force;                   /* overwrite an existing output */
     int unsafe;                  /* lift the sandbox */

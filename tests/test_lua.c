@@ -290,3 +290,36 @@ Test(lua, missing_bundled_recipe_is_a_clear_error)
     cr_assert_neq(recipe_run(&o, &e), 0);
     cr_expect(strstr(e.msg, "no bundled recipe 'no_such_recipe'"), "%s", e.msg);
 }
+
+Test(lua, re_estimates_from_saved_statistics_without_the_dump)
+{
+    qerror e = {0};
+    recipe_options o;
+    recipe_defaults(&o);
+    o.recipe = "minmax";
+    o.dump_path = dump_file;
+    o.output = out_file;
+    o.reg = reg;
+    o.log = collect_log;
+    cr_assert_eq(recipe_run(&o, &e), 0, "%s", e.msg);
+    double lo = read_attr("/calibration/layer.input", "min");
+    double hi = read_attr("/calibration/layer.input", "max");
+    cr_assert_eq(unlink(dump_file), 0); /* the second run must not need it */
+    char *second = fx_path(dir, "second.h5");
+    char text[] = "symmetric=true";
+    param_input in;
+    cr_assert_eq(params_parse_kv(text, &in, &e), 0);
+    o.dump_path = NULL;
+    o.from_statistics = out_file;
+    o.output = second;
+    o.params = &in;
+    o.n_params = 1;
+    cr_assert_eq(recipe_run(&o, &e), 0, "%s", e.msg);
+    char *saved_out = out_file;
+    out_file = second;
+    double t = fmax(-lo, hi);
+    cr_expect_eq(read_attr("/calibration/layer.input", "max"), t);
+    cr_expect_eq(read_attr("/calibration/layer.input", "min"), -t);
+    out_file = saved_out;
+    free(second);
+}

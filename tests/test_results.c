@@ -740,18 +740,53 @@ Test(results, put_refuses)
     expect_put_refused("t", 0, 1, lo + 2, hi + 2, "tensor 't': range");
 }
 
-Test(results, add_stat_replaces)
+Test(results, add_stat_replaces_same_params_and_keeps_others)
 {
     results *r = one_tensor("minmax");
     cr_assert_eq(results_add_stat(r, "x", "minmax", "a=1", sample_stat(), NULL), 0);
     cr_assert_eq(results_add_stat(r, "x", "minmax", "a=2", sample_stat(), NULL), 0);
+    cr_assert_eq(results_add_stat(r, "x", "minmax", "a=1", sample_stat(), NULL), 0);
     cr_assert_eq(results_add_stat(r, "x", "hist", NULL, sample_stat(), NULL), 0);
-    cr_expect_eq(r->n_stats, 2u);
-    cr_expect_str_eq(r->stats[0].params, "a=2");
-    cr_expect_str_eq(r->stats[1].params, "");
+    cr_expect_eq(r->n_stats, 3u);
+    cr_expect_str_eq(r->stats[0].params, "a=1");
+    cr_expect_str_eq(r->stats[1].params, "a=2");
+    cr_expect_str_eq(r->stats[2].params, "");
     qerror e = {0};
     cr_expect_eq(results_add_stat(r, "x", "a/b", NULL, sample_stat(), &e), -1);
-    cr_expect_eq(r->n_stats, 2u);
+    cr_expect_eq(r->n_stats, 3u);
+    results_free(r);
+}
+
+/* Two states of one observer (other params) and a tensor description survive a round trip:
+ * the second state is written as group "minmax#2" but reads back as observer "minmax". */
+Test(results, states_with_other_params_and_tensor_info_round_trip)
+{
+    results *r = one_tensor("minmax");
+    qerror e = {0};
+    cr_assert_eq(results_add_stat(r, "x", "minmax", "a=1", sample_stat(), &e), 0);
+    cr_assert_eq(results_add_stat(r, "x", "minmax", "a=2", sample_stat(), &e), 0);
+    result_info in = {.tensor = "x", .rank = 3, .shape = {5, 4, 3}, .channel_axis = 2,
+                      .orig_name = "/x:0", .dtype = "float16", .op_type = "Conv"};
+    cr_assert_eq(results_add_info(r, &in, &e), 0, "%s", e.msg);
+    cr_assert_eq(results_write(r, path_in("i.h5"), 0, &e), 0, "%s", e.msg);
+    results_free(r);
+    hid_t f = H5Fopen(path_in("i.h5"), H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_expect_gt(H5Lexists(f, "/statistics/x/minmax#2", H5P_DEFAULT), 0);
+    H5Fclose(f);
+    cr_assert_eq(results_read(path_in("i.h5"), &r, &e), 0, "%s", e.msg);
+    cr_assert_eq(r->n_stats, 2u);
+    cr_expect_str_eq(r->stats[0].observer, "minmax");
+    cr_expect_str_eq(r->stats[1].observer, "minmax");
+    cr_expect(strcmp(r->stats[0].params, r->stats[1].params) != 0);
+    const result_info *got = results_find_info(r, "x");
+    cr_assert_not_null(got);
+    cr_expect_eq(got->rank, 3);
+    cr_expect_eq(got->shape[0], 5u);
+    cr_expect_eq(got->shape[2], 3u);
+    cr_expect_eq(got->channel_axis, 2);
+    cr_expect_str_eq(got->orig_name, "/x:0");
+    cr_expect_str_eq(got->dtype, "float16");
+    cr_expect_str_eq(got->op_type, "Conv");
     results_free(r);
 }
 
