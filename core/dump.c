@@ -21,6 +21,7 @@ typedef struct dump_item {
 struct dump {
     char *path;
     hid_t file;     /* -1 for a virtual dump (statistics only) */
+    int weights;    /* /weights view: each dataset gets a leading axis of one sample */
     dump_item *items;
     size_t n, cap;
 };
@@ -212,6 +213,14 @@ static int check_shape(dump_tensor *t, hid_t space, const dump *d, qerror *e)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected rank 1 to %d, found %d",
                           d->path, t->name, QCAL_MAX_RANK, rank);
     H5Sget_simple_extent_dims(space, dims, NULL);
+    if (d->weights) { /* one "sample" holding the whole weight: axis 1 = output channels */
+        if (rank + 1 > QCAL_MAX_RANK)
+            return qerror_set(e, QERR_DATA, "%s: weight '%s': expected rank 1 to %d, found %d",
+                              d->path, t->name, QCAL_MAX_RANK - 1, rank);
+        memmove(dims + 1, dims, (size_t)rank * sizeof *dims);
+        dims[0] = 1;
+        rank++;
+    }
     t->rank = rank;
     t->row_size = 1;
     for (int i = 0; i < rank; i++) {
@@ -257,10 +266,15 @@ static int read_attrs(dump_item *it, hid_t ds, const dump *d, qerror *e)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a string attribute op_type",
                           d->path, it->t.name);
     char *orig = attr_string(ds, "name", &bad);
+    if (!orig && d->weights) { /* a layer's weight goes by its parameter name, "fc1.weight" */
+        size_t n = strlen(it->t.name) + 8;
+        if ((orig = malloc(n)))
+            snprintf(orig, n, "%s.weight", it->t.name + strlen("weights/"));
+    }
     it->t.orig_name = orig ? orig : strdup(it->t.name);
     if (!it->t.orig_name)
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
-    it->t.channel_axis = channel_axis_of(ds, d, it->t.name, it->t.rank, e);
+    it->t.channel_axis = d->weights ? 1 : channel_axis_of(ds, d, it->t.name, it->t.rank, e);
     return it->t.channel_axis == -2 ? -1 : 0;
 }
 
@@ -303,7 +317,7 @@ static int describe(dump *d, dump_item *it, const char *full, qerror *e)
     rc = rc ? rc : check_filters(dcpl, d, it->t.name, e);
     rc = rc ? rc : read_attrs(it, ds, d, e);
     hid_t dapl = -1;
-    if (!rc && H5Pget_layout(dcpl) == H5D_CHUNKED) {
+    if (!rc && !d->weights && H5Pget_layout(dcpl) == H5D_CHUNKED) {
         hsize_t chunk[H5S_MAX_RANK];
         H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk);
         it->t.chunk_rows = chunk[0];
@@ -386,7 +400,9 @@ static int add_dataset(walk_ctx *w, const char *full, const char *rel)
             return 0;
     }
     dump_item *it = new_item(w->d);
-    if (!it || !(it->t.name = strdup(rel)))
+    char name[8192];
+    snprintf(name, sizeof name, "%s%s", w->d->weights ? "weights/" : "", rel);
+    if (!it || !(it->t.name = strdup(name)))
         return qerror_set(w->e, QERR_SOFTWARE, "out of memory");
     w->d->n++;
     return describe(w->d, it, full, w->e);
@@ -474,7 +490,19 @@ static int open_file(dump *d, qerror *e)
     return 0;
 }
 
+static int open_at(const char *path, int weights, dump **out, qerror *e);
+
 int dump_open(const char *path, dump **out, qerror *e)
+{
+    return open_at(path, 0, out, e);
+}
+
+int dump_open_weights(const char *path, dump **out, qerror *e)
+{
+    return open_at(path, 1, out, e);
+}
+
+static int open_at(const char *path, int weights, dump **out, qerror *e)
 {
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -484,16 +512,21 @@ int dump_open(const char *path, dump **out, qerror *e)
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
     d->file = -1;
+    d->weights = weights;
+    const char *group = weights ? "weights" : "activations";
     int rc = open_file(d, e);
+    int has_group = !rc && H5Lexists(d->file, group, H5P_DEFAULT) > 0;
+    if (!rc && weights && !has_group)
+        rc = qerror_set(e, QERR_DATA, "%s: expected a /weights group (weights per layer), found "
+                        "none", path);
     if (!rc) {
-        int has_group = H5Lexists(d->file, "activations", H5P_DEFAULT) > 0;
-        walk_ctx w = {.d = d, .base = has_group ? "/activations" : "", .strict = has_group,
-                      .e = e};
+        walk_ctx w = {.d = d, .base = has_group ? (weights ? "/weights" : "/activations") : "",
+                      .strict = has_group, .e = e};
         rc = walk_group(&w, w.base);
     }
     if (!rc && d->n == 0)
-        rc = qerror_set(e, QERR_DATA, "%s: expected numeric datasets under /activations (or "
-                        "anywhere in the file), found none", path);
+        rc = qerror_set(e, QERR_DATA, "%s: expected numeric datasets under /%s%s, found none",
+                        path, group, weights ? "" : " (or anywhere in the file)");
     if (rc) {
         dump_close(d);
         return -1;
@@ -588,11 +621,16 @@ int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, q
     hsize_t start[QCAL_MAX_RANK] = {row0}, count[QCAL_MAX_RANK];
     for (int k = 0; k < it->t.rank; k++)
         count[k] = k ? it->t.dims[k] : nrows;
-    hid_t mem = H5Screate_simple(it->t.rank, count, NULL);
-    herr_t rc = H5Sselect_hyperslab(it->space, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (rc >= 0)
-        rc = H5Dread(it->dataset, it->memtype, mem, it->space, H5P_DEFAULT, raw);
-    H5Sclose(mem);
+    herr_t rc;
+    if (d->weights) { /* the one sample is the whole dataset */
+        rc = H5Dread(it->dataset, it->memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw);
+    } else {
+        hid_t mem = H5Screate_simple(it->t.rank, count, NULL);
+        rc = H5Sselect_hyperslab(it->space, H5S_SELECT_SET, start, NULL, count, NULL);
+        if (rc >= 0)
+            rc = H5Dread(it->dataset, it->memtype, mem, it->space, H5P_DEFAULT, raw);
+        H5Sclose(mem);
+    }
     if (rc < 0) {
         char why[256];
         h5_reason(why, sizeof why);

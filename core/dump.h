@@ -45,6 +45,10 @@ typedef struct dump dump;
  * half a model silently. */
 int dump_open(const char *path, dump **out, qerror *e);
 void dump_close(dump *d);
+/* The /weights group of the same file: each dataset [out_channels, ...] becomes a tensor
+ * "weights/<layer>" [1, out_channels, ...] (one sample) with channel_axis 1, so per-channel
+ * observers give one range per output channel; orig_name is "<layer>.weight". */
+int dump_open_weights(const char *path, dump **out, qerror *e);
 
 const char *dump_path(const dump *d);
 size_t dump_count(const dump *d);

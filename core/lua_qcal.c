@@ -19,6 +19,7 @@ static char describe_stop; /* its address is the error object that ends a descri
 
 typedef struct lpass {
     pass *p;
+    dump *d; /* the activations, or the weights view */
     int ran;
 } lpass;
 
@@ -162,6 +163,29 @@ int lua_qcal_is_describe_stop(lua_State *L, int idx)
 
 /* ---- tensors -------------------------------------------------------------------------- */
 
+#define WEIGHT_PREFIX "weights/"
+
+static int is_weight(const char *name)
+{
+    return !strncmp(name, WEIGHT_PREFIX, strlen(WEIGHT_PREFIX));
+}
+
+/* The /weights view of the dump, opened on first use. */
+static dump *weights_dump(lua_State *L)
+{
+    lua_qcal_ctx *ctx = need_dump(L);
+    if (ctx->weights)
+        return ctx->weights;
+    if (ctx->saved) { /* re-estimating: the saved descriptions hold both */
+        ctx->weights = ctx->d;
+        return ctx->weights;
+    }
+    qerror e = {0};
+    if (dump_open_weights(ctx->o->dump_path, &ctx->weights, &e))
+        raise(L, &e);
+    return ctx->weights;
+}
+
 static void push_tensor(lua_State *L, const dump_tensor *t, size_t index)
 {
     lua_createtable(L, 0, 10);
@@ -195,22 +219,35 @@ static void push_tensor(lua_State *L, const dump_tensor *t, size_t index)
     }
     lua_pushinteger(L, (lua_Integer)index + 1);
     lua_setfield(L, -2, "index");
+    lua_pushstring(L, is_weight(t->name) ? "weight" : "activation");
+    lua_setfield(L, -2, "kind");
+}
+
+static int list_tensors(lua_State *L, dump *d, int weights)
+{
+    lua_newtable(L);
+    lua_Integer k = 0;
+    for (size_t i = 0; i < dump_count(d); i++)
+        if (is_weight(dump_get(d, i)->name) == weights) {
+            push_tensor(L, dump_get(d, i), i);
+            lua_rawseti(L, -2, ++k);
+        }
+    return 1;
+}
+
+static int l_weights(lua_State *L)
+{
+    return list_tensors(L, weights_dump(L), 1);
 }
 
 static int l_tensors(lua_State *L)
 {
-    lua_qcal_ctx *ctx = need_dump(L);
-    size_t n = dump_count(ctx->d);
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-        push_tensor(L, dump_get(ctx->d, i), i);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    return 1;
+    return list_tensors(L, need_dump(L)->d, 0);
 }
 
-/* The tensor index named by argument idx: a name, or a table with a `name` field. */
-static size_t check_tensor(lua_State *L, int idx)
+/* The tensor named by argument idx (a name, or a table with a `name` field): its index in
+ * *d, the activations or (for "weights/<layer>") the weights view. */
+static size_t check_tensor(lua_State *L, int idx, dump **d)
 {
     lua_qcal_ctx *ctx = need_dump(L);
     const char *name;
@@ -223,17 +260,18 @@ static size_t check_tensor(lua_State *L, int idx)
     }
     if (!name)
         luaL_argerror(L, idx, "tensor name or tensor table expected");
-    long i = dump_find(ctx->d, name);
+    *d = is_weight(name) ? weights_dump(L) : ctx->d;
+    long i = dump_find(*d, name);
     if (i < 0)
-        luaL_error(L, "%s: no tensor '%s' in the dump", dump_path(ctx->d), name);
+        luaL_error(L, "%s: no tensor '%s' in the dump", dump_path(*d), name);
     return (size_t)i;
 }
 
 static int l_tensor(lua_State *L)
 {
-    lua_qcal_ctx *ctx = need_dump(L);
-    size_t i = check_tensor(L, 1);
-    push_tensor(L, dump_get(ctx->d, i), i);
+    dump *d;
+    size_t i = check_tensor(L, 1, &d);
+    push_tensor(L, dump_get(d, i), i);
     return 1;
 }
 
@@ -374,14 +412,23 @@ static int stat_index(lua_State *L)
 
 /* ---- passes --------------------------------------------------------------------------- */
 
+/* qcal.pass([{weights = true}]): a pass over the activations, or over the layers' weights. */
 static int l_pass(lua_State *L)
 {
     lua_qcal_ctx *ctx = need_dump(L);
+    int weights = 0;
+    if (lua_istable(L, 1)) {
+        lua_getfield(L, 1, "weights");
+        weights = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    dump *d = weights ? weights_dump(L) : ctx->d;
     lpass *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     lp->p = NULL;
+    lp->d = d;
     lp->ran = 0;
     luaL_setmetatable(L, PASS_MT);
-    if (!(lp->p = pass_new(ctx->d)))
+    if (!(lp->p = pass_new(d)))
         return luaL_error(L, "out of memory");
     return 1;
 }
@@ -407,7 +454,12 @@ static int pass_observe_l(lua_State *L)
 {
     lpass *lp = check_pass(L, 1);
     lua_qcal_ctx *ctx = get_ctx(L);
-    size_t tensor = check_tensor(L, 2);
+    dump *d;
+    size_t tensor = check_tensor(L, 2, &d);
+    if (d != lp->d)
+        return luaL_error(L, "tensor '%s' is %s; observe it on a pass made with qcal.pass%s",
+                          dump_get(d, tensor)->name, d == ctx->d ? "an activation" : "a weight",
+                          d == ctx->d ? "()" : "{weights = true}");
     const char *name = luaL_checkstring(L, 3);
     const reg_observer *obs = registry_observer(ctx->o->reg, name);
     if (!obs)
@@ -452,8 +504,9 @@ static uint64_t opt_count(lua_State *L, int idx, const char *key, uint64_t def)
 }
 
 /* Keeps every observer's serialized state for /statistics. */
-static void save_states(lua_State *L, lua_qcal_ctx *ctx, pass *p)
+static void save_states(lua_State *L, lua_qcal_ctx *ctx, const lpass *lp)
 {
+    pass *p = lp->p;
     for (size_t h = 0; h < pass_count(p); h++) {
         hstat *state = NULL;
         qerror e = {0};
@@ -461,7 +514,7 @@ static void save_states(lua_State *L, lua_qcal_ctx *ctx, pass *p)
         char params[1024];
         params_format_all(obs->desc.params, obs->desc.n_params, pass_params(p, (int)h), params,
                           sizeof params);
-        const dump_tensor *t = dump_get(ctx->d, pass_tensor(p, (int)h));
+        const dump_tensor *t = dump_get(lp->d, pass_tensor(p, (int)h));
         result_info info = {.tensor = t->name, .rank = t->rank, .channel_axis = t->channel_axis,
                             .orig_name = t->orig_name, .op_type = t->op_type,
                             .dtype = (char *)dump_dtype_name(t->dtype)};
@@ -489,21 +542,20 @@ static int pass_run_l(lua_State *L)
     if (rc)
         return raise(L, &e);
     lp->ran = 1;
-    save_states(L, ctx, lp->p);
+    save_states(L, ctx, lp);
     return 0;
 }
 
 static int pass_stat_l(lua_State *L, int serialized)
 {
     lpass *lp = check_pass(L, 1);
-    lua_qcal_ctx *ctx = get_ctx(L);
     lua_Integer id = luaL_checkinteger(L, 2);
     if (!lp->ran)
         return luaL_error(L, "pass:statistic before pass:run");
     if (id < 1 || (size_t)id > pass_count(lp->p))
         return luaL_error(L, "no observation #%d in this pass", (int)id);
     int h = (int)id - 1;
-    lstat *ls = push_stat(L, dump_get(ctx->d, pass_tensor(lp->p, h))->name);
+    lstat *ls = push_stat(L, dump_get(lp->d, pass_tensor(lp->p, h))->name);
     qerror e = {0};
     int rc = serialized ? pass_serialize(lp->p, h, &ls->s, &e) : pass_finalize(lp->p, h, &ls->s, &e);
     if (rc)
@@ -729,8 +781,9 @@ static void put_metrics(lua_State *L, int idx, result_tensor *rt)
 static int l_put(lua_State *L)
 {
     lua_qcal_ctx *ctx = need_dump(L);
-    size_t ti = check_tensor(L, 1);
-    const dump_tensor *t = dump_get(ctx->d, ti);
+    dump *d;
+    size_t ti = check_tensor(L, 1, &d);
+    const dump_tensor *t = dump_get(d, ti);
     luaL_checktype(L, 2, LUA_TTABLE);
     if (ctx->committed)
         return luaL_error(L, "qcal.put after qcal.commit");
@@ -799,6 +852,7 @@ static int l_log(lua_State *L)
 
 static const luaL_Reg module_fns[] = {
     {"params", l_params},     {"tensors", l_tensors}, {"tensor", l_tensor},
+    {"weights", l_weights},
     {"pass", l_pass},         {"spec", l_spec},       {"estimate", l_estimate},
     {"qparams", l_qparams},   {"put", l_put},         {"commit", l_commit},
     {"log", l_log},           {NULL, NULL},

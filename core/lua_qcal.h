@@ -14,6 +14,7 @@ typedef struct lua_qcal_ctx {
     const char *recipe_name;  /* for messages and the results file */
     dump *d;                  /* NULL while describing; virtual when re-estimating */
     const results *saved;     /* re-estimating: passes load their states from here */
+    dump *weights;            /* the /weights view, opened on first use (== d when virtual) */
     results *res;
     int committed;
     int describing;           /* qcal.params records its defaults, then stops the script */

@@ -352,6 +352,8 @@ static int plan_groups(run *r, const pass_options *o)
         g->rows = (o->max_rows && o->max_rows < t->dims[0]) ? o->max_rows : t->dims[0];
         g->slab_rows = batch_aligned(dump_slab_rows(p->d, g->tensor, o->slab_bytes),
                                      o->batch_size ? o->batch_size : 32);
+        if (g->slab_rows > g->rows) /* one slab holds it all: no buffer beyond the data */
+            g->slab_rows = g->rows;
         size_t n = (size_t)(g->slab_rows * t->row_size);
         if (n * t->elem_size > r->raw_bytes)
             r->raw_bytes = n * t->elem_size;

@@ -384,6 +384,8 @@ int recipe_run(const recipe_options *o, qerror *e)
     }
     results_free(ctx.res);
     results_free(saved);
+    if (ctx.weights != ctx.d)
+        dump_close(ctx.weights);
     dump_close(ctx.d);
     return rc;
 }
