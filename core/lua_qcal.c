@@ -833,9 +833,10 @@ static int l_commit(lua_State *L)
 static int l_log(lua_State *L)
 {
     lua_qcal_ctx *ctx = get_ctx(L);
+    int n = lua_gettop(L); /* before the buffer takes a stack slot */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    for (int i = 1, n = lua_gettop(L); i <= n; i++) {
+    for (int i = 1; i <= n; i++) {
         if (i > 1)
             luaL_addchar(&b, '\t');
         luaL_tolstring(L, i, NULL);

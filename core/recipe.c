@@ -390,6 +390,11 @@ int recipe_run(const recipe_options *o, qerror *e)
     return rc;
 }
 
+static int by_param_name(const void *a, const void *b)
+{
+    return strcmp(((const recipe_param *)a)->name, ((const recipe_param *)b)->name);
+}
+
 int recipe_describe(const char *path, recipe_param *out, size_t cap, size_t *n, qerror *e)
 {
     recipe_options o;
@@ -407,5 +412,6 @@ int recipe_describe(const char *path, recipe_param *out, size_t cap, size_t *n, 
     int rc = execute(path, &ctx, &o, e);
     results_free(ctx.res);
     *n = ctx.n_described;
+    qsort(out, *n, sizeof *out, by_param_name); /* Lua tables have no order: sort for people */
     return rc;
 }

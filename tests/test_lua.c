@@ -323,3 +323,10 @@ Test(lua, re_estimates_from_saved_statistics_without_the_dump)
     out_file = saved_out;
     free(second);
 }
+
+Test(lua, print_goes_to_the_log_with_every_argument)
+{
+    qerror e = {0};
+    cr_assert_eq(run_text("print('a', 1, true)\nprint()\n", NULL, 0, 0, &e), 0, "%s", e.msg);
+    cr_expect_str_eq(log_text, "a\t1\ttrue\n\n");
+}
