@@ -330,3 +330,47 @@ Test(lua, print_goes_to_the_log_with_every_argument)
     cr_assert_eq(run_text("print('a', 1, true)\nprint()\n", NULL, 0, 0, &e), 0, "%s", e.msg);
     cr_expect_str_eq(log_text, "a\t1\ttrue\n\n");
 }
+
+static void read_dataset(const char *file, const char *name, double *out)
+{
+    hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    cr_assert_geq(d, 0, "dataset %s", name);
+    cr_assert_geq(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out), 0);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+/* Weights [out=3, in=4] give one range per output channel; /weights is not an activation. */
+Test(lua, weights_calibrated_per_output_channel)
+{
+    static const float w[12] = {1, -2, 3, 0.5f, -7, 2, 2, 1, 0.25f, 0.5f, -0.125f, 0};
+    static const float a[4] = {1, 2, 3, 4};
+    fx_dataset ds[2] = {
+        {.name = "act", .dtype = DUMP_F32, .rank = 1, .dims = {4}, .data = a, .channel_axis = FX_NO_ATTR},
+        {.name = "weights/l1", .dtype = DUMP_F32, .rank = 2, .dims = {3, 4}, .data = w,
+         .channel_axis = FX_NO_ATTR},
+    };
+    cr_assert_eq(fx_write_dump(dump_file, ds, 2, 1), 0);
+    const char *text =
+        "local qcal = require('qcal')\n"
+        "assert(#qcal.tensors() == 1 and qcal.tensors()[1].name == 'act')\n"
+        "local ws = qcal.weights()\n"
+        "assert(#ws == 1 and ws[1].name == 'weights/l1' and ws[1].orig_name == 'l1.weight')\n"
+        "local pass = qcal.pass{ weights = true }\n"
+        "local id = pass:observe(ws[1], 'minmax_per_channel')\n"
+        "pass:run()\n"
+        "local spec = qcal.spec{ symmetric = true, per_channel = true, axis = 1 }\n"
+        "qcal.put(ws[1], { spec = spec, range = qcal.estimate('minmax', pass:statistic(id), spec) })\n";
+    qerror e = {0};
+    cr_assert_eq(run_text(text, NULL, 0, 0, &e), 0, "%s", e.msg);
+    double lo[3], hi[3];
+    read_dataset(out_file, "/calibration/weights/l1/min", lo);
+    read_dataset(out_file, "/calibration/weights/l1/max", hi);
+    const double t[3] = {3, 7, 0.5}; /* max |w| of each row */
+    for (int c = 0; c < 3; c++) {
+        cr_expect_eq(lo[c], -t[c], "channel %d", c);
+        cr_expect_eq(hi[c], t[c], "channel %d", c);
+    }
+}
