@@ -3,6 +3,7 @@
 #include <lua.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -547,9 +548,21 @@ static int dispatch(int argc, char **argv, qerror *e)
     return usage_error(e, "unknown command '%s'", argv[1]);
 }
 
+/* An interrupted run leaves no partial results: the temporary file goes, the target was never
+ * touched; then the signal takes its default course. */
+static void on_signal(int sig)
+{
+    results_abandon_temp();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int main(int argc, char **argv)
 {
     qerror e = {0};
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (dispatch(argc, argv, &e) == 0)
         return 0;

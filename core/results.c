@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -698,6 +699,25 @@ static int check_target(const char *path, int force, const ctx *c)
     return 0;
 }
 
+/* The temporary file being written, for results_abandon_temp() from a signal handler. */
+static char pending_temp[4096];
+static volatile sig_atomic_t pending_set;
+
+void results_abandon_temp(void)
+{
+    if (pending_set)
+        unlink(pending_temp); /* async-signal-safe */
+}
+
+static void pending(const char *tmp)
+{
+    pending_set = 0;
+    if (tmp && strlen(tmp) < sizeof pending_temp) {
+        memcpy(pending_temp, tmp, strlen(tmp) + 1);
+        pending_set = 1;
+    }
+}
+
 static int write_atomic(const results *r, const char *path, int force, ctx *c)
 {
     if (check_target(path, force, c))
@@ -712,6 +732,7 @@ static int write_atomic(const results *r, const char *path, int force, ctx *c)
         free(tmp);
         return sys_failed(c, QERR_CANTCREAT, "create");
     }
+    pending(tmp);
     int rc = fchmod(fd, new_mode(path)) ? sys_failed(c, QERR_CANTCREAT, "create") : 0;
     if (!rc)
         rc = write_hdf5(r, tmp, c);
@@ -723,7 +744,8 @@ static int write_atomic(const results *r, const char *path, int force, ctx *c)
         rc = publish(tmp, force, c);
     if (rc)
         unlink(tmp);
-    else
+    pending(NULL);
+    if (!rc)
         sync_dir(path);
     free(tmp);
     return rc;

@@ -103,6 +103,9 @@ const result_info *results_find_info(const results *r, const char *tensor);
  * folder, a missing or unwritable folder: one line naming the path and the reason), QERR_IO
  * (HDF5 or fsync failure while writing). HDF5 prints nothing. Call from one thread. */
 int results_write(const results *r, const char *path, int force, qerror *e);
+/* Removes the temporary file of a write in progress, if any: async-signal-safe, for a
+ * SIGINT/SIGTERM handler, so an interrupted run leaves nothing behind. */
+void results_abandon_temp(void);
 /* Reads a results file back (for show, export, and re-estimation): every calibration entry,
  * with per-channel arrays, metrics and note, and every statistic as an hstat. Validates types,
  * shapes, the grid (qmin/qmax must match bits and flags) and the values (finite ranges,

@@ -166,3 +166,43 @@ Test(cli, plugins_found_through_the_environment_path)
     cr_expect_neq(qcal("QCAL_NO_DEFAULT_PLUGINS=1 QCAL_PLUGIN_PATH=", args), 0);
     cr_expect(strstr(err_text, "minmax"), "%s", err_text);
 }
+
+static int count_temp_files(void)
+{
+    char cmd[1024], out[64];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -c '\\.tmp\\.' || true", dir);
+    FILE *p = popen(cmd, "r");
+    int n = p && fgets(out, sizeof out, p) ? atoi(out) : -1;
+    if (p)
+        pclose(p);
+    return n;
+}
+
+Test(cli, interrupted_run_keeps_the_earlier_results)
+{
+    char args[2048];
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", dump_file, out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    struct stat before, after;
+    cr_assert_eq(stat(out_file, &before), 0);
+    char *recipe = fx_path(dir, "slow.lua");
+    FILE *f = fopen(recipe, "w");
+    fputs("local qcal = require('qcal')\nlocal p = qcal.pass()\n"
+          "for _, t in ipairs(qcal.tensors()) do p:observe(t, 'minmax') end\np:run()\n"
+          "local x = 0\nwhile true do x = x + 1 end\n", f);
+    fclose(f);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' run '%s' '%s' -o '%s' --force --max-instructions 100000000000 "
+             "2>/dev/null & pid=$!; sleep 0.5; kill -TERM $pid; wait $pid; echo $?",
+             TEST_QCAL_EXE, recipe, dump_file, out_file);
+    FILE *p = popen(cmd, "r");
+    char status[32] = "";
+    cr_assert(p && fgets(status, sizeof status, p));
+    pclose(p);
+    cr_expect_eq(atoi(status), 128 + 15, "killed by SIGTERM, got status %s", status);
+    cr_assert_eq(stat(out_file, &after), 0);
+    cr_expect_eq(before.st_ino, after.st_ino, "the earlier results file was replaced");
+    cr_expect_eq(before.st_size, after.st_size);
+    cr_expect_eq(count_temp_files(), 0);
+    free(recipe);
+}
