@@ -374,3 +374,35 @@ Test(lua, weights_calibrated_per_output_channel)
         cr_expect_eq(hi[c], t[c], "channel %d", c);
     }
 }
+
+/* NaN and Inf are skipped and counted, never folded into a range; a tensor with nothing
+ * finite is an error naming it, and nothing is written. */
+Test(lua, tensor_without_finite_values_is_named)
+{
+    static float bad[8] = {NAN, INFINITY, -INFINITY, NAN, NAN, NAN, INFINITY, NAN};
+    static float good[8] = {1, NAN, -2, INFINITY, 3, 0, 0.5f, -1};
+    fx_dataset ds[2] = {
+        {.name = "all_nan", .dtype = DUMP_F32, .rank = 2, .dims = {4, 2}, .data = bad,
+         .channel_axis = FX_NO_ATTR},
+        {.name = "mixed", .dtype = DUMP_F32, .rank = 2, .dims = {4, 2}, .data = good,
+         .channel_axis = FX_NO_ATTR},
+    };
+    cr_assert_eq(fx_write_dump(dump_file, &ds[1], 1, 0), 0);
+    recipe_options o;
+    recipe_defaults(&o);
+    o.recipe = "minmax";
+    o.dump_path = dump_file;
+    o.output = out_file;
+    o.reg = reg;
+    o.log = collect_log;
+    qerror e = {0};
+    cr_assert_eq(recipe_run(&o, &e), 0, "%s", e.msg);
+    cr_expect_eq(read_attr("/calibration/mixed", "min"), -2.0);
+    cr_expect_eq(read_attr("/calibration/mixed", "max"), 3.0);
+    cr_assert_eq(unlink(out_file), 0);
+    cr_assert_eq(fx_write_dump(dump_file, ds, 2, 0), 0);
+    cr_assert_neq(recipe_run(&o, &e), 0);
+    cr_expect(strstr(e.msg, "'all_nan'") && strstr(e.msg, "no finite value") &&
+              strstr(e.msg, "5 NaN") && strstr(e.msg, "3 Inf"), "%s", e.msg);
+    cr_expect_neq(access(out_file, F_OK), 0, "nothing written");
+}
