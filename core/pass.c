@@ -4,6 +4,7 @@
 #include "params.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,15 +205,15 @@ typedef struct run {
     size_t raw_bytes, value_bytes;
     pthread_mutex_t err_mu;
     qerror err;          /* first error of any thread */
-    volatile int failed;
+    atomic_int failed;   /* set once by any thread; workers skip their work after it */
 } run;
 
 static void run_fail(run *r, const qerror *e)
 {
     pthread_mutex_lock(&r->err_mu);
-    if (!r->failed) {
+    if (!atomic_load(&r->failed)) {
         r->err = *e;
-        r->failed = 1;
+        atomic_store(&r->failed, 1);
     }
     pthread_mutex_unlock(&r->err_mu);
 }
@@ -513,6 +514,7 @@ int pass_run(pass *p, const pass_options *o, qerror *e)
 {
     run r;
     memset(&r, 0, sizeof r);
+    atomic_init(&r.failed, 0);
     r.p = p;
     r.n_workers = o->threads > 0 ? o->threads : 1;
     pthread_mutex_init(&r.err_mu, NULL);
