@@ -406,3 +406,21 @@ Test(lua, tensor_without_finite_values_is_named)
               strstr(e.msg, "5 NaN") && strstr(e.msg, "3 Inf"), "%s", e.msg);
     cr_expect_neq(access(out_file, F_OK), 0, "nothing written");
 }
+
+/* An estimator returning NaN is caught by the host: nothing is written as if valid. */
+Test(lua, estimator_returning_nan_is_refused)
+{
+    qerror e = {0};
+    cr_assert_eq(registry_load_file(reg, TEST_VARIANT_DIR "/variant_fails.so", &e), 0, "%s", e.msg);
+    const char *text =
+        "local qcal = require('qcal')\n"
+        "local p = qcal.pass()\n"
+        "local id = p:observe('layer.input', 'minmax')\n"
+        "p:run()\n"
+        "local spec = qcal.spec{}\n"
+        "qcal.put('layer.input', { spec = spec, range = qcal.estimate('variant_nan', p:statistic(id), spec) })\n";
+    cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "recipe.lua:6:") && strstr(e.msg, "variant_nan") &&
+              strstr(e.msg, "layer.input") && strstr(e.msg, "invalid range"), "%s", e.msg);
+    cr_expect_neq(access(out_file, F_OK), 0);
+}

@@ -245,3 +245,35 @@ Test(pass, statistic_before_run_is_an_error)
     pass_free(p);
     dump_close(d);
 }
+
+/* A plugin failing in the middle of a pass on several threads: one line naming plugin,
+ * observer and tensor; no deadlock; no statistic left as if valid. */
+Test(pass, plugin_failure_mid_pass_fails_cleanly)
+{
+    qerror e = {0};
+    cr_assert_eq(registry_load_file(reg, TEST_VARIANT_DIR "/variant_fails.so", &e), 0, "%s", e.msg);
+    const reg_observer *o = registry_observer(reg, "variant_fails");
+    cr_assert_not_null(o);
+    for (int threads = 1; threads <= 4; threads *= 2) {
+        dump *d;
+        cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
+        pass *p = pass_new(d);
+        int h = pass_observe(p, 0, o, NULL, PASS_AXIS_DEFAULT, &e);
+        int ok = pass_observe(p, 0, registry_observer(reg, "minmax"), NULL, PASS_AXIS_DEFAULT, &e);
+        cr_assert(h >= 0 && ok >= 0, "%s", e.msg);
+        pass_options opt;
+        pass_defaults(&opt);
+        opt.threads = threads;
+        opt.slab_bytes = 1;
+        opt.batch_size = 1;
+        qerror err = {0};
+        cr_assert_neq(pass_run(p, &opt, &err), 0);
+        cr_expect(strstr(err.msg, "variant_fails.so") && strstr(err.msg, "observer 'variant_fails'") &&
+                  strstr(err.msg, "tensor 'a'") && strstr(err.msg, "refusing samples from"),
+                  "%s", err.msg);
+        hstat *s = NULL;
+        cr_expect_neq(pass_finalize(p, ok, &s, &e), 0, "no statistic after a failed pass");
+        pass_free(p);
+        dump_close(d);
+    }
+}

@@ -9,7 +9,11 @@
  *   DUP_NAME        declares observer 'minmax', which the bundled minmax plugin provides
  *   MISSING_METHOD  observer with merge NULL
  *   BAD_PARAM       a parameter whose default lies outside its bounds
+ *   FAILS           valid, but misbehaves: observer variant_fails refuses every slab from
+ *                   sample 8 on; estimator variant_nan returns [NaN, 1] on qcal.minmax
  */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <qcal/plugin.h>
@@ -171,6 +175,36 @@ static const qcal_param bad_params[] = {
 static const qcal_observer observer = {
     .head = QCAL_HEAD(qcal_observer), .name = "variant_bad_param", .n_params = 1,
     .params = bad_params, COUNT_METHODS};
+
+#elif defined(VARIANT_FAILS)
+#define PLUGIN_NAME "variant_fails"
+static int failing_observe(void *state, const qcal_slab *slab, qcal_err *err)
+{
+    if (slab->first_row + slab->rows > 8) {
+        snprintf(err->msg, sizeof err->msg, "refusing samples from %llu on",
+                 (unsigned long long)slab->first_row);
+        return QCAL_E_DATA;
+    }
+    return count_observe(state, slab, err);
+}
+static int nan_estimate(const qcal_stat *stat, const qcal_value *params, const qcal_qspec *spec,
+                        qcal_range *ranges, uint64_t n_ranges, qcal_err *err)
+{
+    (void)stat, (void)params, (void)spec, (void)err;
+    for (uint64_t i = 0; i < n_ranges; i++)
+        ranges[i].lo = NAN, ranges[i].hi = 1.0;
+    return QCAL_OK;
+}
+static const char *const minmax_kind[] = {"qcal.minmax", NULL};
+static const qcal_observer observer = {
+    .head = QCAL_HEAD(qcal_observer), .name = "variant_fails", .help = "fails after sample 8",
+    .stat_kind = "variant.count", .create = count_create, .observe = failing_observe,
+    .serialize = count_serialize, .deserialize = count_deserialize, .finalize = count_out,
+    .destroy = count_destroy, .merge = count_merge};
+static const qcal_estimator estimator = {
+    .head = QCAL_HEAD(qcal_estimator), .name = "variant_nan", .help = "returns NaN",
+    .accepts = minmax_kind, .estimate = nan_estimate};
+#define HAS_ESTIMATOR 1
 
 #else
 #error "define one VARIANT_<NAME>"
