@@ -32,21 +32,27 @@ build() {
 }
 
 # Criterion prints "Synthesis: Tested: N | Passing: N | Failing: N" per executable; add
-# them up (a test program that died without one counts as one failure).
+# them up over the build directories given (a test program that died without one counts as
+# one failure; so does a sanitizer report, which Criterion itself does not fail on).
 summarize() {
-    python3 - "$BUILD/meson-logs/testlog.json" <<'PY'
+    python3 - "$@" <<'PY'
 import json, re, sys
 passed = failed = 0
-for line in open(sys.argv[1]):
-    t = json.loads(line)
-    out = (t.get("stdout") or "") + (t.get("stderr") or "")
-    m = re.findall(r"Synthesis: Tested: (\d+) \| Passing: (\d+) \| Failing: (\d+)", out)
-    if m:
-        passed += int(m[-1][1]); failed += int(m[-1][2])
-    elif t.get("result") == "OK":
-        passed += 1
-    elif t.get("result") != "SKIP":
-        failed += 1
+for build in sys.argv[1:]:
+    for line in open(build + "/meson-logs/testlog.json"):
+        t = json.loads(line)
+        out = (t.get("stdout") or "") + (t.get("stderr") or "")
+        m = re.findall(r"Synthesis: Tested: (\d+) \| Passing: (\d+) \| Failing: (\d+)", out)
+        if m:
+            passed += int(m[-1][1]); failed += int(m[-1][2])
+        elif t.get("result") == "OK":
+            passed += 1
+        elif t.get("result") != "SKIP":
+            failed += 1
+        reports = len(re.findall(r"ERROR: (?:Address|Leak)Sanitizer|runtime error:", out))
+        if reports:
+            print(f"{build}: {t.get('name')}: {reports} sanitizer report(s)", file=sys.stderr)
+            failed += 1
 print(f"{passed} passed, {failed} failed")
 PY
 }
@@ -64,7 +70,14 @@ check)
     build
     status=0
     meson test -C "$BUILD" --print-errorlogs --num-processes 1 "${@:2}" >&2 || status=$?
-    summarize
+    # The same suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+    SAN=${BUILD_SAN:-build-sanitize}
+    [ -f "$SAN/build.ninja" ] ||
+        meson setup "$SAN" -Db_sanitize=address,undefined -Db_lundef=false >&2
+    meson compile -C "$SAN" >&2
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        meson test -C "$SAN" --print-errorlogs --num-processes 1 "${@:2}" >&2 || status=$?
+    summarize "$BUILD" "$SAN"
     exit $status
     ;;
 bench)
