@@ -12,6 +12,7 @@
 #include "params.h"
 #include "recipe.h"
 #include "registry.h"
+#include "results.h"
 
 #define N 40
 #define C 6
@@ -423,4 +424,94 @@ Test(lua, estimator_returning_nan_is_refused)
     cr_expect(strstr(e.msg, "recipe.lua:6:") && strstr(e.msg, "variant_nan") &&
               strstr(e.msg, "layer.input") && strstr(e.msg, "invalid range"), "%s", e.msg);
     cr_expect_neq(access(out_file, F_OK), 0);
+}
+
+/* ---- determinism: the same inputs give the same results file, whatever the threads, the
+ * slab size or the run (apart from the creation time) ----------------------------------- */
+
+static void expect_same_results(const results *a, const results *b, const char *what)
+{
+    cr_assert_eq(a->n_tensors, b->n_tensors, "%s", what);
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const result_tensor *x = &a->tensors[i], *y = &b->tensors[i];
+        cr_assert_str_eq(x->tensor, y->tensor, "%s", what);
+        cr_assert_str_eq(x->method, y->method, "%s", what);
+        cr_assert(memcmp(&x->spec, &y->spec, sizeof x->spec) == 0, "%s", what);
+        cr_assert_eq(x->channels, y->channels, "%s", what);
+        size_t n = x->channels * sizeof(double);
+        cr_assert(!memcmp(x->lo, y->lo, n) && !memcmp(x->hi, y->hi, n) &&
+                  !memcmp(x->scale, y->scale, n) && !memcmp(x->zero_point, y->zero_point, n),
+                  "%s: tensor %s differs", what, x->tensor);
+    }
+    cr_assert_eq(a->n_stats, b->n_stats, "%s", what);
+    for (size_t i = 0; i < a->n_stats; i++) {
+        const qcal_stat *x = &a->stats[i].state->view, *y = &b->stats[i].state->view;
+        cr_assert_str_eq(a->stats[i].params, b->stats[i].params, "%s", what);
+        cr_assert_eq(x->n_arrays, y->n_arrays, "%s", what);
+        for (uint32_t k = 0; k < x->n_arrays; k++) {
+            size_t bytes = hstat_array_count(&x->arrays[k]) * hstat_dtype_size(x->arrays[k].dtype);
+            cr_assert(hstat_array_count(&x->arrays[k]) == hstat_array_count(&y->arrays[k]) &&
+                      !memcmp(x->arrays[k].data, y->arrays[k].data, bytes),
+                      "%s: statistic %s/%s array %s differs", what, a->stats[i].tensor,
+                      a->stats[i].observer, x->arrays[k].name);
+        }
+    }
+}
+
+static results *run_config(const char *kv, int threads, size_t slab_bytes, const char *name)
+{
+    recipe_options o;
+    recipe_defaults(&o);
+    char buf[128];
+    param_input in;
+    qerror e = {0};
+    o.recipe = "minmax";
+    o.dump_path = dump_file;
+    char *out = fx_path(dir, name);
+    o.output = out;
+    o.reg = reg;
+    o.log = collect_log;
+    o.pass.threads = threads;
+    o.pass.slab_bytes = slab_bytes;
+    o.pass.batch_size = 4;
+    if (kv) {
+        snprintf(buf, sizeof buf, "%s", kv);
+        cr_assert_eq(params_parse_kv(buf, &in, &e), 0);
+        o.params = &in;
+        o.n_params = 1;
+    }
+    cr_assert_eq(recipe_run(&o, &e), 0, "%s", e.msg);
+    results *r;
+    cr_assert_eq(results_read(out, &r, &e), 0, "%s", e.msg);
+    free(out);
+    return r;
+}
+
+Test(lua, every_bundled_configuration_is_deterministic)
+{
+    static float v[61 * 3 * 5];
+    fx_fill_gauss(v, sizeof v / sizeof *v, 77, 0.0f, 2.0f);
+    v[100] = NAN;
+    fx_dataset ds = {.name = "t", .dtype = DUMP_F32, .rank = 3, .dims = {61, 3, 5},
+                     .chunk_rows = 3, .data = v, .channel_axis = FX_NO_ATTR};
+    cr_assert_eq(fx_write_dump(dump_file, &ds, 1, 0), 0);
+    const char *configs[] = {NULL, "per_channel=true", "average=true", "symmetric=true"};
+    const int threads[] = {1, 2, 4, 1};
+    const size_t slabs[] = {(size_t)4 << 20, 60, 200, (size_t)4 << 20};
+    for (int c = 0; c < 4; c++) {
+        results *ref = run_config(configs[c], 1, (size_t)4 << 20, "ref.h5");
+        for (int k = 0; k < 4; k++) {
+            char what[128], name[32];
+            snprintf(what, sizeof what, "%s, %d threads, slab %zu", configs[c] ? configs[c] : "default",
+                     threads[k], slabs[k]);
+            snprintf(name, sizeof name, "run%d_%d.h5", c, k);
+            results *r = run_config(configs[c], threads[k], slabs[k], name);
+            expect_same_results(ref, r, what);
+            results_free(r);
+        }
+        results_free(ref);
+        char *p = fx_path(dir, "ref.h5");
+        unlink(p);
+        free(p);
+    }
 }
