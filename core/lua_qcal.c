@@ -14,6 +14,8 @@
 #define CTX_KEY "qcal.ctx"
 #define PASS_MT "qcal.Pass"
 #define STAT_MT "qcal.Stat"
+#define GUARD_RANGES 4
+#define GUARD_VALUE -0x1.5ca1eb0a5ca1ep+777 /* no estimator writes this by accident */
 
 static char describe_stop; /* its address is the error object that ends a describe run */
 
@@ -703,10 +705,19 @@ static int l_estimate(lua_State *L)
     if (n == 0 || n > ((uint64_t)1 << 24))
         return luaL_error(L, "statistic of tensor '%s' has %llu channels", ls->tensor,
                           (unsigned long long)n);
-    qcal_range *r = lua_newuserdatauv(L, n * sizeof *r, 0); /* freed by the GC, even on error */
+    /* Guard ranges after the n the plugin may write: a plugin writing past them is caught
+     * (freed by the GC, even on error). */
+    qcal_range *r = lua_newuserdatauv(L, (n + GUARD_RANGES) * sizeof *r, 0);
+    for (uint64_t i = n; i < n + GUARD_RANGES; i++)
+        r[i].lo = r[i].hi = GUARD_VALUE;
     qerror e = {0};
     if (call_estimator(est, ls, values, &spec, r, n, &e))
         return raise(L, &e);
+    for (uint64_t i = n; i < n + GUARD_RANGES; i++)
+        if (memcmp(&r[i].lo, &(double){GUARD_VALUE}, sizeof(double)) ||
+            memcmp(&r[i].hi, &(double){GUARD_VALUE}, sizeof(double)))
+            return luaL_error(L, "estimator '%s' on tensor '%s' wrote past the %d range(s) it was "
+                              "given: its results are not used", name, ls->tensor, (int)n);
     push_ranges(L, r, n, per_channel);
     return 1;
 }

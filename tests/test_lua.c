@@ -426,6 +426,21 @@ Test(lua, estimator_returning_nan_is_refused)
     cr_expect_neq(access(out_file, F_OK), 0);
 }
 
+/* An estimator writing past the ranges it was given is caught by guard values. */
+Test(lua, estimator_writing_past_its_buffer_is_refused)
+{
+    qerror e = {0};
+    cr_assert_eq(registry_load_file(reg, TEST_VARIANT_DIR "/variant_fails.so", &e), 0, "%s", e.msg);
+    const char *text =
+        "local qcal = require('qcal')\n"
+        "local p = qcal.pass()\n"
+        "local id = p:observe('layer.input', 'minmax')\n"
+        "p:run()\n"
+        "local r = qcal.estimate('variant_overrun', p:statistic(id), qcal.spec{})\n";
+    cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "variant_overrun") && strstr(e.msg, "wrote past"), "%s", e.msg);
+}
+
 /* ---- determinism: the same inputs give the same results file, whatever the threads, the
  * slab size or the run (apart from the creation time) ----------------------------------- */
 

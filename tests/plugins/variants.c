@@ -10,7 +10,8 @@
  *   MISSING_METHOD  observer with merge NULL
  *   BAD_PARAM       a parameter whose default lies outside its bounds
  *   FAILS           valid, but misbehaves: observer variant_fails refuses every slab from
- *                   sample 8 on; estimator variant_nan returns [NaN, 1] on qcal.minmax
+ *                   sample 8 on; estimator variant_nan returns [NaN, 1] on qcal.minmax;
+ *                   estimator variant_overrun writes one range past those it is given
  */
 #include <math.h>
 #include <stdio.h>
@@ -195,6 +196,15 @@ static int nan_estimate(const qcal_stat *stat, const qcal_value *params, const q
         ranges[i].lo = NAN, ranges[i].hi = 1.0;
     return QCAL_OK;
 }
+/* Writes one range more than it is given. */
+static int overrun_estimate(const qcal_stat *stat, const qcal_value *params, const qcal_qspec *spec,
+                            qcal_range *ranges, uint64_t n_ranges, qcal_err *err)
+{
+    (void)stat, (void)params, (void)spec, (void)err;
+    for (uint64_t i = 0; i <= n_ranges; i++)
+        ranges[i].lo = -1.0, ranges[i].hi = 1.0;
+    return QCAL_OK;
+}
 static const char *const minmax_kind[] = {"qcal.minmax", NULL};
 static const qcal_observer observer = {
     .head = QCAL_HEAD(qcal_observer), .name = "variant_fails", .help = "fails after sample 8",
@@ -204,7 +214,11 @@ static const qcal_observer observer = {
 static const qcal_estimator estimator = {
     .head = QCAL_HEAD(qcal_estimator), .name = "variant_nan", .help = "returns NaN",
     .accepts = minmax_kind, .estimate = nan_estimate};
+static const qcal_estimator estimator_overrun = {
+    .head = QCAL_HEAD(qcal_estimator), .name = "variant_overrun", .help = "writes past its ranges",
+    .accepts = minmax_kind, .estimate = overrun_estimate};
 #define HAS_ESTIMATOR 1
+#define EXTRA_ESTIMATOR &estimator_overrun
 
 #else
 #error "define one VARIANT_<NAME>"
@@ -216,9 +230,14 @@ static const qcal_estimator estimator = {
 
 static const qcal_observer *const observers[] = {&observer};
 #ifdef HAS_ESTIMATOR
+#ifdef EXTRA_ESTIMATOR
+static const qcal_estimator *const estimators[] = {&estimator, EXTRA_ESTIMATOR};
+#define N_ESTIMATORS 2
+#else
 static const qcal_estimator *const estimators[] = {&estimator};
-#define ESTIMATORS estimators
 #define N_ESTIMATORS 1
+#endif
+#define ESTIMATORS estimators
 #else
 #define ESTIMATORS NULL
 #define N_ESTIMATORS 0
