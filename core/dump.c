@@ -463,6 +463,104 @@ static herr_t visit(hid_t group, const char *name, const H5L_info_t *info, void 
     return rc ? -1 : 0;
 }
 
+/* ---- /layers: the layers strategies judge ranges by, checked against the tensors ------- */
+
+static long long attr_int_or(hid_t obj, const char *name, long long def)
+{
+    if (H5Aexists(obj, name) <= 0)
+        return def;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    long long v = def;
+    if (H5Aread(a, H5T_NATIVE_LLONG, &v) < 0)
+        v = def;
+    H5Aclose(a);
+    return v;
+}
+
+/* Shape of dataset `name` in group g; returns its rank, or -1 when absent or not numeric. */
+static int dataset_shape(hid_t g, const char *name, hsize_t *dims)
+{
+    if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
+        return -1;
+    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
+    if (ds < 0)
+        return -1;
+    hid_t sp = H5Dget_space(ds);
+    int rank = is_numeric(ds) ? H5Sget_simple_extent_ndims(sp) : -1;
+    if (rank > 0 && rank <= H5S_MAX_RANK)
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return rank;
+}
+
+/* The input feature count a weight must match: last axis (linear), channel axis (conv2d). */
+static int check_weight(const dump *d, const char *layer, int conv, const dump_tensor *in,
+                        hid_t g, qerror *e)
+{
+    hsize_t w[H5S_MAX_RANK], b[H5S_MAX_RANK];
+    int rank = dataset_shape(g, "weight", w), want = conv ? 4 : 2;
+    if (rank != want)
+        return qerror_set(e, QERR_DATA, "%s: layer '%s': expected a numeric dataset weight of rank "
+                          "%d, found %s%d", d->path, layer, want, rank < 0 ? "none or rank " : "rank ",
+                          rank);
+    long long groups = conv ? attr_int_or(g, "groups", 1) : 1;
+    uint64_t features = conv ? (in->rank == 4 ? in->dims[1] : 0) : in->dims[in->rank - 1];
+    if (groups < 1 || (uint64_t)groups * w[1] != features || w[0] % (uint64_t)groups)
+        return qerror_set(e, QERR_DATA, "%s: layer '%s': weight [%llu, %llu, ...] with groups %lld "
+                          "does not fit input '%s' of %llu features", d->path, layer,
+                          (unsigned long long)w[0], (unsigned long long)w[1], groups, in->name,
+                          (unsigned long long)features);
+    int brank = dataset_shape(g, "bias", b);
+    if (H5Lexists(g, "bias", H5P_DEFAULT) > 0 && (brank != 1 || b[0] != w[0]))
+        return qerror_set(e, QERR_DATA, "%s: layer '%s': expected bias [%llu], found another shape",
+                          d->path, layer, (unsigned long long)w[0]);
+    return 0;
+}
+
+static herr_t check_layer(hid_t layers, const char *name, const H5L_info_t *info, void *ud)
+{
+    (void)info;
+    void **args = ud;
+    const dump *d = args[0];
+    qerror *e = args[1];
+    hid_t g = H5Gopen2(layers, name, H5P_DEFAULT);
+    if (g < 0)
+        return qerror_set(e, QERR_DATA, "%s: /layers/%s: expected a group", d->path, name);
+    int bad_type, bad_input;
+    char *type = attr_string(g, "type", &bad_type), *input = attr_string(g, "input", &bad_input);
+    int conv = type && !strcmp(type, "conv2d");
+    long t = input ? dump_find(d, input) : -1;
+    int rc = 0;
+    if (!type || (!conv && strcmp(type, "linear")))
+        rc = qerror_set(e, QERR_DATA, "%s: layer '%s': expected type 'linear' or 'conv2d', found "
+                        "'%s'", d->path, name, type ? type : "none");
+    else if (t < 0)
+        rc = qerror_set(e, QERR_DATA, "%s: layer '%s': expected input to name a tensor of the "
+                        "dump, found '%s'", d->path, name, input ? input : "no input attribute");
+    else
+        rc = check_weight(d, name, conv, dump_get(d, (size_t)t), g, e);
+    free(type);
+    free(input);
+    H5Gclose(g);
+    return rc ? -1 : 0;
+}
+
+static int check_layers(dump *d, qerror *e)
+{
+    if (H5Lexists(d->file, "layers", H5P_DEFAULT) <= 0)
+        return 0;
+    hid_t g = H5Gopen2(d->file, "layers", H5P_DEFAULT);
+    void *args[2] = {d, e};
+    qerror_clear(e);
+    herr_t rc = g < 0 ? -1 : H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, check_layer, args);
+    if (g >= 0)
+        H5Gclose(g);
+    if (rc < 0 && (!e || !e->code))
+        return qerror_set(e, QERR_DATA, "%s: /layers: expected a group of layer groups", d->path);
+    return rc < 0 ? -1 : 0;
+}
+
 /* ---- opening -------------------------------------------------------------------------- */
 
 static int cmp_items(const void *a, const void *b)
@@ -484,7 +582,7 @@ static int open_file(dump *d, qerror *e)
         char why[256];
         h5_reason(why, sizeof why);
         return qerror_set(e, QERR_DATA, "%s: cannot open as HDF5: %s%s", d->path, why,
-                          strstr(why, "lock") ? " (is a writer still open? HDF5_USE_FILE_LOCKING="
+                          strstr(why, "unable to lock") ? " (is a writer still open? HDF5_USE_FILE_LOCKING="
                                                 "FALSE skips the lock)" : "");
     }
     return 0;
@@ -532,6 +630,10 @@ static int open_at(const char *path, int weights, dump **out, qerror *e)
         return -1;
     }
     qsort(d->items, d->n, sizeof *d->items, cmp_items);
+    if (!weights && check_layers(d, e)) {
+        dump_close(d);
+        return -1;
+    }
     *out = d;
     return 0;
 }

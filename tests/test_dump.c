@@ -335,6 +335,33 @@ Test(dump, missing_text_and_truncated_files)
     free(cut);
 }
 
+/* Corrupted metadata: one clear line, never a crash (offsets 8 and 16 hit the superblock). */
+Test(dump, corrupted_superblock)
+{
+    static float v[256];
+    fx_dataset ds = {.name = "x", .dtype = DUMP_F32, .rank = 2, .dims = {16, 16}, .data = v,
+                     .channel_axis = FX_NO_ATTR};
+    const long offsets[2] = {8, 16};
+    for (int k = 0; k < 2; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "corrupt%d.h5", k);
+        char *p = fx_path(dir, name);
+        cr_assert_eq(fx_write_dump(p, &ds, 1, 0), 0);
+        FILE *f = fopen(p, "r+b");
+        cr_assert_not_null(f);
+        fseek(f, offsets[k], SEEK_SET);
+        for (int i = 0; i < 16; i++)
+            fputc(0xff, f);
+        fclose(f);
+        REFUSED(p, QERR_DATA, "cannot open as HDF5");
+        dump *d = NULL;
+        qerror e = {0};
+        dump_open(p, &d, &e);
+        cr_expect_null(strstr(e.msg, "writer still open"), "no lock hint for corruption: %s", e.msg);
+        free(p);
+    }
+}
+
 /* Writes one raw dataset /activations/bad of type `type` and shape dims (rank 0: scalar). */
 static char *raw_dump(const char *file, hid_t type, int rank, const hsize_t *dims, hid_t dcpl)
 {
@@ -428,5 +455,104 @@ Test(dump, unavailable_filter_is_named)
     char *p = raw_dump("lzf.h5", H5T_NATIVE_FLOAT, 2, dims, dcpl);
     H5Pclose(dcpl);
     REFUSED(p, QERR_UNAVAILABLE, "tensor 'bad'", "LZF", "gzip");
+    free(p);
+}
+
+/* ---- /layers: a layer must name a tensor of the dump and have weights that fit it ------ */
+
+static void add_layer(const char *path, const char *name, const char *type, const char *input,
+                      int rank, const hsize_t *wdims, long long groups)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    char gpath[128];
+    snprintf(gpath, sizeof gpath, "/layers/%s", name);
+    hid_t g = H5Gcreate2(f, gpath, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t st = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+    H5Tset_size(st, H5T_VARIABLE);
+    const char *vals[2] = {type, input}, *names[2] = {"type", "input"};
+    for (int i = 0; i < 2; i++) {
+        hid_t a = H5Acreate2(g, names[i], st, sp, H5P_DEFAULT, H5P_DEFAULT);
+        H5Awrite(a, st, &vals[i]);
+        H5Aclose(a);
+    }
+    hid_t a = H5Acreate2(g, "groups", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_LLONG, &groups);
+    H5Aclose(a);
+    hid_t ws = H5Screate_simple(rank, wdims, NULL);
+    H5Dclose(H5Dcreate2(g, "weight", H5T_IEEE_F32LE, ws, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Sclose(ws);
+    H5Sclose(sp);
+    H5Tclose(st);
+    H5Gclose(g);
+    H5Pclose(lcpl);
+    H5Fclose(f);
+}
+
+static char *layered_dump(const char *file)
+{
+    static float v[2 * 8 * 4 * 4];
+    fx_dataset ds[2] = {
+        {.name = "fc.in", .dtype = DUMP_F32, .rank = 3, .dims = {2, 4, 16}, .data = v,
+         .channel_axis = FX_NO_ATTR},
+        {.name = "conv.in", .dtype = DUMP_F32, .rank = 4, .dims = {2, 8, 4, 4}, .data = v,
+         .channel_axis = FX_NO_ATTR},
+    };
+    char *p = fx_path(dir, file);
+    cr_assert_eq(fx_write_dump(p, ds, 2, 0), 0);
+    return p;
+}
+
+Test(dump, layers_that_fit_are_accepted)
+{
+    char *p = layered_dump("layers_ok.h5");
+    hsize_t lin[2] = {10, 16}, conv[4] = {6, 4, 3, 3};
+    add_layer(p, "fc", "linear", "fc.in", 2, lin, 1);
+    add_layer(p, "conv", "conv2d", "conv.in", 4, conv, 2);
+    dump_close(open_ok(p));
+    free(p);
+}
+
+Test(dump, layers_that_do_not_fit_are_refused)
+{
+    hsize_t lin_bad[2] = {10, 15}, conv[4] = {6, 4, 3, 3}, lin_rank3[3] = {10, 16, 1};
+    char *p = layered_dump("l1.h5");
+    add_layer(p, "fc", "linear", "no.such.tensor", 2, lin_bad, 1);
+    REFUSED(p, QERR_DATA, "layer 'fc'", "expected input to name a tensor", "no.such.tensor");
+    free(p);
+    p = layered_dump("l2.h5");
+    add_layer(p, "fc", "linear", "fc.in", 2, lin_bad, 1);
+    REFUSED(p, QERR_DATA, "layer 'fc'", "does not fit input 'fc.in' of 16 features");
+    free(p);
+    p = layered_dump("l3.h5");
+    add_layer(p, "conv", "conv2d", "conv.in", 4, conv, 1);
+    REFUSED(p, QERR_DATA, "layer 'conv'", "groups 1", "8 features");
+    free(p);
+    p = layered_dump("l4.h5");
+    add_layer(p, "fc", "linear", "fc.in", 3, lin_rank3, 1);
+    REFUSED(p, QERR_DATA, "layer 'fc'", "weight of rank 2", "rank 3");
+    free(p);
+    p = layered_dump("l5.h5");
+    add_layer(p, "fc", "attention", "fc.in", 2, lin_bad, 1);
+    REFUSED(p, QERR_DATA, "layer 'fc'", "'linear' or 'conv2d'", "'attention'");
+    free(p);
+}
+
+Test(dump, nan_only_and_inf_only_tensors_open)
+{
+    /* reading is fine; calibrating them is refused by the observers (see test_lua) */
+    static float nan_only[4] = {NAN, NAN, NAN, NAN}, inf_only[4] = {INFINITY, -INFINITY, INFINITY, INFINITY};
+    fx_dataset ds[2] = {
+        {.name = "n", .dtype = DUMP_F32, .rank = 2, .dims = {2, 2}, .data = nan_only, .channel_axis = FX_NO_ATTR},
+        {.name = "i", .dtype = DUMP_F32, .rank = 2, .dims = {2, 2}, .data = inf_only, .channel_axis = FX_NO_ATTR},
+    };
+    char *p = fx_path(dir, "nonfinite.h5");
+    cr_assert_eq(fx_write_dump(p, ds, 2, 0), 0);
+    dump *d = open_ok(p);
+    float out[4];
+    read_rows(d, "i", 0, 2, out);
+    cr_expect(isinf(out[0]) && out[1] < 0 && isinf(out[1]));
+    dump_close(d);
     free(p);
 }
