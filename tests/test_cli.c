@@ -178,6 +178,8 @@ static int count_temp_files(void)
     return n;
 }
 
+/* SIGTERM, SIGINT or SIGKILL while a run is under way: the earlier results file at the
+ * target stays as it was and no temporary file is left. */
 Test(cli, interrupted_run_keeps_the_earlier_results)
 {
     char args[2048];
@@ -191,18 +193,22 @@ Test(cli, interrupted_run_keeps_the_earlier_results)
           "for _, t in ipairs(qcal.tensors()) do p:observe(t, 'minmax') end\np:run()\n"
           "local x = 0\nwhile true do x = x + 1 end\n", f);
     fclose(f);
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' run '%s' '%s' -o '%s' --force --max-instructions 100000000000 "
-             "2>/dev/null & pid=$!; sleep 0.5; kill -TERM $pid; wait $pid; echo $?",
-             TEST_QCAL_EXE, recipe, dump_file, out_file);
-    FILE *p = popen(cmd, "r");
-    char status[32] = "";
-    cr_assert(p && fgets(status, sizeof status, p));
-    pclose(p);
-    cr_expect_eq(atoi(status), 128 + 15, "killed by SIGTERM, got status %s", status);
-    cr_assert_eq(stat(out_file, &after), 0);
-    cr_expect_eq(before.st_ino, after.st_ino, "the earlier results file was replaced");
-    cr_expect_eq(before.st_size, after.st_size);
-    cr_expect_eq(count_temp_files(), 0);
+    const char *signals[3] = {"TERM", "INT", "KILL"};
+    const int numbers[3] = {15, 2, 9};
+    for (int k = 0; k < 3; k++) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "'%s' run '%s' '%s' -o '%s' --force --max-instructions "
+                 "100000000000 2>/dev/null & pid=$!; sleep 0.4; kill -%s $pid; wait $pid; echo $?",
+                 TEST_QCAL_EXE, recipe, dump_file, out_file, signals[k]);
+        FILE *p = popen(cmd, "r");
+        char status[32] = "";
+        cr_assert(p && fgets(status, sizeof status, p));
+        pclose(p);
+        cr_expect_eq(atoi(status), 128 + numbers[k], "SIG%s: status %s", signals[k], status);
+        cr_assert_eq(stat(out_file, &after), 0);
+        cr_expect_eq(before.st_ino, after.st_ino, "SIG%s replaced the results file", signals[k]);
+        cr_expect_eq(before.st_size, after.st_size);
+        cr_expect_eq(count_temp_files(), 0, "SIG%s left a temporary file", signals[k]);
+    }
     free(recipe);
 }
