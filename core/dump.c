@@ -206,6 +206,9 @@ static int check_shape(dump_tensor *t, hid_t space, const dump *d, qerror *e)
 {
     int rank = H5Sget_simple_extent_ndims(space);
     hsize_t dims[H5S_MAX_RANK];
+    if (H5Sget_simple_extent_type(space) == H5S_NULL)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a non-empty dataset, found an "
+                          "empty (null) dataspace", d->path, t->name);
     if (rank == 0)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected an array with a sample axis, "
                           "found a scalar", d->path, t->name);

@@ -400,6 +400,16 @@ Test(dump, wrong_types_and_shapes)
     p = raw_dump("scalar.h5", H5T_NATIVE_FLOAT, 0, dims, H5P_DEFAULT);
     REFUSED(p, QERR_DATA, "tensor 'bad'", "found a scalar");
     free(p);
+    char *np = fx_path(dir, "null.h5");
+    hid_t nf = H5Fcreate(np, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t ng = H5Gcreate2(nf, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t nsp = H5Screate(H5S_NULL);
+    H5Dclose(H5Dcreate2(ng, "bad", H5T_NATIVE_FLOAT, nsp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Sclose(nsp);
+    H5Gclose(ng);
+    H5Fclose(nf);
+    REFUSED(np, QERR_DATA, "tensor 'bad'", "empty (null) dataspace");
+    free(np);
     hsize_t empty[2] = {0, 4};
     p = raw_dump("empty.h5", H5T_NATIVE_FLOAT, 2, empty, H5P_DEFAULT);
     REFUSED(p, QERR_DATA, "tensor 'bad'", "non-empty", "length 0");
