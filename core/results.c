@@ -129,6 +129,20 @@ result_tensor *results_find(results *r, const char *tensor)
     return NULL;
 }
 
+/* Makes room for one more element in a growing array of n elements of `size` bytes. */
+static int reserve(void **items, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t grown = *cap ? 2 * *cap : 16;
+    void *p = realloc(*items, grown * size);
+    if (!p)
+        return -1;
+    *items = p;
+    *cap = grown;
+    return 0;
+}
+
 /* Stores t (taking its allocations), replacing an entry of the same tensor. */
 static int tensor_store(results *r, result_tensor *t, qerror *e)
 {
@@ -138,15 +152,9 @@ static int tensor_store(results *r, result_tensor *t, qerror *e)
         *old = *t;
         return 0;
     }
-    if (r->n_tensors == r->cap_tensors) {
-        size_t cap = r->cap_tensors ? 2 * r->cap_tensors : 16;
-        result_tensor *n = realloc(r->tensors, cap * sizeof *n);
-        if (!n) {
-            tensor_clear(t);
-            return qerror_set(e, QERR_SOFTWARE, "out of memory storing results");
-        }
-        r->tensors = n;
-        r->cap_tensors = cap;
+    if (reserve((void **)&r->tensors, &r->cap_tensors, r->n_tensors, sizeof *r->tensors)) {
+        tensor_clear(t);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory storing results");
     }
     r->tensors[r->n_tensors++] = *t;
     return 0;
@@ -224,15 +232,9 @@ static int stat_store(results *r, result_stat *s, qerror *e)
             return 0;
         }
     }
-    if (r->n_stats == r->cap_stats) {
-        size_t cap = r->cap_stats ? 2 * r->cap_stats : 16;
-        result_stat *n = realloc(r->stats, cap * sizeof *n);
-        if (!n) {
-            stat_clear(s);
-            return qerror_set(e, QERR_SOFTWARE, "out of memory storing statistics");
-        }
-        r->stats = n;
-        r->cap_stats = cap;
+    if (reserve((void **)&r->stats, &r->cap_stats, r->n_stats, sizeof *r->stats)) {
+        stat_clear(s);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory storing statistics");
     }
     r->stats[r->n_stats++] = *s;
     return 0;
@@ -293,15 +295,9 @@ int results_add_info(results *r, const result_info *info, qerror *e)
         *old = copy;
         return 0;
     }
-    if (r->n_infos == r->cap_infos) {
-        size_t cap = r->cap_infos ? 2 * r->cap_infos : 16;
-        result_info *grown = realloc(r->infos, cap * sizeof *grown);
-        if (!grown) {
-            info_clear(&copy);
-            return qerror_set(e, QERR_SOFTWARE, "out of memory");
-        }
-        r->infos = grown;
-        r->cap_infos = cap;
+    if (reserve((void **)&r->infos, &r->cap_infos, r->n_infos, sizeof *r->infos)) {
+        info_clear(&copy);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
     r->infos[r->n_infos++] = copy;
     return 0;
