@@ -389,8 +389,10 @@ static int dset_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int
                       const hsize_t *dims, const void *data, const ctx *c)
 {
     hid_t sp = rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, dims, NULL);
-    hid_t d = sp < 0 ? -1 : H5Dcreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT,
-                                       H5P_DEFAULT);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(dcpl, 0); /* no clock in the file: same inputs, same bytes */
+    hid_t d = sp < 0 ? -1 : H5Dcreate2(loc, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
     int empty = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 0;
     int rc = (d < 0 || (!empty && H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0))
                  ? write_failed(c, "dataset", name)
@@ -402,19 +404,35 @@ static int dset_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int
     return rc;
 }
 
-/* Opens the group at `path` below loc, creating it and any missing parents. */
+/* Opens or creates one group below loc, with no modification times recorded. */
+static hid_t group_one(hid_t loc, const char *name, hid_t gcpl)
+{
+    if (H5Lexists(loc, name, H5P_DEFAULT) > 0)
+        return H5Gopen2(loc, name, H5P_DEFAULT);
+    hid_t own = gcpl == H5P_DEFAULT ? H5Pcreate(H5P_GROUP_CREATE) : H5Pcopy(gcpl);
+    H5Pset_obj_track_times(own, 0); /* no clock in the file: same inputs, same bytes */
+    hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, own, H5P_DEFAULT);
+    H5Pclose(own);
+    return g;
+}
+
+/* Opens the group at `path` below loc, creating it and any missing parents one by one (so
+ * every one of them is created without times; gcpl applies to the last). */
 static hid_t group_at(hid_t loc, const char *path, hid_t gcpl, const ctx *c)
 {
-    hid_t g = H5Lexists(loc, path, H5P_DEFAULT) > 0 ? H5Gopen2(loc, path, H5P_DEFAULT) : -1;
-    if (g >= 0)
-        return g;
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    if (lcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0)
-        g = H5Gcreate2(loc, path, lcpl, gcpl, H5P_DEFAULT);
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    hid_t g = H5Iinc_ref(loc) >= 0 ? loc : -1;
+    for (char *part = buf, *next; g >= 0 && part; part = next) {
+        next = strchr(part, '/');
+        if (next)
+            *next++ = '\0';
+        hid_t child = group_one(g, part, next ? H5P_DEFAULT : gcpl);
+        H5Idec_ref(g);
+        g = child;
+    }
     if (g < 0)
         write_failed(c, "group", path);
-    if (lcpl >= 0)
-        H5Pclose(lcpl);
     return g;
 }
 
@@ -608,10 +626,13 @@ static int write_body(hid_t f, const results *r, ctx *c)
 static int write_hdf5(const results *r, const char *tmp, ctx *c)
 {
     char why[256];
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_obj_track_times(fcpl, 0);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0)
         H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG); /* nothing may outlive H5Fclose */
-    hid_t f = fapl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t f = fapl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
+    H5Pclose(fcpl);
     if (f < 0) {
         h5_reason(why);
         if (fapl >= 0)
