@@ -71,14 +71,16 @@ static void cleanup(void)
 
 TestSuite(pass, .init = make_dump, .fini = cleanup);
 
-/* Declares minmax, minmax_per_channel and moving_average_minmax on every tensor. */
+/* Declares minmax, minmax_per_channel, moving_average_minmax and histogram on every tensor
+ * (handles[4 t] is tensor t's minmax). */
 static pass *declare_all(dump *d, int *handles, size_t *n)
 {
-    static const char *const names[] = {"minmax", "minmax_per_channel", "moving_average_minmax"};
+    static const char *const names[] = {"minmax", "minmax_per_channel", "moving_average_minmax",
+                                        "histogram"};
     pass *p = pass_new(d);
     *n = 0;
     for (size_t t = 0; t < dump_count(d); t++)
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             const reg_observer *o = registry_observer(reg, names[k]);
             cr_assert_not_null(o, "observer %s", names[k]);
             qcal_value v[16];
@@ -187,11 +189,11 @@ Test(pass, values_reach_observers_converted_and_complete)
     for (int i = 0; i < B_N * B_C; i++)
         b_vals[i] = half_ref(b_half[i]);
     naive_minmax(b_vals, B_N * B_C, &lo, &hi);
-    expect_minmax(p, handles[3], lo, hi);
+    expect_minmax(p, handles[4], lo, hi);
     for (int i = 0; i < C_N * 12; i++)
         c_float[i] = (float)c_vals[i];
     naive_minmax(c_float, C_N * 12, &lo, &hi);
-    expect_minmax(p, handles[6], lo, hi);
+    expect_minmax(p, handles[8], lo, hi);
     pass_free(p);
     dump_close(d);
 }

@@ -311,6 +311,14 @@ QCAL_PLUGIN_EXPORT const qcal_plugin *qcal_plugin_entry(const qcal_host *host);
  *     lo f32[C], hi f32[C]       extrema of finite values
  *     count u64[C]               finite values seen
  *     nonfinite u64[2]           NaN count, +-Inf count (whole tensor)
+ * "qcal.histogram" v1, channels 1 (per tensor, as in every reference tool):
+ *     counts u64[n]              occupied bins, in order; bin i covers [lo + i w, lo + (i+1) w)
+ *     lo f64[1], width f64[1]    left edge of bin 0, bin width w (a power of two)
+ *     min f64[1], max f64[1]     exact extrema of the histogrammed values (|x| when abs)
+ *     smin f64[1], smax f64[1]   exact signed extrema of x
+ *     count u64[1]               finite values (the sum of counts)
+ *     nonfinite u64[2]           NaN count, +-Inf count
+ *     abs u64[1]                 1 when the values are |x|
  * Estimators SHOULD ignore arrays they do not know, so kinds can gain arrays in a new
  * kind_version without breaking consumers.
  * ---------------------------------------------------------------------------------------- */

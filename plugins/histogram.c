@@ -1,0 +1,407 @@
+/* histogram.c - the histogram observer: exact, mergeable, independent of slabs and threads.
+ *
+ * Bins have width w = 2^k and sit on multiples of w: value x falls in global bin floor(x / w).
+ * A state keeps a window of at most B = bins * internal_factor consecutive bins starting at
+ * the bin of its minimum. k is the smallest exponent (bounded below relative to the largest
+ * magnitude, so a constant tensor works) for which [min, max] fits in B bins; when a value
+ * widens the range, k grows and adjacent aligned bins merge (exactly: counts add). So the
+ * histogram depends only on the values seen and their global min and max: any split into
+ * slabs, threads or machines gives the same counts, bit for bit.
+ *
+ * Resolution guaranteed: w <= 2 (max - min) / B for max > min (at k - 1 the range did not
+ * fit), i.e. at least B / 2 bins across the data; with the defaults (2048 bins, factor 4),
+ * at least 4096 bins.
+ *
+ * Statistic "qcal.histogram" v1 (channels 1): counts u64[n] (the occupied bins, first to
+ * last), lo f64[1] (left edge of counts[0]), width f64[1], min f64[1] and max f64[1] (exact
+ * extrema of the histogrammed values: |x| when abs), smin f64[1] and smax f64[1] (the signed
+ * extrema), count u64[1] (finite values), nonfinite u64[2] (NaN, +-Inf), abs u64[1].
+ */
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <qcal/plugin.h>
+
+enum { P_BINS, P_ABS, P_FACTOR, N_PARAMS };
+#define MAGNITUDE_BITS 40 /* finest bin: 2^-40 of the largest magnitude */
+
+typedef struct hist {
+    uint64_t capacity;      /* B: bins the window may hold */
+    int abs;
+    int has_data;           /* a finite value was seen */
+    int k;                  /* bin width 2^k */
+    int64_t base;           /* global index of counts[0] */
+    uint64_t *counts;       /* [capacity] */
+    uint64_t *scratch;      /* [capacity], for re-windowing */
+    float min, max, smin, smax;
+    uint64_t count, nan, inf;
+    /* what finalize / serialize hand out (owned here) */
+    double out_lo, out_width, out_min, out_max, out_smin, out_smax;
+    int64_t out_k, out_first;
+    uint64_t out_count, out_nonfinite[2], out_abs, out_capacity;
+    float out_fmin, out_fmax, out_fsmin, out_fsmax;
+    qcal_array arrays[12];
+} hist;
+
+static int fail(qcal_err *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* ---- bin arithmetic ------------------------------------------------------------------- */
+
+static int64_t bin_of(double x, int k) { return (int64_t)floor(ldexp(x, -k)); }
+
+static int64_t floor_shift(int64_t g, int s)
+{
+    return g >= 0 ? g >> s : -((-g - 1) >> s) - 1; /* floor(g / 2^s), also for negatives */
+}
+
+static int min_exponent(float lo, float hi)
+{
+    double mag = fmax(fabs((double)lo), fabs((double)hi));
+    return mag > 0 ? ilogb(mag) - MAGNITUDE_BITS : -149 - MAGNITUDE_BITS;
+}
+
+/* The smallest k at which [lo, hi] fits in `capacity` aligned bins. */
+static int fitting_exponent(float lo, float hi, uint64_t capacity)
+{
+    int k = min_exponent(lo, hi);
+    double span = (double)hi - (double)lo;
+    if (span > 0) { /* jump close to the answer, then step */
+        int guess = ilogb(span / (double)capacity);
+        k = guess - 1 > k ? guess - 1 : k;
+    }
+    while ((uint64_t)(bin_of(hi, k) - bin_of(lo, k)) >= capacity)
+        k++;
+    return k;
+}
+
+/* Moves the counts to exponent k >= s->k with the window starting at the bin of lo. */
+static void rewindow(hist *s, int k, float lo)
+{
+    int64_t base = bin_of(lo, k);
+    int shift = k - s->k;
+    memset(s->scratch, 0, s->capacity * sizeof *s->scratch);
+    for (uint64_t i = 0; i < s->capacity; i++)
+        if (s->counts[i])
+            s->scratch[floor_shift(s->base + (int64_t)i, shift) - base] += s->counts[i];
+    uint64_t *t = s->counts;
+    s->counts = s->scratch;
+    s->scratch = t;
+    s->k = k;
+    s->base = base;
+}
+
+/* Widens the state to hold [lo, hi] (finite), merging bins as needed. */
+static void cover(hist *s, float lo, float hi)
+{
+    if (!s->has_data) {
+        s->has_data = 1;
+        s->min = lo, s->max = hi;
+        s->k = fitting_exponent(lo, hi, s->capacity);
+        s->base = bin_of(lo, s->k);
+        return;
+    }
+    float nlo = lo < s->min ? lo : s->min, nhi = hi > s->max ? hi : s->max;
+    int k = fitting_exponent(nlo, nhi, s->capacity);
+    if (k < s->k)
+        k = s->k; /* never finer than what is already merged */
+    if (k != s->k || bin_of(nlo, k) != s->base)
+        rewindow(s, k, nlo);
+    s->min = nlo, s->max = nhi;
+}
+
+/* ---- observing ------------------------------------------------------------------------ */
+
+/* Extrema of the finite values (as histogrammed and signed) and the NaN/Inf counts. */
+static void scan(const hist *s, const float *x, uint64_t n, float ext[4], uint64_t *nan,
+                 uint64_t *inf)
+{
+    float slo = INFINITY, shi = -INFINITY, alo = INFINITY;
+    uint64_t bad = 0;
+    for (uint64_t i = 0; i < n; i++) { /* branch-free: vectorises */
+        float v = x[i] + 0.0f; /* -0 as +0 */
+        int ok = fabsf(v) <= FLT_MAX;
+        bad += !ok;
+        float a = ok ? v : INFINITY, b = ok ? v : -INFINITY, m = ok ? fabsf(v) : INFINITY;
+        slo = a < slo ? a : slo;
+        shi = b > shi ? b : shi;
+        alo = m < alo ? m : alo;
+    }
+    ext[0] = s->abs ? alo : slo;
+    ext[1] = s->abs ? fmaxf(fabsf(slo), fabsf(shi)) : shi;
+    ext[2] = slo, ext[3] = shi;
+    for (uint64_t i = 0; bad && i < n; i++)
+        if (!isfinite(x[i]))
+            isnan(x[i]) ? (*nan)++ : (*inf)++;
+}
+
+static int h_observe(void *state, const qcal_slab *slab, qcal_err *err)
+{
+    hist *s = state;
+    uint64_t n = slab->rows * slab->row_size, nan = 0, inf = 0;
+    float ext[4];
+    scan(s, slab->data, n, ext, &nan, &inf);
+    s->nan += nan, s->inf += inf;
+    if (nan + inf == n)
+        return QCAL_OK;
+    s->smin = s->has_data && s->smin < ext[2] ? s->smin : ext[2];
+    s->smax = s->has_data && s->smax > ext[3] ? s->smax : ext[3];
+    cover(s, ext[0], ext[1]);
+    double scale = ldexp(1.0, -s->k);
+    for (uint64_t i = 0; i < n; i++) {
+        float v = slab->data[i] + 0.0f;
+        if (!isfinite(v))
+            continue;
+        v = s->abs ? fabsf(v) : v;
+        s->counts[(int64_t)floor((double)v * scale) - s->base]++;
+    }
+    s->count += n - nan - inf;
+    (void)err;
+    return QCAL_OK;
+}
+
+/* ---- states --------------------------------------------------------------------------- */
+
+static void h_destroy(void *state)
+{
+    hist *s = state;
+    if (!s)
+        return;
+    free(s->counts);
+    free(s->scratch);
+    free(s);
+}
+
+static int h_create(const qcal_tensor *t, const qcal_value *params, void **state, qcal_err *err)
+{
+    (void)t;
+    uint64_t capacity = (uint64_t)params[P_BINS].i * (uint64_t)params[P_FACTOR].i;
+    hist *s = calloc(1, sizeof *s);
+    if (!s || !(s->counts = calloc(capacity, 8)) || !(s->scratch = calloc(capacity, 8))) {
+        h_destroy(s);
+        return fail(err, QCAL_E_NOMEM, "cannot hold %llu bins", (unsigned long long)capacity);
+    }
+    s->capacity = capacity;
+    s->abs = params[P_ABS].i != 0;
+    *state = s;
+    return QCAL_OK;
+}
+
+/* Folds a described state (k, first bin, counts, extrema) into s. */
+static void fold(hist *s, int k, int64_t first, const uint64_t *counts, uint64_t n,
+                 const float ext[4], uint64_t count, uint64_t nan, uint64_t inf)
+{
+    s->nan += nan, s->inf += inf;
+    if (!count)
+        return;
+    s->smin = s->has_data && s->smin < ext[2] ? s->smin : ext[2];
+    s->smax = s->has_data && s->smax > ext[3] ? s->smax : ext[3];
+    cover(s, ext[0], ext[1]);
+    if (k > s->k) /* the other is coarser: come to its exponent */
+        rewindow(s, k, s->min);
+    for (uint64_t i = 0; i < n; i++)
+        if (counts[i])
+            s->counts[floor_shift(first + (int64_t)i, s->k - k) - s->base] += counts[i];
+    s->count += count;
+}
+
+static int h_merge(void *into, const void *from, qcal_err *err)
+{
+    hist *s = into;
+    const hist *o = from;
+    if (o->capacity != s->capacity || o->abs != s->abs)
+        return fail(err, QCAL_E_INVAL, "merging histograms of different parameters");
+    float ext[4] = {o->min, o->max, o->smin, o->smax};
+    fold(s, o->k, o->base, o->counts, o->capacity, ext, o->count, o->nan, o->inf);
+    return QCAL_OK;
+}
+
+/* The occupied bins [first, last] of the window. */
+static void occupied(const hist *s, uint64_t *first, uint64_t *n)
+{
+    uint64_t a = 0, b = s->capacity;
+    while (a < b && !s->counts[a])
+        a++;
+    while (b > a && !s->counts[b - 1])
+        b--;
+    *first = a, *n = b - a;
+}
+
+static qcal_array scalar(const char *name, uint32_t dtype, const void *data)
+{
+    qcal_array a = {name, dtype, 1, {1, 0, 0, 0}, data};
+    return a;
+}
+
+static int h_finalize(void *state, qcal_stat *out, qcal_err *err)
+{
+    hist *s = state;
+    if (!s->count)
+        return fail(err, QCAL_E_DATA, "no finite value (%llu NaN, %llu Inf)",
+                    (unsigned long long)s->nan, (unsigned long long)s->inf);
+    uint64_t first, n;
+    occupied(s, &first, &n);
+    s->out_width = ldexp(1.0, s->k);
+    s->out_lo = (double)(s->base + (int64_t)first) * s->out_width;
+    s->out_min = s->min, s->out_max = s->max, s->out_smin = s->smin, s->out_smax = s->smax;
+    s->out_count = s->count, s->out_abs = (uint64_t)s->abs;
+    s->out_nonfinite[0] = s->nan, s->out_nonfinite[1] = s->inf;
+    qcal_array counts = {"counts", QCAL_DTYPE_U64, 1, {n, 0, 0, 0}, s->counts + first};
+    qcal_array nonfinite = {"nonfinite", QCAL_DTYPE_U64, 1, {2, 0, 0, 0}, s->out_nonfinite};
+    s->arrays[0] = counts;
+    s->arrays[1] = scalar("lo", QCAL_DTYPE_F64, &s->out_lo);
+    s->arrays[2] = scalar("width", QCAL_DTYPE_F64, &s->out_width);
+    s->arrays[3] = scalar("min", QCAL_DTYPE_F64, &s->out_min);
+    s->arrays[4] = scalar("max", QCAL_DTYPE_F64, &s->out_max);
+    s->arrays[5] = scalar("smin", QCAL_DTYPE_F64, &s->out_smin);
+    s->arrays[6] = scalar("smax", QCAL_DTYPE_F64, &s->out_smax);
+    s->arrays[7] = scalar("count", QCAL_DTYPE_U64, &s->out_count);
+    s->arrays[8] = nonfinite;
+    s->arrays[9] = scalar("abs", QCAL_DTYPE_U64, &s->out_abs);
+    *out = (qcal_stat){"qcal.histogram", 1, 10, 1, s->arrays};
+    return QCAL_OK;
+}
+
+/* ---- saved states --------------------------------------------------------------------- */
+
+#define STATE_KIND "qcal.histogram.state"
+
+static int h_serialize(const void *state, qcal_stat *out, qcal_err *err)
+{
+    hist *s = (hist *)state; /* only the out_* members it owns for this purpose change */
+    (void)err;
+    uint64_t first = 0, n = 0;
+    if (s->count)
+        occupied(s, &first, &n);
+    s->out_k = s->k, s->out_first = s->base + (int64_t)first;
+    s->out_count = s->count, s->out_abs = (uint64_t)s->abs, s->out_capacity = s->capacity;
+    s->out_nonfinite[0] = s->nan, s->out_nonfinite[1] = s->inf;
+    s->out_fmin = s->min, s->out_fmax = s->max, s->out_fsmin = s->smin, s->out_fsmax = s->smax;
+    qcal_array counts = {"counts", QCAL_DTYPE_U64, 1, {n, 0, 0, 0}, s->counts + first};
+    qcal_array nonfinite = {"nonfinite", QCAL_DTYPE_U64, 1, {2, 0, 0, 0}, s->out_nonfinite};
+    s->arrays[0] = counts;
+    s->arrays[1] = scalar("k", QCAL_DTYPE_I64, &s->out_k);
+    s->arrays[2] = scalar("first", QCAL_DTYPE_I64, &s->out_first);
+    s->arrays[3] = scalar("min", QCAL_DTYPE_F32, &s->out_fmin);
+    s->arrays[4] = scalar("max", QCAL_DTYPE_F32, &s->out_fmax);
+    s->arrays[5] = scalar("smin", QCAL_DTYPE_F32, &s->out_fsmin);
+    s->arrays[6] = scalar("smax", QCAL_DTYPE_F32, &s->out_fsmax);
+    s->arrays[7] = scalar("count", QCAL_DTYPE_U64, &s->out_count);
+    s->arrays[8] = nonfinite;
+    s->arrays[9] = scalar("abs", QCAL_DTYPE_U64, &s->out_abs);
+    s->arrays[10] = scalar("capacity", QCAL_DTYPE_U64, &s->out_capacity);
+    *out = (qcal_stat){STATE_KIND, 1, 11, 1, s->arrays};
+    return QCAL_OK;
+}
+
+static const void *array_of(const qcal_stat *in, const char *name, uint32_t dtype, uint64_t n)
+{
+    for (uint32_t i = 0; i < in->n_arrays; i++) {
+        const qcal_array *a = &in->arrays[i];
+        uint64_t count = a->rank == 0 ? 1 : a->shape[0];
+        if (!strcmp(a->name, name))
+            return a->dtype == dtype && a->rank <= 1 && (n == UINT64_MAX || count == n) && a->data
+                       ? a->data : NULL;
+    }
+    return NULL;
+}
+
+static uint64_t counts_length(const qcal_stat *in)
+{
+    for (uint32_t i = 0; i < in->n_arrays; i++)
+        if (!strcmp(in->arrays[i].name, "counts") && in->arrays[i].rank == 1)
+            return in->arrays[i].shape[0];
+    return UINT64_MAX;
+}
+
+static int h_deserialize(void *state, const qcal_stat *in, qcal_err *err)
+{
+    hist *s = state;
+    if (strcmp(in->kind, STATE_KIND) || in->kind_version != 1)
+        return fail(err, QCAL_E_KIND, "expected a %s v1 state, found %s v%u", STATE_KIND,
+                    in->kind, in->kind_version);
+    uint64_t n = counts_length(in);
+    const uint64_t *counts = array_of(in, "counts", QCAL_DTYPE_U64, n), *count = array_of(in, "count", QCAL_DTYPE_U64, 1);
+    const uint64_t *nf = array_of(in, "nonfinite", QCAL_DTYPE_U64, 2), *abs = array_of(in, "abs", QCAL_DTYPE_U64, 1);
+    const uint64_t *cap = array_of(in, "capacity", QCAL_DTYPE_U64, 1);
+    const int64_t *k = array_of(in, "k", QCAL_DTYPE_I64, 1), *first = array_of(in, "first", QCAL_DTYPE_I64, 1);
+    const float *e[4] = {array_of(in, "min", QCAL_DTYPE_F32, 1), array_of(in, "max", QCAL_DTYPE_F32, 1),
+                         array_of(in, "smin", QCAL_DTYPE_F32, 1), array_of(in, "smax", QCAL_DTYPE_F32, 1)};
+    if (n == UINT64_MAX || !counts || !count || !nf || !abs || !cap || !k || !first || !e[0] ||
+        !e[1] || !e[2] || !e[3])
+        return fail(err, QCAL_E_DATA, "histogram state: an array is missing or malformed");
+    if (*cap != s->capacity || *abs != (uint64_t)s->abs)
+        return fail(err, QCAL_E_DATA, "histogram state of %llu bins (abs %llu), this observer has "
+                    "%llu (abs %d)", (unsigned long long)*cap, (unsigned long long)*abs,
+                    (unsigned long long)s->capacity, s->abs);
+    float ext[4] = {*e[0], *e[1], *e[2], *e[3]};
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < n; i++)
+        total += counts[i];
+    int finite = isfinite(ext[0]) && isfinite(ext[1]) && ext[0] <= ext[1];
+    int consistent = *count == 0 ? n == 0
+                     : finite && n >= 1 && n <= s->capacity && total == *count &&
+                       *k >= -400 && *k <= 400 && *first == bin_of(ext[0], (int)*k) &&
+                       *first + (int64_t)n - 1 == bin_of(ext[1], (int)*k) &&
+                       *k == fitting_exponent(ext[0], ext[1], s->capacity);
+    if (!consistent)
+        return fail(err, QCAL_E_DATA, "histogram state: counts, extrema and bin exponent disagree");
+    fold(s, (int)*k, *first, counts, n, ext, *count, nf[0], nf[1]);
+    return QCAL_OK;
+}
+
+/* ---- the plugin ----------------------------------------------------------------------- */
+
+static const qcal_param params[N_PARAMS] = {
+    {.name = "bins", .type = QCAL_PARAM_INT, .def = {.i = 2048}, .min = 16, .max = 65536,
+     .help = "bins the estimators work at (reference tools: 2048)"},
+    {.name = "abs", .type = QCAL_PARAM_BOOL, .def = {.i = 0}, .min = 0, .max = 1,
+     .help = "histogram of |x|, for symmetric methods"},
+    {.name = "internal_factor", .type = QCAL_PARAM_INT, .def = {.i = 4}, .min = 1, .max = 64,
+     .help = "internal bins per estimator bin; resolution is at least bins*factor/2 bins"},
+};
+
+static const qcal_observer histogram = {
+    .head = QCAL_HEAD(qcal_observer),
+    .name = "histogram",
+    .help = "exact histogram on power-of-two aligned bins, of x or |x|; mergeable, split-invariant",
+    .stat_kind = "qcal.histogram",
+    .n_params = N_PARAMS,
+    .params = params,
+    .create = h_create,
+    .observe = h_observe,
+    .merge = h_merge,
+    .serialize = h_serialize,
+    .deserialize = h_deserialize,
+    .finalize = h_finalize,
+    .destroy = h_destroy,
+};
+
+static const qcal_observer *const observers[] = {&histogram};
+
+static const qcal_plugin plugin = {
+    .head = QCAL_HEAD(qcal_plugin),
+    .name = "histogram",
+    .version = "0.1.0",
+    .help = "histograms of activations",
+    .n_observers = 1,
+    .n_estimators = 0,
+    .observers = observers,
+    .estimators = NULL,
+};
+
+const qcal_plugin *qcal_plugin_entry(const qcal_host *host)
+{
+    (void)host;
+    return &plugin;
+}

@@ -1,0 +1,251 @@
+/* test_histogram_plugin.c - the histogram observer: exact counts, resolution, split invariance */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixtures.h"
+#include "hstat.h"
+#include "params.h"
+#include "registry.h"
+
+static registry *reg;
+static const qcal_observer *obs;
+
+static void setup(void)
+{
+    reg = registry_new(NULL, NULL);
+    qerror e = {0};
+    cr_assert_eq(registry_load_file(reg, TEST_PLUGIN_DIR "/qcal-histogram.so", &e), 0, "%s", e.msg);
+    obs = &registry_observer(reg, "histogram")->desc;
+}
+
+static void teardown(void) { registry_free(reg); }
+
+TestSuite(histogram, .init = setup, .fini = teardown);
+
+static void *make_state(int bins, int abs, int factor)
+{
+    qcal_value v[3] = {{.i = bins}, {.i = abs}, {.i = factor}};
+    qcal_tensor t = {.name = "t", .rank = 2, .channel_axis = 1, .shape = {1000, 10}, .batch_size = 4};
+    void *s = NULL;
+    qcal_err err = {{0}};
+    cr_assert_eq(obs->create(&t, v, &s, &err), QCAL_OK, "%s", err.msg);
+    return s;
+}
+
+static void feed(void *s, const float *x, uint64_t rows, uint64_t row_size, uint64_t first)
+{
+    qcal_slab slab = {x, rows, row_size, first};
+    qcal_err err = {{0}};
+    cr_assert_eq(obs->observe(s, &slab, &err), QCAL_OK, "%s", err.msg);
+}
+
+static const qcal_array *get(const qcal_stat *st, const char *name)
+{
+    for (uint32_t i = 0; i < st->n_arrays; i++)
+        if (!strcmp(st->arrays[i].name, name))
+            return &st->arrays[i];
+    cr_assert_fail("no array %s", name);
+    return NULL;
+}
+
+static double f64(const qcal_stat *st, const char *name) { return *(const double *)get(st, name)->data; }
+static uint64_t u64(const qcal_stat *st, const char *name) { return *(const uint64_t *)get(st, name)->data; }
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Values of x (finite; |x| when abs) in [lo, hi): by binary search over the sorted values. */
+static uint64_t count_in(const float *sorted, size_t n, double lo, double hi)
+{
+    size_t a = 0, b = n;
+    while (a < b) { /* first >= lo */
+        size_t m = (a + b) / 2;
+        if ((double)sorted[m] < lo) a = m + 1; else b = m;
+    }
+    size_t c = a, d = n;
+    while (c < d) { /* first >= hi */
+        size_t m = (c + d) / 2;
+        if ((double)sorted[m] < hi) c = m + 1; else d = m;
+    }
+    return c - a;
+}
+
+/* Checks every bin of the statistic against the raw values, and the guaranteed resolution. */
+static void expect_exact(const qcal_stat *st, const float *x, size_t n, int abs, uint64_t capacity)
+{
+    float *v = malloc(n * sizeof *v);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(x[i]))
+            v[m++] = abs ? fabsf(x[i]) : x[i] + 0.0f;
+    qsort(v, m, sizeof *v, cmp_float);
+    const qcal_array *counts = get(st, "counts");
+    double lo = f64(st, "lo"), w = f64(st, "width");
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < counts->shape[0]; i++) {
+        uint64_t c = ((const uint64_t *)counts->data)[i];
+        cr_assert_eq(c, count_in(v, m, lo + (double)i * w, lo + (double)(i + 1) * w), "bin %llu",
+                     (unsigned long long)i);
+        total += c;
+    }
+    cr_expect_eq(total, m, "every finite value counted once");
+    cr_expect_eq(u64(st, "count"), m);
+    cr_expect_eq(f64(st, "min"), (double)v[0]);
+    cr_expect_eq(f64(st, "max"), (double)v[m - 1]);
+    if (v[m - 1] > v[0])
+        cr_expect_leq(w, 2.0 * ((double)v[m - 1] - (double)v[0]) / (double)capacity, "resolution");
+    cr_expect_leq(counts->shape[0], capacity);
+    free(v);
+}
+
+static void finalize(void *s, qcal_stat *st)
+{
+    qcal_err err = {{0}};
+    cr_assert_eq(obs->finalize(s, st, &err), QCAL_OK, "%s", err.msg);
+}
+
+Test(histogram, counts_are_exact_for_each_distribution)
+{
+    enum { N = 20000 };
+    static float x[N];
+    uint64_t seed = 5;
+    for (int kind = 0; kind < 5; kind++) {
+        fx_fill_gauss(x, N, 11 + (uint64_t)kind, 0.0f, 1.0f);
+        for (int i = 0; i < N; i++) {
+            double u = fx_rand_uniform(&seed);
+            if (kind == 1) x[i] = x[i] > 0 ? x[i] : 0.0f;                        /* ReLU spike */
+            if (kind == 2) x[i] = (float)(x[i] * 0.5 * (1 + erf(x[i] / sqrt(2.0)))); /* GELU */
+            if (kind == 3) x[i] = (float)((u < 0.5 ? 1 : -1) * log(1 - fabs(2 * u - 1)) * (u < 1e-3 ? 50 : 1));
+            if (kind == 4) x[i] = x[i] + (i % 2 ? 6.0f : -3.0f);                  /* bimodal */
+        }
+        x[3] = NAN, x[4] = INFINITY, x[5] = -INFINITY;
+        for (int abs = 0; abs < 2; abs++) {
+            void *s = make_state(2048, abs, 4);
+            feed(s, x, N / 10, 10, 0);
+            qcal_stat st;
+            finalize(s, &st);
+            expect_exact(&st, x, N, abs, 8192);
+            const uint64_t *nf = get(&st, "nonfinite")->data;
+            cr_expect(nf[0] == 1 && nf[1] == 2, "NaN and Inf counted apart");
+            obs->destroy(s);
+        }
+    }
+}
+
+Test(histogram, degenerate_tensors)
+{
+    static float constant[64], zeros[64];
+    for (int i = 0; i < 64; i++)
+        constant[i] = 0.75f;
+    const float *data[3] = {constant, zeros, constant};
+    const uint64_t n[3] = {64, 64, 1};
+    for (int k = 0; k < 3; k++) {
+        void *s = make_state(2048, 0, 4);
+        feed(s, data[k], n[k], 1, 0);
+        qcal_stat st;
+        finalize(s, &st);
+        expect_exact(&st, data[k], n[k], 0, 8192);
+        cr_expect(f64(&st, "width") > 0 && isfinite(f64(&st, "lo")));
+        cr_expect_eq(get(&st, "counts")->shape[0], 1u, "one occupied bin");
+        obs->destroy(s);
+    }
+    static const float nan_only[4] = {NAN, NAN, INFINITY, NAN};
+    void *s = make_state(2048, 0, 4);
+    feed(s, nan_only, 4, 1, 0);
+    qcal_stat st;
+    qcal_err err = {{0}};
+    cr_expect_eq(obs->finalize(s, &st, &err), QCAL_E_DATA);
+    cr_expect(strstr(err.msg, "3 NaN") && strstr(err.msg, "1 Inf"), "%s", err.msg);
+    obs->destroy(s);
+}
+
+/* Serialized bytes of a state, for comparing. */
+static size_t state_bytes(void *s, unsigned char *out, size_t cap)
+{
+    qcal_stat st;
+    qcal_err err = {{0}};
+    cr_assert_eq(obs->serialize(s, &st, &err), QCAL_OK, "%s", err.msg);
+    size_t len = 0;
+    for (uint32_t i = 0; i < st.n_arrays; i++) {
+        size_t bytes = hstat_array_count(&st.arrays[i]) * hstat_dtype_size(st.arrays[i].dtype);
+        cr_assert_leq(len + bytes, cap);
+        memcpy(out + len, st.arrays[i].data, bytes);
+        len += bytes;
+    }
+    return len;
+}
+
+Test(histogram, independent_of_slabs_states_and_merge_order)
+{
+    enum { ROWS = 400, COLS = 25 };
+    static float x[ROWS * COLS];
+    fx_fill_gauss(x, ROWS * COLS, 3, 1.0f, 4.0f);
+    x[7777] = 900.0f; /* a late outlier forces merging bins */
+    static unsigned char ref[1 << 20], got[1 << 20];
+    for (int abs = 0; abs < 2; abs++) {
+        void *whole = make_state(256, abs, 2);
+        feed(whole, x, ROWS, COLS, 0);
+        size_t ref_len = state_bytes(whole, ref, sizeof ref);
+        uint64_t seed = 99;
+        for (int trial = 0; trial < 6; trial++) {
+            void *states[4];
+            for (int k = 0; k < 4; k++)
+                states[k] = make_state(256, abs, 2);
+            for (uint64_t row = 0; row < ROWS;) { /* random slabs to random states */
+                uint64_t rows = 1 + fx_rand_u64(&seed) % 37;
+                rows = rows > ROWS - row ? ROWS - row : rows;
+                feed(states[fx_rand_u64(&seed) % 4], x + row * COLS, rows, COLS, row);
+                row += rows;
+            }
+            int order[4] = {0, 1, 2, 3};
+            for (int k = 3; k > 0; k--) { /* a random merge order */
+                int j = (int)(fx_rand_u64(&seed) % (uint64_t)(k + 1)), t = order[k];
+                order[k] = order[j], order[j] = t;
+            }
+            qcal_err err = {{0}};
+            for (int k = 1; k < 4; k++)
+                cr_assert_eq(obs->merge(states[order[0]], states[order[k]], &err), QCAL_OK, "%s", err.msg);
+            size_t len = state_bytes(states[order[0]], got, sizeof got);
+            cr_assert(len == ref_len && !memcmp(ref, got, len), "abs %d trial %d differs", abs, trial);
+            for (int k = 0; k < 4; k++)
+                obs->destroy(states[k]);
+        }
+        obs->destroy(whole);
+    }
+}
+
+Test(histogram, saved_state_round_trip_and_malformed_states)
+{
+    enum { N = 3000 };
+    static float x[N];
+    fx_fill_gauss(x, N, 8, -2.0f, 0.5f);
+    void *a = make_state(512, 0, 4);
+    feed(a, x, N, 1, 0);
+    qcal_stat st;
+    qcal_err err = {{0}};
+    cr_assert_eq(obs->serialize(a, &st, &err), QCAL_OK);
+    hstat *saved;
+    qerror e = {0};
+    cr_assert_eq(hstat_copy(&st, &saved, &e), 0, "%s", e.msg);
+    void *b = make_state(512, 0, 4);
+    cr_assert_eq(obs->deserialize(b, &saved->view, &err), QCAL_OK, "%s", err.msg);
+    static unsigned char ba[1 << 16], bb[1 << 16];
+    size_t la = state_bytes(a, ba, sizeof ba), lb = state_bytes(b, bb, sizeof bb);
+    cr_expect(la == lb && !memcmp(ba, bb, la), "round trip changed the state");
+    /* a count that no longer adds up, and a state of other parameters, are refused */
+    for (uint32_t i = 0; i < saved->view.n_arrays; i++)
+        if (!strcmp(saved->view.arrays[i].name, "count"))
+            ((uint64_t *)saved->data[i])[0] += 1;
+    void *c = make_state(512, 0, 4);
+    cr_expect_eq(obs->deserialize(c, &saved->view, &err), QCAL_E_DATA);
+    void *other = make_state(1024, 0, 4);
+    cr_expect_eq(obs->deserialize(other, &st, &err), QCAL_E_DATA);
+    cr_expect(strstr(err.msg, "2048") && strstr(err.msg, "4096"), "%s", err.msg);
+    hstat_free(saved);
+    obs->destroy(a), obs->destroy(b), obs->destroy(c), obs->destroy(other);
+}
