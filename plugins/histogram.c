@@ -360,6 +360,124 @@ static int h_deserialize(void *state, const qcal_stat *in, qcal_err *err)
     return QCAL_OK;
 }
 
+/* ---- percentile ------------------------------------------------------------------------ *
+ * The q-quantile of the histogrammed values: the point where the cumulative count reaches
+ * q * count, interpolated linearly inside its bin (ONNX Runtime and TensorRT take a bin edge;
+ * the difference is below one bin), clamped to the exact [min, max] so a range never passes
+ * the observed extrema. */
+
+typedef struct hview {
+    const uint64_t *counts;
+    uint64_t n, count, abs;
+    double lo, width, min, max, smin, smax;
+} hview;
+
+static const void *stat_array(const qcal_stat *st, const char *name, uint32_t dtype, uint64_t n)
+{
+    return array_of(st, name, dtype, n);
+}
+
+static int view_of(const qcal_stat *st, hview *v, qcal_err *err)
+{
+    if (strcmp(st->kind, "qcal.histogram") || st->kind_version < 1)
+        return fail(err, QCAL_E_KIND, "expected a qcal.histogram statistic, found %s", st->kind);
+    v->n = counts_length(st);
+    const uint64_t *count = stat_array(st, "count", QCAL_DTYPE_U64, 1), *abs = stat_array(st, "abs", QCAL_DTYPE_U64, 1);
+    const double *d[6] = {stat_array(st, "lo", QCAL_DTYPE_F64, 1), stat_array(st, "width", QCAL_DTYPE_F64, 1),
+                          stat_array(st, "min", QCAL_DTYPE_F64, 1), stat_array(st, "max", QCAL_DTYPE_F64, 1),
+                          stat_array(st, "smin", QCAL_DTYPE_F64, 1), stat_array(st, "smax", QCAL_DTYPE_F64, 1)};
+    v->counts = v->n == UINT64_MAX ? NULL : stat_array(st, "counts", QCAL_DTYPE_U64, v->n);
+    if (!v->counts || !count || !abs || !d[0] || !d[1] || !d[2] || !d[3] || !d[4] || !d[5])
+        return fail(err, QCAL_E_DATA, "histogram statistic: an array is missing or malformed");
+    v->count = *count, v->abs = *abs;
+    v->lo = *d[0], v->width = *d[1], v->min = *d[2], v->max = *d[3], v->smin = *d[4], v->smax = *d[5];
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < v->n; i++)
+        total += v->counts[i];
+    if (!v->count || total != v->count || !(v->width > 0) || !(v->min <= v->max) ||
+        !isfinite(v->lo) || !isfinite(v->min) || !isfinite(v->max))
+        return fail(err, QCAL_E_DATA, "histogram statistic: counts and extrema disagree");
+    return QCAL_OK;
+}
+
+static double quantile(const hview *v, double q)
+{
+    if (q <= 0)
+        return v->min;
+    if (q >= 1)
+        return v->max;
+    double rank = q * (double)v->count, below = 0;
+    for (uint64_t i = 0; i < v->n; i++) {
+        double c = (double)v->counts[i];
+        if (c > 0 && below + c >= rank) {
+            double x = v->lo + v->width * ((double)i + (rank - below) / c);
+            return x < v->min ? v->min : x > v->max ? v->max : x;
+        }
+        below += c;
+    }
+    return v->max;
+}
+
+enum { SIDE_AUTO, SIDE_TWO, SIDE_ABS };
+
+static int percentile_estimate(const qcal_stat *stat, const qcal_value *params,
+                               const qcal_qspec *spec, qcal_range *ranges, uint64_t n_ranges,
+                               qcal_err *err)
+{
+    if (spec->flags & ~QCAL_QSPEC_KNOWN_FLAGS)
+        return fail(err, QCAL_E_UNSUP, "unknown quantization spec flags 0x%x", spec->flags);
+    if ((spec->flags & QCAL_QSPEC_PER_CHANNEL) || n_ranges != 1)
+        return fail(err, QCAL_E_UNSUP, "histograms are per tensor: use a per-tensor spec");
+    hview v;
+    int rc = view_of(stat, &v, err);
+    if (rc)
+        return rc;
+    double q = params[0].f / 100.0;
+    int symmetric = (spec->flags & QCAL_QSPEC_SYMMETRIC) != 0;
+    int side = (int)params[1].i;
+    if (side == SIDE_AUTO)
+        side = symmetric ? SIDE_ABS : SIDE_TWO;
+    if ((side == SIDE_ABS) != (v.abs != 0))
+        return fail(err, QCAL_E_KIND, "%s needs a histogram of %s (observe histogram with abs=%s)",
+                    side == SIDE_ABS ? "a symmetric range" : "an affine range",
+                    side == SIDE_ABS ? "|x|" : "x", side == SIDE_ABS ? "true" : "false");
+    if (side == SIDE_ABS) {
+        double t = quantile(&v, q);
+        int is_signed = (spec->flags & QCAL_QSPEC_SIGNED) != 0;
+        ranges[0] = (qcal_range){is_signed || !symmetric ? -t : 0.0, t};
+        if (!symmetric && v.smin >= 0) /* |x| of a non-negative tensor is x: one-sided */
+            ranges[0].lo = v.smin;
+        return QCAL_OK;
+    }
+    /* x: a non-negative tensor keeps its minimum (one-sided), others clip both tails */
+    ranges[0].hi = quantile(&v, q);
+    ranges[0].lo = v.smin >= 0 ? v.min : quantile(&v, 1.0 - q);
+    if (symmetric) {
+        double t = fmax(fabs(ranges[0].lo), fabs(ranges[0].hi));
+        ranges[0] = (qcal_range){(spec->flags & QCAL_QSPEC_SIGNED) ? -t : 0.0, t};
+    }
+    return QCAL_OK;
+}
+
+static const char *const side_choices[] = {"auto", "two_sided", "abs", NULL};
+static const qcal_param percentile_params[] = {
+    {.name = "percentile", .type = QCAL_PARAM_FLOAT, .def = {.f = 99.99}, .min = 0, .max = 100,
+     .help = "percent of the values inside the range (ONNX Runtime: 99.999 on |x|)"},
+    {.name = "side", .type = QCAL_PARAM_CHOICE, .def = {.i = SIDE_AUTO}, .choices = side_choices,
+     .help = "auto: |x| for symmetric specs, else both tails (non-negative tensors: upper only)"},
+};
+static const char *const histogram_kinds[] = {"qcal.histogram", NULL};
+
+static const qcal_estimator percentile = {
+    .head = QCAL_HEAD(qcal_estimator),
+    .name = "percentile",
+    .help = "the value below which `percentile` % of the values lie, from a histogram",
+    .accepts = histogram_kinds,
+    .n_params = 2,
+    .params = percentile_params,
+    .estimate = percentile_estimate,
+};
+
 /* ---- the plugin ----------------------------------------------------------------------- */
 
 static const qcal_param params[N_PARAMS] = {
@@ -388,6 +506,7 @@ static const qcal_observer histogram = {
 };
 
 static const qcal_observer *const observers[] = {&histogram};
+static const qcal_estimator *const estimators[] = {&percentile};
 
 static const qcal_plugin plugin = {
     .head = QCAL_HEAD(qcal_plugin),
@@ -395,9 +514,9 @@ static const qcal_plugin plugin = {
     .version = "0.1.0",
     .help = "histograms of activations",
     .n_observers = 1,
-    .n_estimators = 0,
+    .n_estimators = 1,
     .observers = observers,
-    .estimators = NULL,
+    .estimators = estimators,
 };
 
 const qcal_plugin *qcal_plugin_entry(const qcal_host *host)

@@ -249,3 +249,104 @@ Test(histogram, saved_state_round_trip_and_malformed_states)
     hstat_free(saved);
     obs->destroy(a), obs->destroy(b), obs->destroy(c), obs->destroy(other);
 }
+
+/* ---- percentile ------------------------------------------------------------------------ */
+
+/* The order statistic at rank ceil(q n) of the sorted values: the reference. */
+static double order_stat(const float *sorted, size_t n, double q)
+{
+    size_t r = (size_t)ceil(q * (double)n);
+    return sorted[r ? r - 1 : 0];
+}
+
+static int estimate(void *state, double p, int side, uint32_t flags, qcal_range *r, qcal_err *err)
+{
+    const qcal_estimator *est = &registry_estimator(reg, "percentile")->desc;
+    qcal_stat st;
+    finalize(state, &st);
+    qcal_value v[2] = {{.f = p}, {.i = side}};
+    qcal_qspec spec = {.bits = 8, .flags = flags, .qmin = 0, .qmax = 255, .axis = -1};
+    memset(err, 0, sizeof *err);
+    return est->estimate(&st, v, &spec, r, 1, err);
+}
+
+static float *sorted_copy(const float *x, size_t n, int abs)
+{
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = abs ? fabsf(x[i]) : x[i];
+    qsort(v, n, sizeof *v, cmp_float);
+    return v;
+}
+
+Test(histogram, percentile_matches_order_statistics_within_a_bin)
+{
+    enum { N = 50000 };
+    static float x[N], relu[N];
+    fx_fill_gauss(x, N, 21, 0.3f, 2.0f);
+    for (int i = 0; i < N; i++)
+        relu[i] = x[i] > 0 ? x[i] : 0.0f;
+    qcal_range r;
+    qcal_err err;
+    const double ps[3] = {99.0, 99.99, 99.9};
+    for (int k = 0; k < 3; k++) {
+        double q = ps[k] / 100;
+        void *s = make_state(2048, 0, 4);
+        feed(s, x, N, 1, 0);
+        qcal_stat st;
+        finalize(s, &st);
+        double w = f64(&st, "width");
+        float *v = sorted_copy(x, N, 0);
+        cr_assert_eq(estimate(s, ps[k], 0, 0, &r, &err), QCAL_OK, "%s", err.msg);
+        cr_expect(fabs(r.hi - order_stat(v, N, q)) <= w, "two-sided hi %g vs %g", r.hi, order_stat(v, N, q));
+        cr_expect(fabs(r.lo - order_stat(v, N, 1 - q)) <= w, "two-sided lo %g vs %g", r.lo, order_stat(v, N, 1 - q));
+        free(v);
+        obs->destroy(s);
+        s = make_state(2048, 0, 4); /* ReLU'd: one-sided, the minimum kept */
+        feed(s, relu, N, 1, 0);
+        finalize(s, &st);
+        v = sorted_copy(relu, N, 0);
+        cr_assert_eq(estimate(s, ps[k], 0, 0, &r, &err), QCAL_OK, "%s", err.msg);
+        cr_expect_eq(r.lo, 0.0);
+        cr_expect(fabs(r.hi - order_stat(v, N, q)) <= f64(&st, "width"));
+        free(v);
+        obs->destroy(s);
+        s = make_state(2048, 1, 4); /* symmetric on |x| */
+        feed(s, x, N, 1, 0);
+        finalize(s, &st);
+        v = sorted_copy(x, N, 1);
+        cr_assert_eq(estimate(s, ps[k], 0, QCAL_QSPEC_SYMMETRIC | QCAL_QSPEC_SIGNED, &r, &err), QCAL_OK, "%s", err.msg);
+        cr_expect(r.lo == -r.hi && fabs(r.hi - order_stat(v, N, q)) <= f64(&st, "width"),
+                  "abs %g vs %g", r.hi, order_stat(v, N, q));
+        free(v);
+        obs->destroy(s);
+    }
+}
+
+Test(histogram, percentile_edges_and_refusals)
+{
+    static float x[1000];
+    fx_fill_gauss(x, 1000, 4, 0.0f, 1.0f);
+    float mx = -INFINITY;
+    for (int i = 0; i < 1000; i++)
+        mx = fmaxf(mx, x[i]);
+    qcal_range r;
+    qcal_err err;
+    void *s = make_state(2048, 0, 4);
+    feed(s, x, 1000, 1, 0);
+    cr_assert_eq(estimate(s, 100.0, 0, 0, &r, &err), QCAL_OK);
+    cr_expect_eq(r.hi, (double)mx, "100 %% is the exact maximum");
+    cr_expect_eq(estimate(s, 99.9, 0, QCAL_QSPEC_SYMMETRIC | QCAL_QSPEC_SIGNED, &r, &err), QCAL_E_KIND);
+    cr_expect(strstr(err.msg, "abs=true"), "%s", err.msg);
+    cr_expect_eq(estimate(s, 99.9, 0, QCAL_QSPEC_PER_CHANNEL, &r, &err), QCAL_E_UNSUP);
+    cr_expect_eq(estimate(s, 99.9, 0, 1u << 20, &r, &err), QCAL_E_UNSUP);
+    obs->destroy(s);
+    static float c[16];
+    for (int i = 0; i < 16; i++)
+        c[i] = -1.5f;
+    s = make_state(2048, 0, 4); /* constant: a valid, non-inverted range, never NaN */
+    feed(s, c, 16, 1, 0);
+    cr_assert_eq(estimate(s, 99.99, 0, 0, &r, &err), QCAL_OK);
+    cr_expect(r.lo == -1.5 && r.hi == -1.5, "[%g, %g]", r.lo, r.hi);
+    obs->destroy(s);
+}

@@ -554,3 +554,27 @@ Test(lua, every_bundled_configuration_is_deterministic)
         free(p);
     }
 }
+
+/* The percentile recipe at 100 % gives the exact observed range (computed here naively). */
+Test(lua, percentile_recipe_at_100_is_the_observed_range)
+{
+    qerror e = {0};
+    recipe_options o;
+    recipe_defaults(&o);
+    char text[] = "percentile=100";
+    param_input in;
+    cr_assert_eq(params_parse_kv(text, &in, &e), 0);
+    o.recipe = "percentile";
+    o.dump_path = dump_file;
+    o.output = out_file;
+    o.reg = reg;
+    o.log = collect_log;
+    o.params = &in;
+    o.n_params = 1;
+    cr_assert_eq(recipe_run(&o, &e), 0, "%s", e.msg);
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < N * C; i++)
+        lo = fminf(lo, values[i]), hi = fmaxf(hi, values[i]);
+    cr_expect_eq(read_attr("/calibration/layer.input", "min"), (double)lo);
+    cr_expect_eq(read_attr("/calibration/layer.input", "max"), (double)hi);
+}

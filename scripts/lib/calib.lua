@@ -1,0 +1,83 @@
+-- lib/calib.lua - what the bundled recipes share: selecting tensors, building specs,
+-- observing every tensor in one pass and turning statistics into results.
+local qcal = require("qcal")
+
+local M = {}
+
+-- The parameters every bundled recipe takes, merged into a recipe's own.
+function M.params(own)
+    local all = {
+        bits = 8, symmetric = false, signed = false, narrow_range = false,
+        per_channel = false, ignore = "", ignore_ops = "", max_samples = 0,
+    }
+    for k, v in pairs(own or {}) do all[k] = v end
+    return qcal.params(all)
+end
+
+-- "a.*.b,c?" -> anchored Lua patterns.
+local function glob_patterns(list)
+    local out = {}
+    for item in string.gmatch(list, "[^,%s]+") do
+        local p = item:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
+        out[#out + 1] = "^" .. p .. "$"
+    end
+    return out
+end
+
+local function matches_any(s, patterns)
+    for _, p in ipairs(patterns) do
+        if s and string.find(s, p) then return true end
+    end
+    return false
+end
+
+-- Tensors to calibrate: all, minus the ignored scope (names or original names matching
+-- `ignore`, op types matching `ignore_ops`; comma-separated globs).
+function M.tensors(P)
+    local names, ops = glob_patterns(P.ignore or ""), glob_patterns(P.ignore_ops or "")
+    local out = {}
+    for _, t in ipairs(qcal.tensors()) do
+        local skip = matches_any(t.name, names) or matches_any(t.orig_name, names)
+            or matches_any(t.op_type, ops)
+        if skip then
+            qcal.log(string.format("%s: ignored (ignored scope)", t.name))
+        else
+            out[#out + 1] = t
+        end
+    end
+    return out
+end
+
+-- The spec of a tensor: per channel only where the tensor has a channel axis.
+function M.spec(P, t, overrides)
+    local s = {
+        bits = P.bits, symmetric = P.symmetric, signed = P.signed or P.symmetric,
+        narrow_range = P.narrow_range,
+        per_channel = P.per_channel and t.channel_axis ~= nil, axis = t.channel_axis,
+    }
+    for k, v in pairs(overrides or {}) do s[k] = v end
+    return qcal.spec(s)
+end
+
+-- One pass: observer (with params, a table or a function of the tensor) on every tensor.
+function M.observe(tensors, observer, params, P)
+    local pass = qcal.pass()
+    local observed = {}
+    for _, t in ipairs(tensors) do
+        local p = type(params) == "function" and params(t) or params
+        observed[#observed + 1] = { tensor = t, id = pass:observe(t, observer, p) }
+    end
+    pass:run{ max_rows = P and P.max_samples or 0 }
+    return pass, observed
+end
+
+-- Estimates and puts every observed tensor's range.
+function M.estimate_all(pass, observed, estimator, eparams, P, method)
+    for _, o in ipairs(observed) do
+        local spec = M.spec(P, o.tensor)
+        local range = qcal.estimate(estimator, pass:statistic(o.id), spec, eparams)
+        qcal.put(o.tensor, { method = method or estimator, spec = spec, range = range })
+    end
+end
+
+return M
