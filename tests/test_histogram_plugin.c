@@ -350,3 +350,116 @@ Test(histogram, percentile_edges_and_refusals)
     cr_expect(r.lo == -1.5 && r.hi == -1.5, "[%g, %g]", r.lo, r.hi);
     obs->destroy(s);
 }
+
+/* ---- kl: against a literal transcription of the published algorithm ------------------- */
+
+/* TensorRT's entropy threshold, literally, on a 2048-bin |x| histogram built here from the raw
+ * values; Q is built level by level (bins [ceil(l i / L), ceil((l + 1) i / L))). nvpq: H[0] :=
+ * H[1], i up to 2048 inclusive, last argmin, threshold i W. eps: ORT smoothing (trt only). */
+static double kl_reference(const float *x, size_t n, int nvpq, double eps)
+{
+    enum { B = 2048, L = 128 };
+    static double h[B], p[B], q[B];
+    double amax = 0;
+    for (size_t k = 0; k < n; k++)
+        amax = fmax(amax, fabs((double)x[k]));
+    double W = amax / B, best = INFINITY, t = amax;
+    memset(h, 0, sizeof h);
+    for (size_t k = 0; k < n; k++) {
+        size_t j = (size_t)(fabs((double)x[k]) / W);
+        h[j < B ? j : B - 1] += 1;
+    }
+    if (nvpq)
+        h[0] = h[1];
+    for (int i = 128; i <= (nvpq ? B : B - 1); i++) {
+        double outliers = 0;
+        for (int j = i; j < B; j++)
+            outliers += h[j];
+        for (int j = 0; j < i; j++)
+            p[j] = h[j], q[j] = 0;
+        p[i - 1] += outliers;
+        for (int l = 0; l < L; l++) {
+            int a = (int)ceil((double)l * i / L), b = (int)ceil((double)(l + 1) * i / L);
+            double sum = 0;
+            int used = 0;
+            for (int j = a; j < b; j++)
+                sum += h[j], used += h[j] > 0;
+            for (int j = a; j < b; j++)
+                q[j] = h[j] > 0 ? sum / used : 0;
+        }
+        for (int pass = 0; eps > 0 && pass < 2; pass++) { /* smooth p, then q */
+            double *d = pass ? q : p;
+            int zeros = 0;
+            for (int j = 0; j < i; j++)
+                zeros += d[j] == 0;
+            for (int j = 0; j < i; j++)
+                d[j] = d[j] == 0 ? eps : d[j] - eps * zeros / (i - zeros);
+        }
+        double sp = 0, sq = 0, kl = 0;
+        for (int j = 0; j < i; j++)
+            sp += p[j], sq += q[j];
+        for (int j = 0; j < i && isfinite(kl); j++)
+            if (p[j] > 0)
+                kl = q[j] > 0 ? kl + p[j] / sp * log(p[j] / sp * sq / q[j]) : INFINITY;
+        if (isfinite(kl) && (nvpq ? kl <= best : kl < best)) {
+            best = kl;
+            t = nvpq ? i * W : (i + 0.5) * W;
+        }
+    }
+    return t;
+}
+
+static double kl_threshold_of(const float *x, size_t n, int variant, double eps)
+{
+    void *s = make_state(2048, 1, 4);
+    feed(s, x, n, 1, 0);
+    qcal_stat st;
+    finalize(s, &st);
+    const qcal_estimator *est = &registry_estimator(reg, "kl")->desc;
+    qcal_value v[5] = {{.i = variant}, {.i = 2048}, {.i = 128}, {.i = 128}, {.f = eps}};
+    qcal_qspec spec = {.bits = 8, .flags = QCAL_QSPEC_SIGNED | QCAL_QSPEC_SYMMETRIC,
+                       .qmin = -127, .qmax = 127, .axis = -1};
+    qcal_range r;
+    qcal_err err = {{0}};
+    cr_assert_eq(est->estimate(&st, v, &spec, &r, 1, &err), QCAL_OK, "%s", err.msg);
+    cr_assert(r.lo == -r.hi && r.hi >= 0);
+    obs->destroy(s);
+    return r.hi;
+}
+
+Test(histogram, kl_matches_the_published_algorithm_within_a_bin)
+{
+    enum { N = 200000 };
+    static float x[N];
+    uint64_t seed = 17;
+    for (int kind = 0; kind < 3; kind++) {
+        fx_fill_gauss(x, N, 31 + (uint64_t)kind, 0.0f, 1.0f);
+        for (int i = 0; i < N; i++) {
+            double u = fx_rand_uniform(&seed);
+            if (kind == 1) x[i] = x[i] > 0 ? x[i] : 0.0f;
+            if (kind == 2) x[i] = (float)((u < 0.5 ? 1 : -1) * log(1 - fabs(2 * u - 1)));
+        }
+        double amax = 0;
+        for (int i = 0; i < N; i++)
+            amax = fmax(amax, fabs((double)x[i]));
+        double W = amax / 2048;
+        for (int variant = 0; variant < 2; variant++) {
+            double eps = variant ? 0.0 : 0.0001;
+            double got = kl_threshold_of(x, N, variant, eps), want = kl_reference(x, N, variant, eps);
+            cr_expect(fabs(got - want) <= W, "kind %d variant %d: %g vs %g (bin %g)", kind, variant,
+                      got, want, W);
+        }
+    }
+}
+
+Test(histogram, kl_degenerate_inputs_give_valid_thresholds)
+{
+    static float c[256], z[256];
+    for (int i = 0; i < 256; i++)
+        c[i] = 0.75f;
+    for (int variant = 0; variant < 2; variant++) {
+        double t = kl_threshold_of(c, 256, variant, 0.0);
+        cr_expect(t > 0 && t <= 0.75 && isfinite(t), "constant: %g", t);
+        cr_expect_eq(kl_threshold_of(z, 256, variant, 0.0), 0.0, "all zero");
+    }
+}

@@ -578,3 +578,24 @@ Test(lua, percentile_recipe_at_100_is_the_observed_range)
     cr_expect_eq(read_attr("/calibration/layer.input", "min"), (double)lo);
     cr_expect_eq(read_attr("/calibration/layer.input", "max"), (double)hi);
 }
+
+/* The kl recipe runs end to end: a symmetric threshold no larger than max |x|. */
+Test(lua, kl_recipe_gives_a_symmetric_threshold_within_the_data)
+{
+    qerror e = {0};
+    recipe_options o;
+    recipe_defaults(&o);
+    o.recipe = "kl";
+    o.dump_path = dump_file;
+    o.output = out_file;
+    o.reg = reg;
+    o.log = collect_log;
+    cr_assert_eq(recipe_run(&o, &e), 0, "%s", e.msg);
+    float amax = 0;
+    for (int i = 0; i < N * C; i++)
+        amax = fmaxf(amax, fabsf(values[i]));
+    double t = read_attr("/calibration/layer.input", "max");
+    cr_expect(t > 0 && t <= amax, "threshold %g, max |x| %g", t, (double)amax);
+    cr_expect_eq(read_attr("/calibration/layer.input", "min"), -t);
+    cr_expect_eq(read_attr("/calibration/layer.input", "scale"), (double)((float)t / 127.0f), "narrow int8");
+}
