@@ -643,6 +643,99 @@ static const qcal_estimator kl = {
     .estimate = kl_estimate,
 };
 
+/* ---- mse: the candidate with the least quantize-dequantize error ---------------------- *
+ * Candidates are fractions f = k / 100 of the range, k = 100, 100 - stride, ... > 0 (Horizon's
+ * search: thresholds f max|x| for symmetric specs; MQBench's [f lo, f hi] for affine ones).
+ * The error of a candidate is sum over bins of count (c - fq(c))^2 with c the bin centre
+ * (bins are at most 1/4096 of the range wide with the defaults); fq quantizes onto the spec's
+ * grid the way torch does (scale from the range, zero-point rounded half to even, values
+ * rounded to nearest even and clamped). The first strict minimum wins, largest range first. */
+
+static double fake_quant(double x, double scale, double zp, double qmin, double qmax)
+{
+    double q = nearbyint(x / scale) + zp;
+    q = q < qmin ? qmin : q > qmax ? qmax : q;
+    return (q - zp) * scale;
+}
+
+/* torch's (scale, zero-point) of a range on the spec's grid, in double. */
+static void grid_of(const qcal_qspec *spec, double lo, double hi, double *scale, double *zp)
+{
+    double qmin = (double)spec->qmin, qmax = (double)spec->qmax;
+    lo = fmin(lo, 0), hi = fmax(hi, 0);
+    if (spec->flags & QCAL_QSPEC_SYMMETRIC) {
+        *scale = fmax(fmax(-lo, hi) / ((qmax - qmin) / 2), FLT_EPSILON);
+        *zp = (spec->flags & QCAL_QSPEC_SIGNED)   ? 0
+              : (spec->flags & QCAL_QSPEC_NARROW) ? floor((qmin + qmax) / 2)
+                                                  : qmin + ldexp(1.0, (int)spec->bits - 1);
+        return;
+    }
+    *scale = fmax((hi - lo) / (qmax - qmin), FLT_EPSILON);
+    double z = qmin - nearbyint(lo / *scale);
+    *zp = z < qmin ? qmin : z > qmax ? qmax : z;
+}
+
+static double hist_error(const hview *v, const qcal_qspec *spec, double lo, double hi)
+{
+    double scale, zp, err = 0;
+    grid_of(spec, lo, hi, &scale, &zp);
+    for (uint64_t i = 0; i < v->n; i++) {
+        if (!v->counts[i])
+            continue;
+        double c = fmin(fmax(v->lo + v->width * ((double)i + 0.5), v->min), v->max);
+        double d = c - fake_quant(c, scale, zp, (double)spec->qmin, (double)spec->qmax);
+        err += (double)v->counts[i] * d * d;
+    }
+    return err;
+}
+
+static int mse_estimate(const qcal_stat *stat, const qcal_value *params, const qcal_qspec *spec,
+                        qcal_range *ranges, uint64_t n_ranges, qcal_err *err)
+{
+    if (spec->flags & ~QCAL_QSPEC_KNOWN_FLAGS)
+        return fail(err, QCAL_E_UNSUP, "unknown quantization spec flags 0x%x", spec->flags);
+    if ((spec->flags & QCAL_QSPEC_PER_CHANNEL) || n_ranges != 1)
+        return fail(err, QCAL_E_UNSUP, "histograms are per tensor: use a per-tensor spec");
+    hview v;
+    int rc = view_of(stat, &v, err);
+    if (rc)
+        return rc;
+    int symmetric = (spec->flags & QCAL_QSPEC_SYMMETRIC) != 0;
+    if (!symmetric && v.abs)
+        return fail(err, QCAL_E_KIND, "an affine range needs a histogram of x (observe histogram "
+                    "with abs=false)");
+    double lo = v.abs ? -v.max : v.smin, hi = v.abs ? v.max : v.smax;
+    if (symmetric)
+        hi = fmax(fabs(lo), fabs(hi)), lo = -hi;
+    double best = INFINITY, best_f = 1;
+    for (int64_t k = 100; k > 0; k -= params[0].i) {
+        double f = (double)k / 100.0, e = hist_error(&v, spec, lo * f, hi * f);
+        if (e < best)
+            best = e, best_f = f;
+    }
+    int is_signed = (spec->flags & QCAL_QSPEC_SIGNED) != 0;
+    if (symmetric)
+        ranges[0] = (qcal_range){is_signed ? -hi * best_f : 0.0, hi * best_f};
+    else
+        ranges[0] = (qcal_range){lo * best_f, hi * best_f};
+    return QCAL_OK;
+}
+
+static const qcal_param mse_params[] = {
+    {.name = "stride", .type = QCAL_PARAM_INT, .def = {.i = 1}, .min = 1, .max = 99,
+     .help = "step between candidate percents of the range (Horizon: 1; faster: up to 20)"},
+};
+
+static const qcal_estimator mse = {
+    .head = QCAL_HEAD(qcal_estimator),
+    .name = "mse",
+    .help = "the fraction of the range with the least quantize-dequantize squared error",
+    .accepts = histogram_kinds,
+    .n_params = 1,
+    .params = mse_params,
+    .estimate = mse_estimate,
+};
+
 /* ---- the plugin ----------------------------------------------------------------------- */
 
 static const qcal_param params[N_PARAMS] = {
@@ -671,7 +764,7 @@ static const qcal_observer histogram = {
 };
 
 static const qcal_observer *const observers[] = {&histogram};
-static const qcal_estimator *const estimators[] = {&percentile, &kl};
+static const qcal_estimator *const estimators[] = {&percentile, &kl, &mse};
 
 static const qcal_plugin plugin = {
     .head = QCAL_HEAD(qcal_plugin),
@@ -679,7 +772,7 @@ static const qcal_plugin plugin = {
     .version = "0.1.0",
     .help = "histograms of activations",
     .n_observers = 1,
-    .n_estimators = 2,
+    .n_estimators = 3,
     .observers = observers,
     .estimators = estimators,
 };

@@ -463,3 +463,65 @@ Test(histogram, kl_degenerate_inputs_give_valid_thresholds)
         cr_expect_eq(kl_threshold_of(z, 256, variant, 0.0), 0.0, "all zero");
     }
 }
+
+/* ---- mse: against brute force on the raw values ---------------------------------------- */
+
+/* Sum of squared fake-quant errors of the raw values on the int8 grid (torch's rules). */
+static double raw_error(const float *x, size_t n, double lo, double hi, int symmetric)
+{
+    double qmin = symmetric ? -128 : 0, qmax = symmetric ? 127 : 255, scale, zp;
+    lo = fmin(lo, 0), hi = fmax(hi, 0);
+    if (symmetric) {
+        scale = fmax(-lo, hi) / 127.5, zp = 0;
+    } else {
+        scale = (hi - lo) / 255;
+        zp = fmin(fmax(qmin - nearbyint(lo / scale), qmin), qmax);
+    }
+    double e = 0;
+    for (size_t i = 0; i < n; i++) {
+        double q = fmin(fmax(nearbyint(x[i] / scale) + zp, qmin), qmax), d = x[i] - (q - zp) * scale;
+        e += d * d;
+    }
+    return e;
+}
+
+Test(histogram, mse_picks_a_candidate_as_good_as_brute_force)
+{
+    enum { N = 30000 };
+    static float x[N];
+    uint64_t seed = 41;
+    for (int kind = 0; kind < 3; kind++) {
+        fx_fill_gauss(x, N, 51 + (uint64_t)kind, 0.2f, 1.0f);
+        for (int i = 0; i < N; i++) {
+            double u = fx_rand_uniform(&seed);
+            if (kind == 1) x[i] = (float)((u < 0.5 ? 1 : -1) * log(1 - fabs(2 * u - 1)) * (u < 1e-3 ? 30 : 1));
+            if (kind == 2) x[i] = x[i] > 0 ? x[i] : 0.0f;
+        }
+        for (int symmetric = 0; symmetric < 2; symmetric++) {
+            float lo = INFINITY, hi = -INFINITY;
+            for (int i = 0; i < N; i++)
+                lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
+            double rlo = symmetric ? -fmax(-lo, hi) : lo, rhi = symmetric ? fmax(-lo, hi) : hi;
+            double best = INFINITY;
+            for (int k = 100; k > 0; k--) /* brute force over the same candidates */
+                best = fmin(best, raw_error(x, N, rlo * k / 100, rhi * k / 100, symmetric));
+            void *s = make_state(2048, 0, 4);
+            feed(s, x, N, 1, 0);
+            qcal_stat st;
+            finalize(s, &st);
+            const qcal_estimator *est = &registry_estimator(reg, "mse")->desc;
+            qcal_value v[1] = {{.i = 1}};
+            uint32_t flags = symmetric ? QCAL_QSPEC_SIGNED | QCAL_QSPEC_SYMMETRIC : 0;
+            qcal_qspec spec = {.bits = 8, .flags = flags, .qmin = symmetric ? -128 : 0,
+                               .qmax = symmetric ? 127 : 255, .axis = -1};
+            qcal_range r;
+            qcal_err err = {{0}};
+            cr_assert_eq(est->estimate(&st, v, &spec, &r, 1, &err), QCAL_OK, "%s", err.msg);
+            double got = raw_error(x, N, r.lo, r.hi, symmetric);
+            cr_expect(got <= best * 1.01, "kind %d symmetric %d: error %g, best %g", kind,
+                      symmetric, got, best);
+            cr_expect(r.lo <= r.hi && r.hi <= fmax(fabs(lo), hi) && isfinite(r.lo));
+            obs->destroy(s);
+        }
+    }
+}
