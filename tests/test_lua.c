@@ -599,3 +599,28 @@ Test(lua, kl_recipe_gives_a_symmetric_threshold_within_the_data)
     cr_expect_eq(read_attr("/calibration/layer.input", "min"), -t);
     cr_expect_eq(read_attr("/calibration/layer.input", "scale"), (double)((float)t / 127.0f), "narrow int8");
 }
+
+/* Every bundled recipe runs with its defaults and writes a valid range for every tensor. */
+Test(lua, every_bundled_recipe_runs_with_its_defaults)
+{
+    const char *recipes[] = {"minmax", "percentile", "kl", "mse"};
+    float amax = 0;
+    for (int i = 0; i < N * C; i++)
+        amax = fmaxf(amax, fabsf(values[i]));
+    for (int k = 0; k < 4; k++) {
+        qerror e = {0};
+        recipe_options o;
+        recipe_defaults(&o);
+        o.recipe = recipes[k];
+        o.dump_path = dump_file;
+        o.output = out_file;
+        o.force = 1;
+        o.reg = reg;
+        o.log = collect_log;
+        cr_assert_eq(recipe_run(&o, &e), 0, "%s: %s", recipes[k], e.msg);
+        double lo = read_attr("/calibration/layer.input", "min");
+        double hi = read_attr("/calibration/layer.input", "max");
+        cr_expect(lo <= hi && -lo <= amax && hi <= amax && read_attr("/calibration/layer.input", "scale") > 0,
+                  "%s: [%g, %g]", recipes[k], lo, hi);
+    }
+}
