@@ -243,6 +243,21 @@ static qcal_array scalar(const char *name, uint32_t dtype, const void *data)
     return a;
 }
 
+/* The arrays a statistic and a saved state share: counts (the occupied bins from `first`),
+ * count, nonfinite and abs, at arrays[0..3]. Returns how many it filled. */
+static uint32_t common_arrays(hist *s, uint64_t first, uint64_t n)
+{
+    s->out_count = s->count, s->out_abs = (uint64_t)s->abs;
+    s->out_nonfinite[0] = s->nan, s->out_nonfinite[1] = s->inf;
+    qcal_array counts = {"counts", QCAL_DTYPE_U64, 1, {n, 0, 0, 0}, s->counts + first};
+    qcal_array nonfinite = {"nonfinite", QCAL_DTYPE_U64, 1, {2, 0, 0, 0}, s->out_nonfinite};
+    s->arrays[0] = counts;
+    s->arrays[1] = scalar("count", QCAL_DTYPE_U64, &s->out_count);
+    s->arrays[2] = nonfinite;
+    s->arrays[3] = scalar("abs", QCAL_DTYPE_U64, &s->out_abs);
+    return 4;
+}
+
 static int h_finalize(void *state, qcal_stat *out, qcal_err *err)
 {
     hist *s = state;
@@ -254,21 +269,14 @@ static int h_finalize(void *state, qcal_stat *out, qcal_err *err)
     s->out_width = ldexp(1.0, s->k);
     s->out_lo = (double)(s->base + (int64_t)first) * s->out_width;
     s->out_min = s->min, s->out_max = s->max, s->out_smin = s->smin, s->out_smax = s->smax;
-    s->out_count = s->count, s->out_abs = (uint64_t)s->abs;
-    s->out_nonfinite[0] = s->nan, s->out_nonfinite[1] = s->inf;
-    qcal_array counts = {"counts", QCAL_DTYPE_U64, 1, {n, 0, 0, 0}, s->counts + first};
-    qcal_array nonfinite = {"nonfinite", QCAL_DTYPE_U64, 1, {2, 0, 0, 0}, s->out_nonfinite};
-    s->arrays[0] = counts;
-    s->arrays[1] = scalar("lo", QCAL_DTYPE_F64, &s->out_lo);
-    s->arrays[2] = scalar("width", QCAL_DTYPE_F64, &s->out_width);
-    s->arrays[3] = scalar("min", QCAL_DTYPE_F64, &s->out_min);
-    s->arrays[4] = scalar("max", QCAL_DTYPE_F64, &s->out_max);
-    s->arrays[5] = scalar("smin", QCAL_DTYPE_F64, &s->out_smin);
-    s->arrays[6] = scalar("smax", QCAL_DTYPE_F64, &s->out_smax);
-    s->arrays[7] = scalar("count", QCAL_DTYPE_U64, &s->out_count);
-    s->arrays[8] = nonfinite;
-    s->arrays[9] = scalar("abs", QCAL_DTYPE_U64, &s->out_abs);
-    *out = (qcal_stat){"qcal.histogram", 1, 10, 1, s->arrays};
+    uint32_t k = common_arrays(s, first, n);
+    s->arrays[k++] = scalar("lo", QCAL_DTYPE_F64, &s->out_lo);
+    s->arrays[k++] = scalar("width", QCAL_DTYPE_F64, &s->out_width);
+    s->arrays[k++] = scalar("min", QCAL_DTYPE_F64, &s->out_min);
+    s->arrays[k++] = scalar("max", QCAL_DTYPE_F64, &s->out_max);
+    s->arrays[k++] = scalar("smin", QCAL_DTYPE_F64, &s->out_smin);
+    s->arrays[k++] = scalar("smax", QCAL_DTYPE_F64, &s->out_smax);
+    *out = (qcal_stat){"qcal.histogram", 1, k, 1, s->arrays};
     return QCAL_OK;
 }
 
@@ -283,24 +291,17 @@ static int h_serialize(const void *state, qcal_stat *out, qcal_err *err)
     uint64_t first = 0, n = 0;
     if (s->count)
         occupied(s, &first, &n);
-    s->out_k = s->k, s->out_first = s->base + (int64_t)first;
-    s->out_count = s->count, s->out_abs = (uint64_t)s->abs, s->out_capacity = s->capacity;
-    s->out_nonfinite[0] = s->nan, s->out_nonfinite[1] = s->inf;
+    s->out_k = s->k, s->out_first = s->base + (int64_t)first, s->out_capacity = s->capacity;
     s->out_fmin = s->min, s->out_fmax = s->max, s->out_fsmin = s->smin, s->out_fsmax = s->smax;
-    qcal_array counts = {"counts", QCAL_DTYPE_U64, 1, {n, 0, 0, 0}, s->counts + first};
-    qcal_array nonfinite = {"nonfinite", QCAL_DTYPE_U64, 1, {2, 0, 0, 0}, s->out_nonfinite};
-    s->arrays[0] = counts;
-    s->arrays[1] = scalar("k", QCAL_DTYPE_I64, &s->out_k);
-    s->arrays[2] = scalar("first", QCAL_DTYPE_I64, &s->out_first);
-    s->arrays[3] = scalar("min", QCAL_DTYPE_F32, &s->out_fmin);
-    s->arrays[4] = scalar("max", QCAL_DTYPE_F32, &s->out_fmax);
-    s->arrays[5] = scalar("smin", QCAL_DTYPE_F32, &s->out_fsmin);
-    s->arrays[6] = scalar("smax", QCAL_DTYPE_F32, &s->out_fsmax);
-    s->arrays[7] = scalar("count", QCAL_DTYPE_U64, &s->out_count);
-    s->arrays[8] = nonfinite;
-    s->arrays[9] = scalar("abs", QCAL_DTYPE_U64, &s->out_abs);
-    s->arrays[10] = scalar("capacity", QCAL_DTYPE_U64, &s->out_capacity);
-    *out = (qcal_stat){STATE_KIND, 1, 11, 1, s->arrays};
+    uint32_t k = common_arrays(s, first, n);
+    s->arrays[k++] = scalar("k", QCAL_DTYPE_I64, &s->out_k);
+    s->arrays[k++] = scalar("first", QCAL_DTYPE_I64, &s->out_first);
+    s->arrays[k++] = scalar("min", QCAL_DTYPE_F32, &s->out_fmin);
+    s->arrays[k++] = scalar("max", QCAL_DTYPE_F32, &s->out_fmax);
+    s->arrays[k++] = scalar("smin", QCAL_DTYPE_F32, &s->out_fsmin);
+    s->arrays[k++] = scalar("smax", QCAL_DTYPE_F32, &s->out_fsmax);
+    s->arrays[k++] = scalar("capacity", QCAL_DTYPE_U64, &s->out_capacity);
+    *out = (qcal_stat){STATE_KIND, 1, k, 1, s->arrays};
     return QCAL_OK;
 }
 
