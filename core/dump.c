@@ -49,6 +49,8 @@ static void h5_reason(char *buf, size_t size)
 static const char *class_name(H5T_class_t c)
 {
     switch (c) {
+    case H5T_INTEGER: return "an integer type";
+    case H5T_FLOAT: return "a float type";
     case H5T_STRING: return "a string type";
     case H5T_COMPOUND: return "a compound type";
     case H5T_REFERENCE: return "a reference type";
@@ -160,15 +162,16 @@ static int channel_axis_of(hid_t ds, const dump *d, const char *name, int rank, 
     if (H5Aexists(ds, "channel_axis") <= 0)
         return rank >= 2 ? 1 : -1;
     hid_t a = H5Aopen(ds, "channel_axis", H5P_DEFAULT), t = H5Aget_type(a), sp = H5Aget_space(a);
-    long long v = 0;
-    int ok = H5Tget_class(t) == H5T_INTEGER && H5Sget_simple_extent_npoints(sp) == 1 &&
-             H5Aread(a, H5T_NATIVE_LLONG, &v) >= 0;
+    long long v = 0, count = (long long)H5Sget_simple_extent_npoints(sp);
+    H5T_class_t cls = H5Tget_class(t);
+    int ok = cls == H5T_INTEGER && count == 1 && H5Aread(a, H5T_NATIVE_LLONG, &v) >= 0;
     H5Sclose(sp);
     H5Tclose(t);
     H5Aclose(a);
     if (!ok)
-        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected an integer attribute "
-                          "channel_axis, found another type", d->path, name), -2;
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected one integer in attribute "
+                          "channel_axis, found %s with %lld value(s)", d->path, name,
+                          class_name(cls), count), -2;
     long long axis = v < 0 ? v + rank : v;
     if (axis < 1 || axis >= rank)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected channel_axis in [1, %d] (axis "
@@ -719,10 +722,11 @@ int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, q
     if (it->dataset < 0)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': only saved statistics, no values to "
                           "read", d->path, it->t.name);
-    if (row0 + nrows > it->t.dims[0] || nrows == 0)
-        return qerror_set(e, QERR_SOFTWARE, "%s: tensor '%s': rows [%llu, %llu) outside [0, %llu)",
-                          d->path, it->t.name, (unsigned long long)row0,
-                          (unsigned long long)(row0 + nrows), (unsigned long long)it->t.dims[0]);
+    if (nrows == 0 || row0 > it->t.dims[0] || nrows > it->t.dims[0] - row0) /* no wrap */
+        return qerror_set(e, QERR_SOFTWARE, "%s: tensor '%s': expected rows within [0, %llu), "
+                          "found %llu rows from row %llu", d->path, it->t.name,
+                          (unsigned long long)it->t.dims[0], (unsigned long long)nrows,
+                          (unsigned long long)row0);
     hsize_t start[QCAL_MAX_RANK] = {row0}, count[QCAL_MAX_RANK];
     for (int k = 0; k < it->t.rank; k++)
         count[k] = k ? it->t.dims[k] : nrows;
