@@ -1,0 +1,209 @@
+/* hist_estimators.c - estimators on a qcal.histogram: percentile and mse (kl: hist_kl.c). */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "histogram.h"
+
+int hist_view(const qcal_stat *st, hview *v, qcal_err *err)
+{
+    if (strcmp(st->kind, "qcal.histogram") || st->kind_version < 1)
+        return fail(err, QCAL_E_KIND, "expected a qcal.histogram statistic, found %s", st->kind);
+    v->n = hist_counts_length(st);
+    const uint64_t *count = hist_array(st, "count", QCAL_DTYPE_U64, 1), *abs = hist_array(st, "abs", QCAL_DTYPE_U64, 1);
+    const double *d[6] = {hist_array(st, "lo", QCAL_DTYPE_F64, 1), hist_array(st, "width", QCAL_DTYPE_F64, 1),
+                          hist_array(st, "min", QCAL_DTYPE_F64, 1), hist_array(st, "max", QCAL_DTYPE_F64, 1),
+                          hist_array(st, "smin", QCAL_DTYPE_F64, 1), hist_array(st, "smax", QCAL_DTYPE_F64, 1)};
+    v->counts = v->n == UINT64_MAX ? NULL : hist_array(st, "counts", QCAL_DTYPE_U64, v->n);
+    if (!v->counts || !count || !abs || !d[0] || !d[1] || !d[2] || !d[3] || !d[4] || !d[5])
+        return fail(err, QCAL_E_DATA, "histogram statistic: an array is missing or malformed");
+    v->count = *count, v->abs = *abs;
+    v->lo = *d[0], v->width = *d[1], v->min = *d[2], v->max = *d[3], v->smin = *d[4], v->smax = *d[5];
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < v->n; i++)
+        total += v->counts[i];
+    if (!v->count || total != v->count || !(v->width > 0) || !(v->min <= v->max) ||
+        !isfinite(v->lo) || !isfinite(v->min) || !isfinite(v->max))
+        return fail(err, QCAL_E_DATA, "histogram statistic: counts and extrema disagree");
+    return QCAL_OK;
+}
+
+
+/* ---- percentile ------------------------------------------------------------------------ *
+ * The q-quantile of the histogrammed values: the point where the cumulative count reaches
+ * q * count, interpolated linearly inside its bin (ONNX Runtime and TensorRT take a bin edge;
+ * the difference is below one bin), clamped to the exact [min, max] so a range never passes
+ * the observed extrema. */
+
+static double quantile(const hview *v, double q)
+{
+    if (q <= 0)
+        return v->min;
+    if (q >= 1)
+        return v->max;
+    double rank = q * (double)v->count, below = 0;
+    for (uint64_t i = 0; i < v->n; i++) {
+        double c = (double)v->counts[i];
+        if (c > 0 && below + c >= rank) {
+            double x = v->lo + v->width * ((double)i + (rank - below) / c);
+            return x < v->min ? v->min : x > v->max ? v->max : x;
+        }
+        below += c;
+    }
+    return v->max;
+}
+
+enum { SIDE_AUTO, SIDE_TWO, SIDE_ABS };
+
+static int percentile_estimate(const qcal_stat *stat, const qcal_value *params,
+                               const qcal_qspec *spec, qcal_range *ranges, uint64_t n_ranges,
+                               qcal_err *err)
+{
+    if (spec->flags & ~QCAL_QSPEC_KNOWN_FLAGS)
+        return fail(err, QCAL_E_UNSUP, "unknown quantization spec flags 0x%x", spec->flags);
+    if ((spec->flags & QCAL_QSPEC_PER_CHANNEL) || n_ranges != 1)
+        return fail(err, QCAL_E_UNSUP, "histograms are per tensor: use a per-tensor spec");
+    hview v;
+    int rc = hist_view(stat, &v, err);
+    if (rc)
+        return rc;
+    double q = params[0].f / 100.0;
+    int symmetric = (spec->flags & QCAL_QSPEC_SYMMETRIC) != 0;
+    int side = (int)params[1].i;
+    if (side == SIDE_AUTO)
+        side = symmetric ? SIDE_ABS : SIDE_TWO;
+    if ((side == SIDE_ABS) != (v.abs != 0))
+        return fail(err, QCAL_E_KIND, "%s needs a histogram of %s (observe histogram with abs=%s)",
+                    side == SIDE_ABS ? "a symmetric range" : "an affine range",
+                    side == SIDE_ABS ? "|x|" : "x", side == SIDE_ABS ? "true" : "false");
+    if (side == SIDE_ABS) {
+        double t = quantile(&v, q);
+        int is_signed = (spec->flags & QCAL_QSPEC_SIGNED) != 0;
+        ranges[0] = (qcal_range){is_signed || !symmetric ? -t : 0.0, t};
+        if (!symmetric && v.smin >= 0) /* |x| of a non-negative tensor is x: one-sided */
+            ranges[0].lo = v.smin;
+        return QCAL_OK;
+    }
+    /* x: a non-negative tensor keeps its minimum (one-sided), others clip both tails */
+    ranges[0].hi = quantile(&v, q);
+    ranges[0].lo = v.smin >= 0 ? v.min : quantile(&v, 1.0 - q);
+    if (symmetric) {
+        double t = fmax(fabs(ranges[0].lo), fabs(ranges[0].hi));
+        ranges[0] = (qcal_range){(spec->flags & QCAL_QSPEC_SIGNED) ? -t : 0.0, t};
+    }
+    return QCAL_OK;
+}
+
+static const char *const side_choices[] = {"auto", "two_sided", "abs", NULL};
+static const qcal_param percentile_params[] = {
+    {.name = "percentile", .type = QCAL_PARAM_FLOAT, .def = {.f = 99.99}, .min = 0, .max = 100,
+     .help = "percent of the values inside the range (ONNX Runtime: 99.999 on |x|)"},
+    {.name = "side", .type = QCAL_PARAM_CHOICE, .def = {.i = SIDE_AUTO}, .choices = side_choices,
+     .help = "auto: |x| for symmetric specs, else both tails (non-negative tensors: upper only)"},
+};
+
+const qcal_estimator hist_percentile = {
+    .head = QCAL_HEAD(qcal_estimator),
+    .name = "percentile",
+    .help = "the value below which `percentile` % of the values lie, from a histogram",
+    .accepts = histogram_kinds,
+    .n_params = 2,
+    .params = percentile_params,
+    .estimate = percentile_estimate,
+};
+
+/* ---- mse: the candidate with the least quantize-dequantize error ---------------------- *
+ * Candidates are fractions f = k / 100 of the range, k = 100, 100 - stride, ... > 0 (Horizon's
+ * search: thresholds f max|x| for symmetric specs; MQBench's [f lo, f hi] for affine ones).
+ * The error of a candidate is sum over bins of count (c - fq(c))^2 with c the bin centre
+ * (bins are at most 1/4096 of the range wide with the defaults); fq quantizes onto the spec's
+ * grid the way torch does (scale from the range, zero-point rounded half to even, values
+ * rounded to nearest even and clamped). The first strict minimum wins, largest range first. */
+
+static double fake_quant(double x, double scale, double zp, double qmin, double qmax)
+{
+    double q = nearbyint(x / scale) + zp;
+    q = q < qmin ? qmin : q > qmax ? qmax : q;
+    return (q - zp) * scale;
+}
+
+/* torch's (scale, zero-point) of a range on the spec's grid, in double. */
+static void grid_of(const qcal_qspec *spec, double lo, double hi, double *scale, double *zp)
+{
+    double qmin = (double)spec->qmin, qmax = (double)spec->qmax;
+    lo = fmin(lo, 0), hi = fmax(hi, 0);
+    if (spec->flags & QCAL_QSPEC_SYMMETRIC) {
+        *scale = fmax(fmax(-lo, hi) / ((qmax - qmin) / 2), FLT_EPSILON);
+        *zp = (spec->flags & QCAL_QSPEC_SIGNED)   ? 0
+              : (spec->flags & QCAL_QSPEC_NARROW) ? floor((qmin + qmax) / 2)
+                                                  : qmin + ldexp(1.0, (int)spec->bits - 1);
+        return;
+    }
+    *scale = fmax((hi - lo) / (qmax - qmin), FLT_EPSILON);
+    double z = qmin - nearbyint(lo / *scale);
+    *zp = z < qmin ? qmin : z > qmax ? qmax : z;
+}
+
+static double hist_error(const hview *v, const qcal_qspec *spec, double lo, double hi)
+{
+    double scale, zp, err = 0;
+    grid_of(spec, lo, hi, &scale, &zp);
+    for (uint64_t i = 0; i < v->n; i++) {
+        if (!v->counts[i])
+            continue;
+        double c = fmin(fmax(v->lo + v->width * ((double)i + 0.5), v->min), v->max);
+        double d = c - fake_quant(c, scale, zp, (double)spec->qmin, (double)spec->qmax);
+        err += (double)v->counts[i] * d * d;
+    }
+    return err;
+}
+
+static int mse_estimate(const qcal_stat *stat, const qcal_value *params, const qcal_qspec *spec,
+                        qcal_range *ranges, uint64_t n_ranges, qcal_err *err)
+{
+    if (spec->flags & ~QCAL_QSPEC_KNOWN_FLAGS)
+        return fail(err, QCAL_E_UNSUP, "unknown quantization spec flags 0x%x", spec->flags);
+    if ((spec->flags & QCAL_QSPEC_PER_CHANNEL) || n_ranges != 1)
+        return fail(err, QCAL_E_UNSUP, "histograms are per tensor: use a per-tensor spec");
+    hview v;
+    int rc = hist_view(stat, &v, err);
+    if (rc)
+        return rc;
+    int symmetric = (spec->flags & QCAL_QSPEC_SYMMETRIC) != 0;
+    if (!symmetric && v.abs)
+        return fail(err, QCAL_E_KIND, "an affine range needs a histogram of x (observe histogram "
+                    "with abs=false)");
+    double lo = v.abs ? -v.max : v.smin, hi = v.abs ? v.max : v.smax;
+    if (symmetric)
+        hi = fmax(fabs(lo), fabs(hi)), lo = -hi;
+    double best = INFINITY, best_f = 1;
+    for (int64_t k = 100; k > 0; k -= params[0].i) {
+        double f = (double)k / 100.0, e = hist_error(&v, spec, lo * f, hi * f);
+        if (e < best)
+            best = e, best_f = f;
+    }
+    int is_signed = (spec->flags & QCAL_QSPEC_SIGNED) != 0;
+    if (symmetric)
+        ranges[0] = (qcal_range){is_signed ? -hi * best_f : 0.0, hi * best_f};
+    else
+        ranges[0] = (qcal_range){lo * best_f, hi * best_f};
+    return QCAL_OK;
+}
+
+static const qcal_param mse_params[] = {
+    {.name = "stride", .type = QCAL_PARAM_INT, .def = {.i = 1}, .min = 1, .max = 99,
+     .help = "step between candidate percents of the range (Horizon: 1; faster: up to 20)"},
+};
+
+const qcal_estimator hist_mse = {
+    .head = QCAL_HEAD(qcal_estimator),
+    .name = "mse",
+    .help = "the fraction of the range with the least quantize-dequantize squared error",
+    .accepts = histogram_kinds,
+    .n_params = 1,
+    .params = mse_params,
+    .estimate = mse_estimate,
+};

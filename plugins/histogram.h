@@ -1,0 +1,26 @@
+/* histogram.h - the histogram plugin's shared parts: a read-only view of a "qcal.histogram"
+ * statistic (the kind documented in qcal/plugin.h) and the estimators working on it. */
+#ifndef QCAL_PLUGINS_HISTOGRAM_H
+#define QCAL_PLUGINS_HISTOGRAM_H
+
+#include <qcal/plugin.h>
+
+typedef struct hview {
+    const uint64_t *counts;
+    uint64_t n, count, abs;
+    double lo, width, min, max, smin, smax;
+} hview;
+
+
+/* The 1-D (or scalar) array `name` of dtype with n entries (UINT64_MAX: any); NULL if absent,
+ * of another type or shape, or without data. */
+const void *hist_array(const qcal_stat *st, const char *name, uint32_t dtype, uint64_t n);
+/* Entries of the 1-D array "counts"; UINT64_MAX if there is none. */
+uint64_t hist_counts_length(const qcal_stat *st);
+/* Checks a qcal.histogram statistic (counts sum to count, extrema ordered) and views it. */
+int hist_view(const qcal_stat *st, hview *v, qcal_err *err);
+
+extern const char *const histogram_kinds[];
+extern const qcal_estimator hist_percentile, hist_kl, hist_mse;
+
+#endif
