@@ -606,6 +606,11 @@ int dump_open_weights(const char *path, dump **out, qerror *e)
     return open_at(path, 1, out, e);
 }
 
+int dump_has_weights(const dump *d)
+{
+    return d->file >= 0 && H5Lexists(d->file, "weights", H5P_DEFAULT) > 0;
+}
+
 static int open_at(const char *path, int weights, dump **out, qerror *e)
 {
     *out = NULL;

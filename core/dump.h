@@ -49,6 +49,8 @@ void dump_close(dump *d);
  * "weights/<layer>" [1, out_channels, ...] (one sample) with channel_axis 1, so per-channel
  * observers give one range per output channel; orig_name is "<layer>.weight". */
 int dump_open_weights(const char *path, dump **out, qerror *e);
+/* Whether the file of an opened dump has a /weights group. */
+int dump_has_weights(const dump *d);
 
 const char *dump_path(const dump *d);
 size_t dump_count(const dump *d);

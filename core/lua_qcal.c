@@ -173,6 +173,8 @@ static int is_weight(const char *name)
 }
 
 /* The /weights view of the dump, opened on first use. */
+static int opt_bool(lua_State *L, int idx, const char *key, int def);
+
 static dump *weights_dump(lua_State *L)
 {
     lua_qcal_ctx *ctx = need_dump(L);
@@ -237,8 +239,15 @@ static int list_tensors(lua_State *L, dump *d, int weights)
     return 1;
 }
 
+/* qcal.weights([{optional = true}]): optional gives {} for a dump without /weights. */
 static int l_weights(lua_State *L)
 {
+    lua_qcal_ctx *ctx = need_dump(L);
+    if (lua_istable(L, 1) && opt_bool(L, 1, "optional", 0) && !ctx->weights && !ctx->saved &&
+        !dump_has_weights(ctx->d)) {
+        lua_newtable(L);
+        return 1;
+    }
     return list_tensors(L, weights_dump(L), 1);
 }
 

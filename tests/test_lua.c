@@ -65,9 +65,9 @@ static char *write_recipe(const char *name, const char *text)
 }
 
 /* Runs a recipe given as text, with optional key=value parameters. */
-static int run_text(const char *text, const char *const *kv, size_t n_kv, int unsafe, qerror *e)
+/* Runs a recipe (a bundled name or a path) on dump_file with key=value parameters. */
+static int run_recipe(const char *recipe, const char *const *kv, size_t n_kv, int unsafe, qerror *e)
 {
-    char *path = write_recipe("recipe.lua", text);
     recipe_options o;
     recipe_defaults(&o);
     param_input in[16];
@@ -76,9 +76,10 @@ static int run_text(const char *text, const char *const *kv, size_t n_kv, int un
         snprintf(bufs[i], sizeof bufs[i], "%s", kv[i]);
         cr_assert_eq(params_parse_kv(bufs[i], &in[i], e), 0);
     }
-    o.recipe = path;
+    o.recipe = recipe;
     o.dump_path = dump_file;
     o.output = out_file;
+    o.force = 1;
     o.reg = reg;
     o.unsafe = unsafe;
     o.params = in;
@@ -86,7 +87,13 @@ static int run_text(const char *text, const char *const *kv, size_t n_kv, int un
     o.log = collect_log;
     o.memory_limit = (size_t)64 << 20;
     o.instruction_limit = 20000000;
-    int rc = recipe_run(&o, e);
+    return recipe_run(&o, e);
+}
+
+static int run_text(const char *text, const char *const *kv, size_t n_kv, int unsafe, qerror *e)
+{
+    char *path = write_recipe("recipe.lua", text);
+    int rc = run_recipe(path, kv, n_kv, unsafe, e);
     free(path);
     return rc;
 }
@@ -603,11 +610,11 @@ Test(lua, kl_recipe_gives_a_symmetric_threshold_within_the_data)
 /* Every bundled recipe runs with its defaults and writes a valid range for every tensor. */
 Test(lua, every_bundled_recipe_runs_with_its_defaults)
 {
-    const char *recipes[] = {"minmax", "percentile", "kl", "mse"};
+    const char *recipes[] = {"minmax", "percentile", "kl", "mse", "pot"};
     float amax = 0;
     for (int i = 0; i < N * C; i++)
         amax = fmaxf(amax, fabsf(values[i]));
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) {
         qerror e = {0};
         recipe_options o;
         recipe_defaults(&o);
@@ -623,4 +630,75 @@ Test(lua, every_bundled_recipe_runs_with_its_defaults)
         cr_expect(lo <= hi && -lo <= amax && hi <= amax && read_attr("/calibration/layer.input", "scale") > 0,
                   "%s: [%g, %g]", recipes[k], lo, hi);
     }
+}
+
+/* ---- pot.lua: POT's presets, worked out by hand ------------------------------------------ */
+
+/* Four samples of three values, and a [2, 3] weight. Per sample: min -1 -3 0 -2, max 2 4 1 3,
+ * abs max 2 4 1 3. */
+static void write_pot_dump(void)
+{
+    static const float a[12] = {-1, 0.5f, 2, -3, 1, 4, 0, 0.25f, 1, -2, 0, 3};
+    static const float w[6] = {1, -2, 3, 0.5f, -0.25f, 0.125f};
+    fx_dataset ds[2] = {
+        {.name = "act", .dtype = DUMP_F32, .rank = 2, .dims = {4, 3}, .data = a, .channel_axis = FX_NO_ATTR},
+        {.name = "weights/l1", .dtype = DUMP_F32, .rank = 2, .dims = {2, 3}, .data = w,
+         .channel_axis = FX_NO_ATTR},
+    };
+    cr_assert_eq(fx_write_dump(dump_file, ds, 2, 1), 0);
+}
+
+Test(lua, pot_performance_symmetric_activations_and_weights)
+{
+    write_pot_dump();
+    qerror e = {0};
+    cr_assert_eq(run_recipe("pot", NULL, 0, 0, &e), 0, "%s", e.msg);
+    /* activations: min/min = -3 (signed), abs_max/mean = 2.5; POT's FQ range [-2.5*128/127, 2.5] */
+    cr_expect_float_eq(read_attr("/calibration/act", "max"), 2.5, 1e-12);
+    cr_expect_float_eq(read_attr("/calibration/act", "min"), -2.5 * 128 / 127, 1e-12);
+    cr_expect_float_eq(read_attr("/calibration/act", "scale"), 2.5 / 127, 1e-8);
+    cr_expect_eq(read_attr("/calibration/act", "zero_point"), 0);
+    /* weights: per output channel, symmetric narrow: max |w| = 3 and 0.5 */
+    double lo[2], hi[2];
+    read_dataset(out_file, "/calibration/weights/l1/min", lo);
+    read_dataset(out_file, "/calibration/weights/l1/max", hi);
+    cr_expect(lo[0] == -3 && hi[0] == 3 && lo[1] == -0.5 && hi[1] == 0.5, "[%g %g] [%g %g]",
+              lo[0], hi[0], lo[1], hi[1]);
+}
+
+Test(lua, pot_mixed_and_accuracy_tune_the_range)
+{
+    write_pot_dump();
+    qerror e = {0};
+    const char *mixed[] = {"preset=mixed"};
+    cr_assert_eq(run_recipe("pot", mixed, 1, 0, &e), 0, "%s", e.msg);
+    /* min/mean -1.5, max/mean 2.5; q = round(1.5 * 255 / 4) = 96; lo' = 96 * 2.5 / (96 - 255)
+     * widens more than hi' = -159 * -1.5 / 96, so lo moves: zero point 96 */
+    cr_expect_float_eq(read_attr("/calibration/act", "min"), 96 * 2.5 / (96 - 255.0), 1e-12);
+    cr_expect_float_eq(read_attr("/calibration/act", "max"), 2.5, 1e-12);
+    cr_expect_eq(read_attr("/calibration/act", "zero_point"), 96);
+    const char *accuracy[] = {"preset=accuracy"};
+    cr_assert_eq(run_recipe("pot", accuracy, 1, 0, &e), 0, "%s", e.msg);
+    double lo[2], hi[2];
+    read_dataset(out_file, "/calibration/weights/l1/min", lo);
+    read_dataset(out_file, "/calibration/weights/l1/max", hi);
+    /* asymmetric per channel min/min, max/max: [-2, 3] and [-0.25, 0.5] put zero on a level */
+    cr_expect(lo[0] == -2 && hi[0] == 3, "[%g %g]", lo[0], hi[0]);
+    cr_expect_float_eq(lo[1], -0.25, 1e-12);
+    cr_expect_float_eq(hi[1], 0.5, 1e-12);
+}
+
+Test(lua, pot_stat_subset_ignored_scope_and_bad_preset)
+{
+    write_pot_dump();
+    qerror e = {0};
+    const char *subset[] = {"stat_subset_size=2", "weights=false"};
+    cr_assert_eq(run_recipe("pot", subset, 2, 0, &e), 0, "%s", e.msg);
+    cr_expect_float_eq(read_attr("/calibration/act", "max"), 3.0, 1e-12, "mean of 2 and 4");
+    const char *ignored[] = {"ignore=act"};
+    cr_assert_eq(run_recipe("pot", ignored, 1, 0, &e), 0, "%s", e.msg);
+    cr_expect(strstr(log_text, "act: ignored"), "%s", log_text);
+    const char *bad[] = {"preset=fast"};
+    cr_expect_neq(run_recipe("pot", bad, 1, 0, &e), 0);
+    cr_expect(strstr(e.msg, "pot.lua:") && strstr(e.msg, "preset must be"), "%s", e.msg);
 }

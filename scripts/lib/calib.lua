@@ -31,12 +31,13 @@ local function matches_any(s, patterns)
     return false
 end
 
--- Tensors to calibrate: all, minus the ignored scope (names or original names matching
--- `ignore`, op types matching `ignore_ops`; comma-separated globs).
-function M.tensors(P)
+-- Tensors to calibrate: all activations (or the given list, e.g. qcal.weights()), minus the
+-- ignored scope (names or original names matching `ignore`, op types matching `ignore_ops`;
+-- comma-separated globs).
+function M.tensors(P, list)
     local names, ops = glob_patterns(P.ignore or ""), glob_patterns(P.ignore_ops or "")
     local out = {}
-    for _, t in ipairs(qcal.tensors()) do
+    for _, t in ipairs(list or qcal.tensors()) do
         local skip = matches_any(t.name, names) or matches_any(t.orig_name, names)
             or matches_any(t.op_type, ops)
         if skip then
@@ -60,8 +61,9 @@ function M.spec(P, t, overrides)
 end
 
 -- One pass: observer (with params, a table or a function of the tensor) on every tensor.
-function M.observe(tensors, observer, params, P)
-    local pass = qcal.pass()
+-- `pass_options` go to qcal.pass (e.g. { weights = true }).
+function M.observe(tensors, observer, params, P, pass_options)
+    local pass = qcal.pass(pass_options)
     local observed = {}
     for _, t in ipairs(tensors) do
         local p = type(params) == "function" and params(t) or params
