@@ -667,9 +667,11 @@ static void push_ranges(lua_State *L, const qcal_range *r, uint64_t n, int per_c
     lua_setfield(L, -2, "channels");
 }
 
-/* Calls the plugin; returns 0 or fills e. Ranges are checked: never a NaN or inverted one. */
+/* Calls the plugin; returns 0 (with its note, if any, in note: the size of qcal_err.msg) or fills e.
+ * Ranges are checked: never a NaN or inverted one. */
 static int call_estimator(const reg_estimator *est, const lstat *ls, const qcal_value *params,
-                          const qcal_qspec *spec, qcal_range *out, uint64_t n, qerror *e)
+                          const qcal_qspec *spec, qcal_range *out, uint64_t n, char *note,
+                          qerror *e)
 {
     qcal_err perr;
     memset(&perr, 0, sizeof perr);
@@ -686,10 +688,12 @@ static int call_estimator(const reg_estimator *est, const lstat *ls, const qcal_
                               "%s: estimator '%s' on tensor '%s' returned an invalid range "
                               "[%g, %g] (channel %llu)", file, est->desc.name, ls->tensor,
                               out[i].lo, out[i].hi, (unsigned long long)i);
+    memcpy(note, perr.msg, sizeof perr.msg);
     return 0;
 }
 
-/* qcal.estimate(estimator, stat, spec [, params]) -> {lo=, hi=} or per channel {lo={}, hi={}} */
+/* qcal.estimate(estimator, stat, spec [, params]) -> {lo=, hi=} or per channel {lo={}, hi={}},
+ * and the estimator's note on the result when it left one */
 static int l_estimate(lua_State *L)
 {
     lua_qcal_ctx *ctx = get_ctx(L);
@@ -720,7 +724,8 @@ static int l_estimate(lua_State *L)
     for (uint64_t i = n; i < n + GUARD_RANGES; i++)
         r[i].lo = r[i].hi = GUARD_VALUE;
     qerror e = {0};
-    if (call_estimator(est, ls, values, &spec, r, n, &e))
+    char note[sizeof(((qcal_err *)0)->msg)];
+    if (call_estimator(est, ls, values, &spec, r, n, note, &e))
         return raise(L, &e);
     for (uint64_t i = n; i < n + GUARD_RANGES; i++)
         if (memcmp(&r[i].lo, &(double){GUARD_VALUE}, sizeof(double)) ||
@@ -728,7 +733,10 @@ static int l_estimate(lua_State *L)
             return luaL_error(L, "estimator '%s' on tensor '%s' wrote past the %d range(s) it was "
                               "given: its results are not used", name, ls->tensor, (int)n);
     push_ranges(L, r, n, per_channel);
-    return 1;
+    if (!note[0])
+        return 1;
+    lua_pushfstring(L, "%s: %s", name, note);
+    return 2;
 }
 
 static int l_qparams(lua_State *L)

@@ -123,6 +123,37 @@ void scan_run(const float *x, uint64_t n, float *lo, float *hi, uint64_t *count,
     *count += n - n_bad;
 }
 
+/* ---- notes --------------------------------------------------------------------------------- */
+
+void note_constant(qcal_err *err, double lo, double hi)
+{
+    if (lo != hi)
+        return;
+    if (lo == 0)
+        snprintf(err->msg, sizeof err->msg, "all-zero tensor: the range is [0, 0] (the scale "
+                 "falls back to the smallest positive value)");
+    else
+        snprintf(err->msg, sizeof err->msg, "constant tensor: every finite value is %.9g", lo);
+}
+
+void note_constant_channels(qcal_err *err, uint64_t constant, uint64_t channels)
+{
+    if (constant)
+        snprintf(err->msg, sizeof err->msg, "%llu of %llu channels hold a single value",
+                 (unsigned long long)constant, (unsigned long long)channels);
+}
+
+void note_add(qcal_err *err, const char *fmt, ...)
+{
+    size_t used = strlen(err->msg);
+    if (used && used + 2 < sizeof err->msg)
+        memcpy(err->msg + used, "; ", 3), used += 2;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg + used, sizeof err->msg - used, fmt, ap);
+    va_end(ap);
+}
+
 /* ---- arrays in statistics ---------------------------------------------------------------- */
 
 qcal_array array1(const char *name, uint32_t dtype, uint64_t n, const void *data)

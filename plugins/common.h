@@ -36,6 +36,13 @@ int slab_check(const layout *g, const qcal_slab *slab, qcal_err *err);
 void scan_run(const float *x, uint64_t n, float *lo, float *hi, uint64_t *count,
               uint64_t nonfinite[2]);
 
+/* Notes (left in err->msg on success) for degenerate data: a tensor whose finite values are
+ * all `lo` == `hi`, or `constant` of `channels` channels with a single value. */
+void note_constant(qcal_err *err, double lo, double hi);
+void note_constant_channels(qcal_err *err, uint64_t constant, uint64_t channels);
+/* Appends a sentence to the note in err->msg ("; " between sentences). */
+void note_add(qcal_err *err, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
 /* ---- arrays in statistics ---------------------------------------------------------------- */
 qcal_array array1(const char *name, uint32_t dtype, uint64_t n, const void *data);
 qcal_array array2(const char *name, uint32_t dtype, uint64_t n, uint64_t m, const void *data);

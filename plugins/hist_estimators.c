@@ -70,6 +70,7 @@ static int percentile_estimate(const qcal_stat *stat, const qcal_value *params,
     int rc = hist_view(stat, &v, err);
     if (rc)
         return rc;
+    note_constant(err, v.smin, v.smax);
     double q = params[0].f / 100.0;
     int symmetric = (spec->flags & QCAL_QSPEC_SYMMETRIC) != 0;
     int side = (int)params[1].i;
@@ -172,6 +173,7 @@ static int mse_estimate(const qcal_stat *stat, const qcal_value *params, const q
     int rc = hist_view(stat, &v, err);
     if (rc)
         return rc;
+    note_constant(err, v.smin, v.smax);
     int symmetric = (spec->flags & QCAL_QSPEC_SYMMETRIC) != 0;
     if (!symmetric && v.abs)
         return fail(err, QCAL_E_KIND, "an affine range needs a histogram of x (observe histogram "

@@ -686,15 +686,20 @@ static int minmax_estimate(const qcal_stat *stat, const qcal_value *params,
     if (!(spec->flags & QCAL_QSPEC_PER_CHANNEL)) {
         double l = 0.0, h = 0.0;
         rc = overall_range(lo, hi, count, stat->channels, &l, &h, err);
-        if (!rc)
+        if (!rc) {
             ranges[0] = shape_range(l, h, spec->flags);
+            note_constant(err, l, h);
+        }
         return rc;
     }
+    uint64_t constant = 0;
     for (uint64_t i = 0; i < n_ranges; i++) {
         if ((rc = channel_range(lo, hi, count, i, err)))
             return rc;
         ranges[i] = shape_range(lo[i], hi[i], spec->flags);
+        constant += lo[i] == hi[i];
     }
+    note_constant_channels(err, constant, n_ranges);
     return QCAL_OK;
 }
 

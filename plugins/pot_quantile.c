@@ -28,6 +28,7 @@
  * narrower than 8e-4 widens by 8e-4 each side, zero is included, and a border moves outwards
  * so that zero falls exactly on a level of the spec's grid (tune_range). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -207,6 +208,18 @@ static int aggregate_channel(const qcal_stat *stat, int st, int agg, uint64_t ch
     return QCAL_OK;
 }
 
+/* Notes a tensor whose every finite value is one value (over all units and channels). */
+static void note_if_constant(const qcal_stat *stat, uint64_t units, qcal_err *err)
+{
+    const float *mn = find(stat, "min")->data, *mx = find(stat, "max")->data;
+    double lo = INFINITY, hi = -INFINITY;
+    for (uint64_t i = 0; i < units * stat->channels; i++)
+        if (!isnan(mn[i]))
+            lo = fmin(lo, mn[i]), hi = fmax(hi, mx[i]);
+    if (lo <= hi)
+        note_constant(err, lo, hi);
+}
+
 static int stat_check(const qcal_stat *stat, uint64_t *units, qcal_err *err)
 {
     const qcal_array *u = find(stat, "unit");
@@ -227,16 +240,23 @@ static int stat_check(const qcal_stat *stat, uint64_t *units, qcal_err *err)
 
 /* ---- POT's border rules ---------------------------------------------------------------------- */
 
-static void symmetric_fix(qcal_range *r, uint64_t n, int is_signed, int any_negative, int fixes)
+static void symmetric_fix(qcal_range *r, uint64_t n, int is_signed, int any_negative, int fixes,
+                          qcal_err *err)
 {
     double strongest = 0;
     for (uint64_t i = 0; i < n; i++)
         strongest = fmax(strongest, r[i].hi);
     double floor_hi = fixes ? fmax(8e-5, n > 1 ? 0.01 * strongest : 0) : 0;
+    uint64_t raised = 0;
     for (uint64_t i = 0; i < n; i++) {
+        raised += r[i].hi < floor_hi;
         r[i].hi = fmax(fmax(r[i].hi, floor_hi), 0);
         r[i].lo = is_signed || any_negative ? -r[i].hi : 0;
     }
+    if (raised)
+        note_add(err, "%llu of %llu upper borders raised to POT's floor max(8e-5, 1 %% of the "
+                 "largest) = %g", (unsigned long long)raised,
+                 (unsigned long long)n, floor_hi);
 }
 
 /* POT's tune_range: move one border outwards so zero is exactly level q of `levels` - 1 steps. */
@@ -252,10 +272,13 @@ static void tune_range(qcal_range *r, double steps)
         r->hi = new_hi;
 }
 
-static void asymmetric_fix(qcal_range *r, double steps, int fixes)
+static void asymmetric_fix(qcal_range *r, double steps, int fixes, qcal_err *err)
 {
-    if (fixes && r->hi - r->lo <= 8e-4)
+    if (fixes && r->hi - r->lo <= 8e-4) {
+        note_add(err, "range [%g, %g] narrower than 8e-4: widened by 8e-4 on each side (POT)",
+                 r->lo, r->hi);
         r->lo -= 8e-4, r->hi += 8e-4;
+    }
     r->lo = fmin(r->lo, 0), r->hi = fmax(r->hi, 0);
     if (fixes && r->hi > r->lo)
         tune_range(r, steps);
@@ -272,6 +295,7 @@ static int q_estimate(const qcal_stat *stat, const qcal_value *params, const qca
     uint64_t units = 0;
     if ((rc = stat_check(stat, &units, err)))
         return rc;
+    note_if_constant(stat, units, err);
     int symmetric = (spec->flags & QCAL_QSPEC_SYMMETRIC) != 0;
     border b[2];
     auto_borders(params[P_PRESET].i == 1, symmetric, per_channel, b);
@@ -298,14 +322,15 @@ static int q_estimate(const qcal_stat *stat, const qcal_value *params, const qca
         return rc;
     int fixes = (int)params[P_FIXES].i;
     if (symmetric) {
-        symmetric_fix(ranges, n_ranges, (spec->flags & QCAL_QSPEC_SIGNED) != 0, any_negative, fixes);
+        symmetric_fix(ranges, n_ranges, (spec->flags & QCAL_QSPEC_SIGNED) != 0, any_negative,
+                      fixes, err);
         return QCAL_OK;
     }
     for (uint64_t ch = 0; ch < n_ranges; ch++) {
         if (ranges[ch].lo > ranges[ch].hi) /* e.g. min from one statistic, max from another */
             return fail(err, QCAL_E_DATA, "channel %llu: aggregated min %g above max %g",
                         (unsigned long long)ch, ranges[ch].lo, ranges[ch].hi);
-        asymmetric_fix(&ranges[ch], (double)(spec->qmax - spec->qmin), fixes);
+        asymmetric_fix(&ranges[ch], (double)(spec->qmax - spec->qmin), fixes, err);
     }
     return QCAL_OK;
 }

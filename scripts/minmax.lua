@@ -48,7 +48,7 @@ for _, o in ipairs(observed) do
         per_channel = o.per_channel,
         axis = o.tensor.channel_axis,
     }
-    local range = qcal.estimate("minmax", pass:statistic(o.id), spec)
+    local range, note = qcal.estimate("minmax", pass:statistic(o.id), spec)
     qcal.put(o.tensor, { method = P.average and "moving_average_minmax" or "minmax",
-                         spec = spec, range = range })
+                         spec = spec, range = range, note = note })
 end

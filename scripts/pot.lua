@@ -46,13 +46,14 @@ local method = "pot:" .. P.preset .. "/" .. P.range_estimator
 local function activation_result(t, stat)
     local sym = symmetric.activations
     local grid = qcal.spec{ bits = P.bits, symmetric = sym, signed = false }
-    local range = qcal.estimate("quantile", stat, grid, estimator_params)
+    local range, note = qcal.estimate("quantile", stat, grid, estimator_params)
+    local function with(text) return note and text and (note .. "; " .. text) or note or text end
     if sym and range.lo < 0 then
         local half = 2 ^ (P.bits - 1)
         range = { lo = -range.hi * half / (half - 1), hi = range.hi }
-        return range, qcal.spec{ bits = P.bits, signed = true }, "symmetric int8: scale hi/127"
+        return range, qcal.spec{ bits = P.bits, signed = true }, with("symmetric int8: scale hi/127")
     end
-    return range, qcal.spec{ bits = P.bits }, sym and "symmetric, no negative value: unsigned" or nil
+    return range, qcal.spec{ bits = P.bits }, with(sym and "symmetric, no negative value: unsigned" or nil)
 end
 
 local tensors = calib.tensors(P)
@@ -77,6 +78,6 @@ for _, o in ipairs(wobserved) do
         bits = P.bits, symmetric = symmetric.weights, signed = true,
         narrow_range = symmetric.weights, per_channel = true, axis = o.tensor.channel_axis,
     }
-    local range = qcal.estimate("quantile", wpass:statistic(o.id), spec, { preset = "default" })
-    qcal.put(o.tensor, { method = method, spec = spec, range = range })
+    local range, note = qcal.estimate("quantile", wpass:statistic(o.id), spec, { preset = "default" })
+    qcal.put(o.tensor, { method = method, spec = spec, range = range, note = note })
 end

@@ -702,3 +702,32 @@ Test(lua, pot_stat_subset_ignored_scope_and_bad_preset)
     cr_expect_neq(run_recipe("pot", bad, 1, 0, &e), 0);
     cr_expect(strstr(e.msg, "pot.lua:") && strstr(e.msg, "preset must be"), "%s", e.msg);
 }
+
+/* A constant and an all-zero tensor: every bundled recipe gives a valid range and says why. */
+Test(lua, degenerate_tensors_get_a_valid_range_and_a_note)
+{
+    static float c[64], z[64];
+    for (int i = 0; i < 64; i++)
+        c[i] = 0.75f;
+    fx_dataset ds[2] = {
+        {.name = "const", .dtype = DUMP_F32, .rank = 2, .dims = {16, 4}, .data = c, .channel_axis = FX_NO_ATTR},
+        {.name = "zeros", .dtype = DUMP_F32, .rank = 2, .dims = {16, 4}, .data = z, .channel_axis = FX_NO_ATTR},
+    };
+    cr_assert_eq(fx_write_dump(dump_file, ds, 2, 0), 0);
+    const char *recipes[] = {"minmax", "percentile", "mse", "pot"};
+    const char *const_note[] = {"constant tensor", "constant tensor", "constant tensor", "constant tensor"};
+    const char *zero_note[] = {"all-zero", "all-zero", "all-zero", "floor"};
+    for (int k = 0; k < 4; k++) {
+        qerror e = {0};
+        cr_assert_eq(run_recipe(recipes[k], NULL, 0, 0, &e), 0, "%s: %s", recipes[k], e.msg);
+        results *r = NULL;
+        cr_assert_eq(results_read(out_file, &r, &e), 0, "%s", e.msg);
+        result_tensor *tc = results_find(r, "const"), *tz = results_find(r, "zeros");
+        cr_assert(tc && tz);
+        cr_expect(tc->lo[0] <= 0.75 && tc->hi[0] >= 0.75, "%s: [%g, %g]", recipes[k], tc->lo[0], tc->hi[0]);
+        cr_expect(tz->lo[0] <= 0 && tz->hi[0] >= 0, "%s", recipes[k]);
+        cr_expect(tc->note && strstr(tc->note, const_note[k]), "%s: note '%s'", recipes[k], tc->note);
+        cr_expect(tz->note && strstr(tz->note, zero_note[k]), "%s: note '%s'", recipes[k], tz->note);
+        results_free(r);
+    }
+}

@@ -259,7 +259,9 @@ typedef struct qcal_estimator {
 
     /* [any thread, concurrent] Write `n_ranges` ranges: 1 for a per-tensor spec, else
      * stat->channels (the host checks this before the call). Each range MUST be finite with
-     * lo <= hi; the host refuses anything else. */
+     * lo <= hi; the host refuses anything else. On success the estimator MAY leave one
+     * sentence in err->msg as a note on the result (a constant tensor, a fallback taken);
+     * the host records it with the result. */
     int (*estimate)(const qcal_stat *stat, const qcal_value *params, const qcal_qspec *spec,
                     qcal_range *ranges, uint64_t n_ranges, qcal_err *err);
     /* ABI 1.0 ends here */

@@ -77,8 +77,8 @@ end
 function M.estimate_all(pass, observed, estimator, eparams, P, method)
     for _, o in ipairs(observed) do
         local spec = M.spec(P, o.tensor)
-        local range = qcal.estimate(estimator, pass:statistic(o.id), spec, eparams)
-        qcal.put(o.tensor, { method = method or estimator, spec = spec, range = range })
+        local range, note = qcal.estimate(estimator, pass:statistic(o.id), spec, eparams)
+        qcal.put(o.tensor, { method = method or estimator, spec = spec, range = range, note = note })
     end
 end
 
