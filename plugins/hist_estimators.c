@@ -31,6 +31,28 @@ int hist_view(const qcal_stat *st, hview *v, qcal_err *err)
     return QCAL_OK;
 }
 
+void hist_rebin(const hview *v, double lo, double hi, uint64_t bins, double *ref)
+{
+    double W = (hi - lo) / (double)bins;
+    memset(ref, 0, bins * sizeof *ref);
+    for (uint64_t i = 0; i < v->n; i++) {
+        double c = (double)v->counts[i];
+        if (c == 0)
+            continue;
+        double a = fmax(v->lo + v->width * (double)i, lo);
+        double b = fmin(v->lo + v->width * (double)(i + 1), hi);
+        if (!(b > a) || !(W > 0)) { /* a point mass (constant tensor) or the top edge */
+            double j = W > 0 ? floor((a - lo) / W) : 0;
+            ref[j < 0 ? 0 : j >= (double)bins ? bins - 1 : (uint64_t)j] += c;
+            continue;
+        }
+        for (uint64_t j = (uint64_t)((a - lo) / W); j < bins && lo + (double)j * W < b; j++) {
+            double from = fmax(a, lo + (double)j * W), to = fmin(b, lo + (double)(j + 1) * W);
+            if (to > from)
+                ref[j] += c * (to - from) / (b - a);
+        }
+    }
+}
 
 /* ---- percentile ------------------------------------------------------------------------ *
  * The q-quantile of the histogrammed values: the point where the cumulative count reaches

@@ -25,30 +25,6 @@
 
 enum { KL_TRT, KL_NVPQ };
 
-/* Spreads the fine histogram over `bins` reference bins of width W on [0, amax]. */
-static void rebin(const hview *v, double amax, uint64_t bins, double *ref)
-{
-    double W = amax / (double)bins;
-    memset(ref, 0, bins * sizeof *ref);
-    for (uint64_t i = 0; i < v->n; i++) {
-        double c = (double)v->counts[i];
-        if (c == 0)
-            continue;
-        double a = fmax(v->lo + v->width * (double)i, 0.0);
-        double b = fmin(v->lo + v->width * (double)(i + 1), amax);
-        if (!(b > a)) { /* a point mass (constant tensor) or the top edge */
-            uint64_t j = (uint64_t)(a / W);
-            ref[j < bins ? j : bins - 1] += c;
-            continue;
-        }
-        for (uint64_t j = (uint64_t)(a / W); j < bins && (double)j * W < b; j++) {
-            double lo = fmax(a, (double)j * W), hi = fmin(b, (double)(j + 1) * W);
-            if (hi > lo)
-                ref[j] += c * (hi - lo) / (b - a);
-        }
-    }
-}
-
 /* ORT/MXNet smoothing: empty bins get eps, taken evenly from the others. 0 if all empty. */
 static int smooth_bins(double *p, uint64_t n, double eps)
 {
@@ -110,7 +86,7 @@ static double kl_threshold(const hview *v, const qcal_value *params, double amax
         return amax;
     }
     double *p = ref + bins, *q = p + bins, best = INFINITY, t = amax, W = amax / (double)bins;
-    rebin(v, amax, bins, ref);
+    hist_rebin(v, 0.0, amax, bins, ref);
     if (variant == KL_NVPQ && bins > 1)
         ref[0] = ref[1];
     uint64_t last = variant == KL_NVPQ ? bins : bins - 1;

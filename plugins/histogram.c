@@ -15,7 +15,8 @@
  * Statistic "qcal.histogram" v1 (channels 1): counts u64[n] (the occupied bins, first to
  * last), lo f64[1] (left edge of counts[0]), width f64[1], min f64[1] and max f64[1] (exact
  * extrema of the histogrammed values: |x| when abs), smin f64[1] and smax f64[1] (the signed
- * extrema), count u64[1] (finite values), nonfinite u64[2] (NaN, +-Inf), abs u64[1].
+ * extrema), count u64[1] (finite values), nonfinite u64[2] (NaN, +-Inf), abs u64[1], zeros
+ * u64[1] (finite values equal to 0: tpu-mlir's histogram leaves them out).
  */
 #include <float.h>
 #include <math.h>
@@ -38,11 +39,11 @@ typedef struct hist {
     uint64_t *counts;       /* [capacity] */
     uint64_t *scratch;      /* [capacity], for re-windowing */
     float min, max, smin, smax;
-    uint64_t count, nan, inf;
+    uint64_t count, nan, inf, zeros; /* zeros: finite values equal to 0 */
     /* what finalize / serialize hand out (owned here) */
     double out_lo, out_width, out_min, out_max, out_smin, out_smax;
     int64_t out_k, out_first;
-    uint64_t out_count, out_nonfinite[2], out_abs, out_capacity;
+    uint64_t out_count, out_nonfinite[2], out_abs, out_capacity, out_zeros;
     float out_fmin, out_fmax, out_fsmin, out_fsmax;
     qcal_array arrays[12];
 } hist;
@@ -149,14 +150,17 @@ static int h_observe(void *state, const qcal_slab *slab, qcal_err *err)
     s->smax = s->has_data && s->smax > ext[3] ? s->smax : ext[3];
     cover(s, ext[0], ext[1]);
     double scale = ldexp(1.0, -s->k);
+    uint64_t zeros = 0;
     for (uint64_t i = 0; i < n; i++) {
         float v = slab->data[i] + 0.0f;
         if (!isfinite(v))
             continue;
         v = s->abs ? fabsf(v) : v;
+        zeros += v == 0;
         s->counts[(int64_t)floor((double)v * scale) - s->base]++;
     }
     s->count += n - nan - inf;
+    s->zeros += zeros;
     (void)err;
     return QCAL_OK;
 }
@@ -190,9 +194,9 @@ static int h_create(const qcal_tensor *t, const qcal_value *params, void **state
 
 /* Folds a described state (k, first bin, counts, extrema) into s. */
 static void fold(hist *s, int k, int64_t first, const uint64_t *counts, uint64_t n,
-                 const float ext[4], uint64_t count, uint64_t nan, uint64_t inf)
+                 const float ext[4], uint64_t count, uint64_t nan, uint64_t inf, uint64_t zeros)
 {
-    s->nan += nan, s->inf += inf;
+    s->nan += nan, s->inf += inf, s->zeros += zeros;
     if (!count)
         return;
     s->smin = s->has_data && s->smin < ext[2] ? s->smin : ext[2];
@@ -213,7 +217,7 @@ static int h_merge(void *into, const void *from, qcal_err *err)
     if (o->capacity != s->capacity || o->abs != s->abs)
         return fail(err, QCAL_E_INVAL, "merging histograms of different parameters");
     float ext[4] = {o->min, o->max, o->smin, o->smax};
-    fold(s, o->k, o->base, o->counts, o->capacity, ext, o->count, o->nan, o->inf);
+    fold(s, o->k, o->base, o->counts, o->capacity, ext, o->count, o->nan, o->inf, o->zeros);
     return QCAL_OK;
 }
 
@@ -235,10 +239,10 @@ static qcal_array scalar(const char *name, uint32_t dtype, const void *data)
 }
 
 /* The arrays a statistic and a saved state share: counts (the occupied bins from `first`),
- * count, nonfinite and abs, at arrays[0..3]. Returns how many it filled. */
+ * count, nonfinite, abs and zeros, at arrays[0..4]. Returns how many it filled. */
 static uint32_t common_arrays(hist *s, uint64_t first, uint64_t n)
 {
-    s->out_count = s->count, s->out_abs = (uint64_t)s->abs;
+    s->out_count = s->count, s->out_abs = (uint64_t)s->abs, s->out_zeros = s->zeros;
     s->out_nonfinite[0] = s->nan, s->out_nonfinite[1] = s->inf;
     qcal_array counts = {"counts", QCAL_DTYPE_U64, 1, {n, 0, 0, 0}, s->counts + first};
     qcal_array nonfinite = {"nonfinite", QCAL_DTYPE_U64, 1, {2, 0, 0, 0}, s->out_nonfinite};
@@ -246,7 +250,8 @@ static uint32_t common_arrays(hist *s, uint64_t first, uint64_t n)
     s->arrays[1] = scalar("count", QCAL_DTYPE_U64, &s->out_count);
     s->arrays[2] = nonfinite;
     s->arrays[3] = scalar("abs", QCAL_DTYPE_U64, &s->out_abs);
-    return 4;
+    s->arrays[4] = scalar("zeros", QCAL_DTYPE_U64, &s->out_zeros);
+    return 5;
 }
 
 static int h_finalize(void *state, qcal_stat *out, qcal_err *err)
@@ -326,10 +331,11 @@ static int h_deserialize(void *state, const qcal_stat *in, qcal_err *err)
     const uint64_t *counts = hist_array(in, "counts", QCAL_DTYPE_U64, n), *count = hist_array(in, "count", QCAL_DTYPE_U64, 1);
     const uint64_t *nf = hist_array(in, "nonfinite", QCAL_DTYPE_U64, 2), *abs = hist_array(in, "abs", QCAL_DTYPE_U64, 1);
     const uint64_t *cap = hist_array(in, "capacity", QCAL_DTYPE_U64, 1);
+    const uint64_t *zeros = hist_array(in, "zeros", QCAL_DTYPE_U64, 1);
     const int64_t *k = hist_array(in, "k", QCAL_DTYPE_I64, 1), *first = hist_array(in, "first", QCAL_DTYPE_I64, 1);
     const float *e[4] = {hist_array(in, "min", QCAL_DTYPE_F32, 1), hist_array(in, "max", QCAL_DTYPE_F32, 1),
                          hist_array(in, "smin", QCAL_DTYPE_F32, 1), hist_array(in, "smax", QCAL_DTYPE_F32, 1)};
-    if (n == UINT64_MAX || !counts || !count || !nf || !abs || !cap || !k || !first || !e[0] ||
+    if (n == UINT64_MAX || !counts || !count || !nf || !abs || !cap || !zeros || !k || !first || !e[0] ||
         !e[1] || !e[2] || !e[3])
         return fail(err, QCAL_E_DATA, "histogram state: an array is missing or malformed");
     if (*cap != s->capacity || *abs != (uint64_t)s->abs)
@@ -345,10 +351,10 @@ static int h_deserialize(void *state, const qcal_stat *in, qcal_err *err)
                      : finite && n >= 1 && n <= s->capacity && total == *count &&
                        *k >= -400 && *k <= 400 && *first == bin_of(ext[0], (int)*k) &&
                        *first + (int64_t)n - 1 == bin_of(ext[1], (int)*k) &&
-                       *k == fitting_exponent(ext[0], ext[1], s->capacity);
+                       *k == fitting_exponent(ext[0], ext[1], s->capacity) && *zeros <= *count;
     if (!consistent)
         return fail(err, QCAL_E_DATA, "histogram state: counts, extrema and bin exponent disagree");
-    fold(s, (int)*k, *first, counts, n, ext, *count, nf[0], nf[1]);
+    fold(s, (int)*k, *first, counts, n, ext, *count, nf[0], nf[1], *zeros);
     return QCAL_OK;
 }
 
@@ -382,7 +388,7 @@ static const qcal_observer histogram = {
 };
 
 static const qcal_observer *const observers[] = {&histogram};
-static const qcal_estimator *const estimators[] = {&hist_percentile, &hist_kl, &hist_mse};
+static const qcal_estimator *const estimators[] = {&hist_percentile, &hist_kl, &hist_mse, &hist_l2_search};
 
 static const qcal_plugin plugin = {
     .head = QCAL_HEAD(qcal_plugin),
@@ -390,7 +396,7 @@ static const qcal_plugin plugin = {
     .version = "0.1.0",
     .help = "histograms of activations",
     .n_observers = 1,
-    .n_estimators = 3,
+    .n_estimators = 4,
     .observers = observers,
     .estimators = estimators,
 };

@@ -20,7 +20,12 @@ uint64_t hist_counts_length(const qcal_stat *st);
 /* Checks a qcal.histogram statistic (counts sum to count, extrema ordered) and views it. */
 int hist_view(const qcal_stat *st, hview *v, qcal_err *err);
 
+/* Spreads the histogram over `bins` equal bins on [lo, hi] (values assumed uniform inside each
+ * of its bins; the part of a bin outside [lo, hi] holds no value, as lo and hi are at or
+ * beyond the exact extrema): each count is off by less than one source bin. */
+void hist_rebin(const hview *v, double lo, double hi, uint64_t bins, double *ref);
+
 extern const char *const histogram_kinds[];
-extern const qcal_estimator hist_percentile, hist_kl, hist_mse;
+extern const qcal_estimator hist_percentile, hist_kl, hist_mse, hist_l2_search;
 
 #endif

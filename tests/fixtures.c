@@ -78,6 +78,39 @@ void fx_fill_gauss(float *x, size_t n, uint64_t seed, float mean, float stddev)
     }
 }
 
+const char *const fx_dist_names[FX_N_DISTS] = {"gaussian", "relu", "gelu", "laplace+outliers",
+                                               "bimodal", "nan/inf"};
+
+void fx_fill_dist(float *x, size_t n, int kind, uint64_t seed)
+{
+    fx_fill_gauss(x, n, seed, 0.2f, 1.0f);
+    uint64_t st = seed ^ 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < n; i++) {
+        double g = x[i], u = fx_rand_uniform(&st);
+        switch (kind) {
+        case FX_RELU: x[i] = g > 0 ? (float)g : 0.0f; break;
+        case FX_GELU: x[i] = (float)(g * 0.5 * (1 + erf(g / sqrt(2.0)))); break;
+        case FX_LAPLACE_OUTLIERS:
+            x[i] = (float)((u < 0.5 ? 1 : -1) * log(1 - fabs(2 * u - 1)) * (fx_rand_uniform(&st) < 1e-3 ? 40 : 1));
+            break;
+        case FX_BIMODAL: x[i] = (float)(g + (u < 0.5 ? -3.0 : 6.0)); break;
+        case FX_NONFINITE:
+            if (u < 0.002) x[i] = u < 0.001 ? NAN : u < 0.0015 ? INFINITY : -INFINITY;
+            break;
+        default: break;
+        }
+    }
+}
+
+size_t fx_finite(const float *x, size_t n, float *out)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(x[i]))
+            out[m++] = x[i];
+    return m;
+}
+
 /* ---- float -> 16-bit patterns (round to nearest even) --------------------------------- */
 
 uint16_t fx_float_to_half(float f)

@@ -36,6 +36,15 @@ uint64_t fx_rand_u64(uint64_t *state);
 double fx_rand_uniform(uint64_t *state); /* [0, 1) */
 void fx_fill_gauss(float *x, size_t n, uint64_t seed, float mean, float stddev);
 
+/* The distributions the estimator tests sweep: gaussian (mean 0.2, sd 1), its ReLU (a spike
+ * of exact zeros), GELU-like, laplace with 0.1 % outliers x40, bimodal (-3 and +6), and
+ * the gaussian with NaN, +Inf and -Inf sprinkled in (finite values then as the gaussian). */
+enum { FX_GAUSS, FX_RELU, FX_GELU, FX_LAPLACE_OUTLIERS, FX_BIMODAL, FX_NONFINITE, FX_N_DISTS };
+extern const char *const fx_dist_names[FX_N_DISTS];
+void fx_fill_dist(float *x, size_t n, int kind, uint64_t seed);
+/* Copies the finite values of x into out; returns how many. */
+size_t fx_finite(const float *x, size_t n, float *out);
+
 /* float -> IEEE half / bfloat16 bits, round to nearest even (reference, written here). */
 uint16_t fx_float_to_half(float f);
 uint16_t fx_float_to_bf16(float f);

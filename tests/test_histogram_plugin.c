@@ -525,3 +525,129 @@ Test(histogram, mse_picks_a_candidate_as_good_as_brute_force)
         }
     }
 }
+
+/* ---- l2_search: torch's histogram and search, transcribed on the raw values -------------- */
+
+/* Integral of (x - c)^2 over [a, b] (exact), times density. */
+static double sq_integral(double a, double b, double c, double density)
+{
+    return density * (pow(b - c, 3) - pow(a - c, 3)) / 3;
+}
+
+/* Torch's error of window [s, e] (bin indices): each source bin is cut at the destination
+ * bin edges and each piece integrated exactly around its destination centre; values left of
+ * the window belong to destination 0, right of it to the last one. */
+static double l2_reference_error(const double *h, int bins, double w, int s, int e, int levels)
+{
+    double dst = w * (e - s + 1) / levels, err = 0;
+    for (int i = 0; i < bins; i++) {
+        if (h[i] == 0)
+            continue;
+        double a = (i - s) * w, b = a + w, density = h[i] / w;
+        for (int k = 0; k < levels; k++) { /* destination k covers [k dst, (k+1) dst) */
+            double from = k == 0 ? -INFINITY : k * dst, to = k == levels - 1 ? INFINITY : (k + 1) * dst;
+            double pa = fmax(a, from), pb = fmin(b, to);
+            if (pb > pa)
+                err += sq_integral(pa, pb, (k + 0.5) * dst, density);
+        }
+    }
+    return err;
+}
+
+/* torch's HistogramObserver on all values at once: histc over [min, max], then the search. */
+static void l2_reference(const float *x, size_t n, int levels, double *lo, double *hi)
+{
+    enum { B = 2048 };
+    static double h[B], cum[B];
+    double mn = INFINITY, mx = -INFINITY;
+    for (size_t k = 0; k < n; k++)
+        mn = fmin(mn, x[k]), mx = fmax(mx, x[k]);
+    double w = (mx - mn) / B, total = (double)n;
+    memset(h, 0, sizeof h);
+    for (size_t k = 0; k < n; k++) {
+        int j = (int)((x[k] - mn) / w);
+        h[j >= B ? B - 1 : j] += 1;
+    }
+    for (int i = 0; i < B; i++)
+        cum[i] = h[i] + (i ? cum[i - 1] : 0);
+    double alpha = 0, beta = 1, best = INFINITY;
+    int s = 0, e = B - 1;
+    for (;;) {
+        if (!(alpha < beta))
+            break;
+        double na = alpha + 1e-5, nb = beta - 1e-5;
+        int l = s, r = e;
+        while (l < e && cum[l] < na * total) l++;
+        while (r > s && cum[r] > nb * total) r--;
+        int ns = s, ne = e;
+        if (l - s > e - r) ns = l, alpha = na; else ne = r, beta = nb;
+        if (ns == s && ne == e)
+            continue;
+        double err = l2_reference_error(h, B, w, ns, ne, levels);
+        if (err > best)
+            break;
+        best = err, s = ns, e = ne;
+    }
+    *lo = mn + w * s, *hi = mn + w * (e + 1);
+}
+
+static qcal_range l2_of(const float *x, size_t n, int levels, int qmax)
+{
+    void *s = make_state(2048, 0, 4);
+    feed(s, x, n, 1, 0);
+    qcal_stat st;
+    finalize(s, &st);
+    const qcal_estimator *est = &registry_estimator(reg, "l2_search")->desc;
+    qcal_value v[2] = {{.i = 2048}, {.i = levels}};
+    qcal_qspec spec = {.bits = 8, .flags = 0, .qmin = 0, .qmax = qmax, .axis = -1};
+    qcal_range r;
+    qcal_err err = {{0}};
+    cr_assert_eq(est->estimate(&st, v, &spec, &r, 1, &err), QCAL_OK, "%s", err.msg);
+    obs->destroy(s);
+    return r;
+}
+
+Test(histogram, l2_search_matches_torch_within_a_bin)
+{
+    enum { N = 40000 };
+    static float x[N], finite[N];
+    for (int kind = 0; kind < FX_N_DISTS; kind++) {
+        fx_fill_dist(x, N, kind, 70 + (uint64_t)kind);
+        size_t m = fx_finite(x, N, finite);
+        for (int levels = 0; levels < 2; levels++) { /* 256 (torch), then a 4-bit spec's 16 */
+            double lo, hi;
+            l2_reference(finite, m, levels ? 16 : 256, &lo, &hi);
+            qcal_range r = levels ? l2_of(x, N, 0, 15) : l2_of(x, N, 256, 255);
+            double w = (hi - lo) / 2048 + 1e-12;
+            float mn = INFINITY, mx = -INFINITY;
+            for (size_t i = 0; i < m; i++)
+                mn = fminf(mn, finite[i]), mx = fmaxf(mx, finite[i]);
+            w = ((double)mx - mn) / 2048;
+            cr_expect(fabs(r.lo - lo) <= w && fabs(r.hi - hi) <= w,
+                      "%s, %d levels: [%g, %g] vs torch [%g, %g] (bin %g)", fx_dist_names[kind],
+                      levels ? 16 : 256, r.lo, r.hi, lo, hi, w);
+        }
+    }
+}
+
+Test(histogram, l2_search_degenerate_and_refusals)
+{
+    static float c[100], z[100];
+    for (int i = 0; i < 100; i++)
+        c[i] = -1.5f;
+    qcal_range r = l2_of(c, 100, 0, 255);
+    cr_expect(r.lo == -1.5 && r.hi == -1.5, "constant: [%g, %g]", r.lo, r.hi);
+    r = l2_of(z, 100, 0, 255);
+    cr_expect(r.lo == 0 && r.hi == 0, "zeros: [%g, %g]", r.lo, r.hi);
+    void *s = make_state(2048, 1, 4); /* an |x| histogram is refused */
+    feed(s, c, 100, 1, 0);
+    qcal_stat st;
+    finalize(s, &st);
+    const qcal_estimator *est = &registry_estimator(reg, "l2_search")->desc;
+    qcal_value v[2] = {{.i = 2048}, {.i = 0}};
+    qcal_qspec spec = {.bits = 8, .flags = 0, .qmin = 0, .qmax = 255, .axis = -1};
+    qcal_err err = {{0}};
+    cr_expect_eq(est->estimate(&st, v, &spec, &r, 1, &err), QCAL_E_KIND);
+    cr_expect(strstr(err.msg, "abs=false"), "%s", err.msg);
+    obs->destroy(s);
+}

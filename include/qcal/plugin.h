@@ -321,6 +321,7 @@ QCAL_PLUGIN_EXPORT const qcal_plugin *qcal_plugin_entry(const qcal_host *host);
  *     count u64[1]               finite values (the sum of counts)
  *     nonfinite u64[2]           NaN count, +-Inf count
  *     abs u64[1]                 1 when the values are |x|
+ *     zeros u64[1]               values equal to 0 (qcal >= 0.1; absent from other producers)
  * Estimators SHOULD ignore arrays they do not know, so kinds can gain arrays in a new
  * kind_version without breaking consumers.
  * ---------------------------------------------------------------------------------------- */
