@@ -21,14 +21,35 @@ int hist_view(const qcal_stat *st, hview *v, qcal_err *err)
     if (!v->counts || !count || !abs || !d[0] || !d[1] || !d[2] || !d[3] || !d[4] || !d[5])
         return fail(err, QCAL_E_DATA, "histogram statistic: an array is missing or malformed");
     v->count = *count, v->abs = *abs;
+    const uint64_t *zeros = hist_array(st, "zeros", QCAL_DTYPE_U64, 1);
+    v->zeros = zeros ? *zeros : UINT64_MAX;
     v->lo = *d[0], v->width = *d[1], v->min = *d[2], v->max = *d[3], v->smin = *d[4], v->smax = *d[5];
     uint64_t total = 0;
     for (uint64_t i = 0; i < v->n; i++)
         total += v->counts[i];
     if (!v->count || total != v->count || !(v->width > 0) || !(v->min <= v->max) ||
-        !isfinite(v->lo) || !isfinite(v->min) || !isfinite(v->max))
+        !isfinite(v->lo) || !isfinite(v->min) || !isfinite(v->max) ||
+        (v->zeros != UINT64_MAX && v->zeros > v->count))
         return fail(err, QCAL_E_DATA, "histogram statistic: counts and extrema disagree");
     return QCAL_OK;
+}
+
+/* Adds c, uniform over [a, b), to the bins of width W from lo it overlaps. Overlaps below
+ * 1e-9 of [a, b) are rounding slivers (same layouts computed twice): they get nothing, or an
+ * identical layout would leave 1e-13 counts in neighbouring bins and turn empty bins non-empty. */
+static void spread(double c, double a, double b, double lo, double W, uint64_t bins, double *ref)
+{
+    double kept = 0, sliver = 1e-9 * (b - a);
+    uint64_t first = (uint64_t)fmax(0.0, floor((a - lo) / W) - 1), j;
+    for (j = first; j < bins && lo + (double)j * W < b; j++) {
+        double from = fmax(a, lo + (double)j * W), to = fmin(b, lo + (double)(j + 1) * W);
+        kept += to - from > sliver ? to - from : 0;
+    }
+    for (j = first; kept > 0 && j < bins && lo + (double)j * W < b; j++) {
+        double from = fmax(a, lo + (double)j * W), to = fmin(b, lo + (double)(j + 1) * W);
+        if (to - from > sliver)
+            ref[j] += c * (to - from) / kept;
+    }
 }
 
 void hist_rebin(const hview *v, double lo, double hi, uint64_t bins, double *ref)
@@ -46,11 +67,7 @@ void hist_rebin(const hview *v, double lo, double hi, uint64_t bins, double *ref
             ref[j < 0 ? 0 : j >= (double)bins ? bins - 1 : (uint64_t)j] += c;
             continue;
         }
-        for (uint64_t j = (uint64_t)((a - lo) / W); j < bins && lo + (double)j * W < b; j++) {
-            double from = fmax(a, lo + (double)j * W), to = fmin(b, lo + (double)(j + 1) * W);
-            if (to > from)
-                ref[j] += c * (to - from) / (b - a);
-        }
+        spread(c, a, b, lo, W, bins, ref);
     }
 }
 

@@ -114,9 +114,7 @@ static void cover(hist *s, float lo, float hi)
 
 /* ---- observing ------------------------------------------------------------------------ */
 
-/* Extrema of the finite values (as histogrammed and signed) and the NaN/Inf counts. */
-static void scan(const hist *s, const float *x, uint64_t n, float ext[4], uint64_t *nan,
-                 uint64_t *inf)
+void hist_scan(int abs, const float *x, uint64_t n, float ext[4], uint64_t *nan, uint64_t *inf)
 {
     float slo = INFINITY, shi = -INFINITY, alo = INFINITY;
     uint64_t bad = 0;
@@ -129,8 +127,8 @@ static void scan(const hist *s, const float *x, uint64_t n, float ext[4], uint64
         shi = b > shi ? b : shi;
         alo = m < alo ? m : alo;
     }
-    ext[0] = s->abs ? alo : slo;
-    ext[1] = s->abs ? fmaxf(fabsf(slo), fabsf(shi)) : shi;
+    ext[0] = abs ? alo : slo;
+    ext[1] = abs ? fmaxf(fabsf(slo), fabsf(shi)) : shi;
     ext[2] = slo, ext[3] = shi;
     for (uint64_t i = 0; bad && i < n; i++)
         if (!isfinite(x[i]))
@@ -142,7 +140,7 @@ static int h_observe(void *state, const qcal_slab *slab, qcal_err *err)
     hist *s = state;
     uint64_t n = slab->rows * slab->row_size, nan = 0, inf = 0;
     float ext[4];
-    scan(s, slab->data, n, ext, &nan, &inf);
+    hist_scan(s->abs, slab->data, n, ext, &nan, &inf);
     s->nan += nan, s->inf += inf;
     if (nan + inf == n)
         return QCAL_OK;
@@ -387,7 +385,7 @@ static const qcal_observer histogram = {
     .destroy = h_destroy,
 };
 
-static const qcal_observer *const observers[] = {&histogram};
+static const qcal_observer *const observers[] = {&histogram, &hist_fixed_observer};
 static const qcal_estimator *const estimators[] = {&hist_percentile, &hist_kl, &hist_mse, &hist_l2_search};
 
 static const qcal_plugin plugin = {
@@ -395,7 +393,7 @@ static const qcal_plugin plugin = {
     .name = "histogram",
     .version = "0.1.0",
     .help = "histograms of activations",
-    .n_observers = 1,
+    .n_observers = 2,
     .n_estimators = 4,
     .observers = observers,
     .estimators = estimators,

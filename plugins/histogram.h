@@ -8,6 +8,7 @@
 typedef struct hview {
     const uint64_t *counts;
     uint64_t n, count, abs;
+    uint64_t zeros; /* finite values equal to 0; UINT64_MAX if the producer did not count them */
     double lo, width, min, max, smin, smax;
 } hview;
 
@@ -25,7 +26,12 @@ int hist_view(const qcal_stat *st, hview *v, qcal_err *err);
  * beyond the exact extrema): each count is off by less than one source bin. */
 void hist_rebin(const hview *v, double lo, double hi, uint64_t bins, double *ref);
 
+/* Extrema of the finite values of x (ext[0..1] as histogrammed: of |x| when abs; ext[2..3]
+ * signed) and the NaN / Inf counts. */
+void hist_scan(int abs, const float *x, uint64_t n, float ext[4], uint64_t *nan, uint64_t *inf);
+
 extern const char *const histogram_kinds[];
+extern const qcal_observer hist_fixed_observer;
 extern const qcal_estimator hist_percentile, hist_kl, hist_mse, hist_l2_search;
 
 #endif

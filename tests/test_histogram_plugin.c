@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fixtures.h"
+#include "references.h"
 #include "hstat.h"
 #include "params.h"
 #include "registry.h"
@@ -250,6 +251,82 @@ Test(histogram, saved_state_round_trip_and_malformed_states)
     obs->destroy(a), obs->destroy(b), obs->destroy(c), obs->destroy(other);
 }
 
+/* ---- fixed_histogram: bins given in advance ---------------------------------------------- */
+
+static void *make_fixed(int bins, int abs, double lo, double hi)
+{
+    const qcal_observer *fixed = &registry_observer(reg, "fixed_histogram")->desc;
+    qcal_value v[4] = {{.i = bins}, {.i = abs}, {.f = lo}, {.f = hi}};
+    qcal_tensor t = {.name = "t", .rank = 1, .channel_axis = -1, .shape = {1}, .batch_size = 1};
+    void *s = NULL;
+    qcal_err err = {{0}};
+    cr_assert_eq(fixed->create(&t, v, &s, &err), QCAL_OK, "%s", err.msg);
+    return s;
+}
+
+Test(histogram, fixed_histogram_counts_clamps_merges_and_saves)
+{
+    enum { N = 5000, B = 100 };
+    static float x[N];
+    fx_fill_dist(x, N, FX_NONFINITE, 12);
+    const qcal_observer *fixed = &registry_observer(reg, "fixed_histogram")->desc;
+    qcal_err err = {{0}};
+    /* [-2, 3) in 100 bins of 0.05: counted here by the definition, values outside clamped */
+    uint64_t want[B] = {0}, finite = 0, zeros = 0;
+    for (int i = 0; i < N; i++) {
+        if (!isfinite(x[i]))
+            continue;
+        double j = floor(((double)x[i] + 2.0) / 0.05);
+        want[j < 0 ? 0 : j >= B ? B - 1 : (int)j]++, finite++, zeros += x[i] == 0;
+    }
+    void *parts[3] = {make_fixed(B, 0, -2.0, 3.0), make_fixed(B, 0, -2.0, 3.0), make_fixed(B, 0, -2.0, 3.0)};
+    for (int k = 0; k < 5; k++) { /* five slabs over three states, merged in reverse */
+        qcal_slab slab = {x + k * (N / 5), 1, N / 5, 0};
+        cr_assert_eq(fixed->observe(parts[k % 3], &slab, &err), QCAL_OK, "%s", err.msg);
+    }
+    cr_assert_eq(fixed->merge(parts[2], parts[1], &err), QCAL_OK, "%s", err.msg);
+    cr_assert_eq(fixed->merge(parts[2], parts[0], &err), QCAL_OK, "%s", err.msg);
+    qcal_stat st;
+    cr_assert_eq(fixed->finalize(parts[2], &st, &err), QCAL_OK, "%s", err.msg);
+    const qcal_array *counts = get(&st, "counts");
+    cr_assert_eq(counts->shape[0], (uint64_t)B);
+    for (int j = 0; j < B; j++)
+        cr_expect_eq(((const uint64_t *)counts->data)[j], want[j], "bin %d", j);
+    cr_expect_eq(u64(&st, "count"), finite);
+    cr_expect_eq(u64(&st, "zeros"), zeros);
+    cr_expect(f64(&st, "lo") == -2.0 && fabs(f64(&st, "width") - 0.05) < 1e-15);
+    cr_expect(f64(&st, "min") < -2.0, "the exact minimum survives clamping");
+    /* a saved state restores into an observer of the same layout only */
+    qcal_stat saved_view;
+    cr_assert_eq(fixed->serialize(parts[2], &saved_view, &err), QCAL_OK);
+    hstat *saved;
+    qerror e = {0};
+    cr_assert_eq(hstat_copy(&saved_view, &saved, &e), 0, "%s", e.msg);
+    void *back = make_fixed(B, 0, -2.0, 3.0), *other = make_fixed(B, 0, -2.0, 4.0);
+    cr_assert_eq(fixed->deserialize(back, &saved->view, &err), QCAL_OK, "%s", err.msg);
+    qcal_stat again;
+    cr_assert_eq(fixed->finalize(back, &again, &err), QCAL_OK);
+    cr_expect(!memcmp(get(&again, "counts")->data, want, sizeof want), "round trip");
+    cr_expect_eq(fixed->deserialize(other, &saved->view, &err), QCAL_E_DATA);
+    cr_expect(strstr(err.msg, "[-2, 3]"), "%s", err.msg);
+    cr_expect_eq(fixed->merge(other, back, &err), QCAL_E_INVAL);
+    for (uint32_t i = 0; i < saved->view.n_arrays; i++) /* counts that no longer add up */
+        if (!strcmp(saved->view.arrays[i].name, "count"))
+            ((uint64_t *)saved->data[i])[0] += 1;
+    void *bad = make_fixed(B, 0, -2.0, 3.0);
+    cr_expect_eq(fixed->deserialize(bad, &saved->view, &err), QCAL_E_DATA);
+    hstat_free(saved);
+    for (int k = 0; k < 3; k++)
+        fixed->destroy(parts[k]);
+    fixed->destroy(back), fixed->destroy(other), fixed->destroy(bad);
+    /* an empty or inverted range is refused at creation */
+    qcal_value v[4] = {{.i = B}, {.i = 0}, {.f = 1.0}, {.f = 1.0}};
+    qcal_tensor t = {.name = "t", .rank = 1, .channel_axis = -1, .shape = {1}, .batch_size = 1};
+    void *s = NULL;
+    cr_expect_eq(fixed->create(&t, v, &s, &err), QCAL_E_INVAL);
+    cr_expect(strstr(err.msg, "lo < hi"), "%s", err.msg);
+}
+
 /* ---- percentile ------------------------------------------------------------------------ */
 
 /* The order statistic at rank ceil(q n) of the sorted values: the reference. */
@@ -279,47 +356,39 @@ static float *sorted_copy(const float *x, size_t n, int abs)
     return v;
 }
 
+/* Every fixture distribution, percentiles from 99 to 99.999: two-sided (one-sided with the
+ * exact minimum kept when no value is negative), and on |x| for symmetric specs. */
 Test(histogram, percentile_matches_order_statistics_within_a_bin)
 {
     enum { N = 50000 };
-    static float x[N], relu[N];
-    fx_fill_gauss(x, N, 21, 0.3f, 2.0f);
-    for (int i = 0; i < N; i++)
-        relu[i] = x[i] > 0 ? x[i] : 0.0f;
-    qcal_range r;
-    qcal_err err;
-    const double ps[3] = {99.0, 99.99, 99.9};
-    for (int k = 0; k < 3; k++) {
-        double q = ps[k] / 100;
-        void *s = make_state(2048, 0, 4);
-        feed(s, x, N, 1, 0);
-        qcal_stat st;
-        finalize(s, &st);
-        double w = f64(&st, "width");
-        float *v = sorted_copy(x, N, 0);
-        cr_assert_eq(estimate(s, ps[k], 0, 0, &r, &err), QCAL_OK, "%s", err.msg);
-        cr_expect(fabs(r.hi - order_stat(v, N, q)) <= w, "two-sided hi %g vs %g", r.hi, order_stat(v, N, q));
-        cr_expect(fabs(r.lo - order_stat(v, N, 1 - q)) <= w, "two-sided lo %g vs %g", r.lo, order_stat(v, N, 1 - q));
-        free(v);
-        obs->destroy(s);
-        s = make_state(2048, 0, 4); /* ReLU'd: one-sided, the minimum kept */
-        feed(s, relu, N, 1, 0);
-        finalize(s, &st);
-        v = sorted_copy(relu, N, 0);
-        cr_assert_eq(estimate(s, ps[k], 0, 0, &r, &err), QCAL_OK, "%s", err.msg);
-        cr_expect_eq(r.lo, 0.0);
-        cr_expect(fabs(r.hi - order_stat(v, N, q)) <= f64(&st, "width"));
-        free(v);
-        obs->destroy(s);
-        s = make_state(2048, 1, 4); /* symmetric on |x| */
-        feed(s, x, N, 1, 0);
-        finalize(s, &st);
-        v = sorted_copy(x, N, 1);
-        cr_assert_eq(estimate(s, ps[k], 0, QCAL_QSPEC_SYMMETRIC | QCAL_QSPEC_SIGNED, &r, &err), QCAL_OK, "%s", err.msg);
-        cr_expect(r.lo == -r.hi && fabs(r.hi - order_stat(v, N, q)) <= f64(&st, "width"),
-                  "abs %g vs %g", r.hi, order_stat(v, N, q));
-        free(v);
-        obs->destroy(s);
+    static float x[N], finite[N];
+    const double ps[4] = {99.0, 99.9, 99.99, 99.999};
+    for (int kind = 0; kind < FX_N_DISTS; kind++) {
+        fx_fill_dist(x, N, kind, 21 + (uint64_t)kind);
+        size_t m = fx_finite(x, N, finite);
+        float *v = sorted_copy(finite, m, 0), *a = sorted_copy(finite, m, 1);
+        int one_sided = v[0] >= 0;
+        for (int k = 0; k < 4; k++) {
+            double q = ps[k] / 100;
+            qcal_range r;
+            qcal_err err;
+            for (int abs = 0; abs < 2; abs++) {
+                void *s = make_state(2048, abs, 4);
+                feed(s, x, N, 1, 0);
+                qcal_stat st;
+                finalize(s, &st);
+                double w = f64(&st, "width");
+                uint32_t flags = abs ? QCAL_QSPEC_SYMMETRIC | QCAL_QSPEC_SIGNED : 0;
+                cr_assert_eq(estimate(s, ps[k], 0, flags, &r, &err), QCAL_OK, "%s", err.msg);
+                double hi = order_stat(abs ? a : v, m, q);
+                double lo = abs ? -hi : one_sided ? v[0] : order_stat(v, m, 1 - q);
+                cr_expect(fabs(r.hi - hi) <= w && fabs(r.lo - lo) <= w,
+                          "%s p%g abs %d: [%g, %g] vs [%g, %g] (bin %g)", fx_dist_names[kind],
+                          ps[k], abs, r.lo, r.hi, lo, hi, w);
+                obs->destroy(s);
+            }
+        }
+        free(v), free(a);
     }
 }
 
@@ -353,114 +422,131 @@ Test(histogram, percentile_edges_and_refusals)
 
 /* ---- kl: against a literal transcription of the published algorithm ------------------- */
 
-/* TensorRT's entropy threshold, literally, on a 2048-bin |x| histogram built here from the raw
- * values; Q is built level by level (bins [ceil(l i / L), ceil((l + 1) i / L))). nvpq: H[0] :=
- * H[1], i up to 2048 inclusive, last argmin, threshold i W. eps: ORT smoothing (trt only). */
-static double kl_reference(const float *x, size_t n, int nvpq, double eps)
+/* The kl estimator's threshold on x (any values: the observers skip non-finite ones), as the
+ * kl recipe computes it: max|x| first, then a fixed_histogram over the variant's layout
+ * ([0, amax] in 2048 bins; tpu: bins centred on k amax / 2047). one_pass: from the default
+ * histogram observer instead. The estimator's note goes to note (may be NULL). */
+static double kl_threshold_of(const float *x, size_t n, int variant, double eps, char *note,
+                              int one_pass)
 {
-    enum { B = 2048, L = 128 };
-    static double h[B], p[B], q[B];
-    double amax = 0;
-    for (size_t k = 0; k < n; k++)
-        amax = fmax(amax, fabs((double)x[k]));
-    double W = amax / B, best = INFINITY, t = amax;
-    memset(h, 0, sizeof h);
-    for (size_t k = 0; k < n; k++) {
-        size_t j = (size_t)(fabs((double)x[k]) / W);
-        h[j < B ? j : B - 1] += 1;
-    }
-    if (nvpq)
-        h[0] = h[1];
-    for (int i = 128; i <= (nvpq ? B : B - 1); i++) {
-        double outliers = 0;
-        for (int j = i; j < B; j++)
-            outliers += h[j];
-        for (int j = 0; j < i; j++)
-            p[j] = h[j], q[j] = 0;
-        p[i - 1] += outliers;
-        for (int l = 0; l < L; l++) {
-            int a = (int)ceil((double)l * i / L), b = (int)ceil((double)(l + 1) * i / L);
-            double sum = 0;
-            int used = 0;
-            for (int j = a; j < b; j++)
-                sum += h[j], used += h[j] > 0;
-            for (int j = a; j < b; j++)
-                q[j] = h[j] > 0 ? sum / used : 0;
-        }
-        for (int pass = 0; eps > 0 && pass < 2; pass++) { /* smooth p, then q */
-            double *d = pass ? q : p;
-            int zeros = 0;
-            for (int j = 0; j < i; j++)
-                zeros += d[j] == 0;
-            for (int j = 0; j < i; j++)
-                d[j] = d[j] == 0 ? eps : d[j] - eps * zeros / (i - zeros);
-        }
-        double sp = 0, sq = 0, kl = 0;
-        for (int j = 0; j < i; j++)
-            sp += p[j], sq += q[j];
-        for (int j = 0; j < i && isfinite(kl); j++)
-            if (p[j] > 0)
-                kl = q[j] > 0 ? kl + p[j] / sp * log(p[j] / sp * sq / q[j]) : INFINITY;
-        if (isfinite(kl) && (nvpq ? kl <= best : kl < best)) {
-            best = kl;
-            t = nvpq ? i * W : (i + 0.5) * W;
-        }
-    }
-    return t;
-}
-
-static double kl_threshold_of(const float *x, size_t n, int variant, double eps)
-{
-    void *s = make_state(2048, 1, 4);
-    feed(s, x, n, 1, 0);
+    float amax = 0;
+    for (size_t i = 0; i < n; i++)
+        amax = isfinite(x[i]) && fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    double w = amax / 2047.0, lo = variant == 2 ? -0.5 * w : 0.0;
+    double hi = amax == 0 ? 1.0 : variant == 2 ? 2047.5 * w : amax;
+    const qcal_observer *fixed = &registry_observer(reg, "fixed_histogram")->desc;
+    qcal_value fv[4] = {{.i = 2048}, {.i = 1}, {.f = lo}, {.f = hi}};
+    qcal_tensor t = {.name = "t", .rank = 1, .channel_axis = -1, .shape = {n}, .batch_size = 1};
+    void *s = NULL;
+    qcal_err err = {{0}};
+    if (one_pass)
+        s = make_state(2048, 1, 4);
+    else
+        cr_assert_eq(fixed->create(&t, fv, &s, &err), QCAL_OK, "%s", err.msg);
+    const qcal_observer *o = one_pass ? obs : fixed;
+    qcal_slab slab = {x, 1, n, 0};
+    cr_assert_eq(o->observe(s, &slab, &err), QCAL_OK, "%s", err.msg);
     qcal_stat st;
-    finalize(s, &st);
+    cr_assert_eq(o->finalize(s, &st, &err), QCAL_OK, "%s", err.msg);
     const qcal_estimator *est = &registry_estimator(reg, "kl")->desc;
     qcal_value v[5] = {{.i = variant}, {.i = 2048}, {.i = 128}, {.i = 128}, {.f = eps}};
     qcal_qspec spec = {.bits = 8, .flags = QCAL_QSPEC_SIGNED | QCAL_QSPEC_SYMMETRIC,
                        .qmin = -127, .qmax = 127, .axis = -1};
     qcal_range r;
-    qcal_err err = {{0}};
     cr_assert_eq(est->estimate(&st, v, &spec, &r, 1, &err), QCAL_OK, "%s", err.msg);
     cr_assert(r.lo == -r.hi && r.hi >= 0);
-    obs->destroy(s);
+    if (note)
+        strcpy(note, err.msg);
+    o->destroy(s);
     return r.hi;
 }
 
-Test(histogram, kl_matches_the_published_algorithm_within_a_bin)
+enum { KL_TRT_SMOOTH, KL_TRT_LITERAL, KL_NVPQ, KL_TPU, KL_N_CASES };
+static const char *const kl_case_names[] = {"trt", "trt smooth=0", "nvpq", "tpu"};
+
+Test(histogram, kl_matches_each_reference_within_a_bin)
 {
     enum { N = 200000 };
-    static float x[N];
-    uint64_t seed = 17;
-    for (int kind = 0; kind < 3; kind++) {
-        fx_fill_gauss(x, N, 31 + (uint64_t)kind, 0.0f, 1.0f);
-        for (int i = 0; i < N; i++) {
-            double u = fx_rand_uniform(&seed);
-            if (kind == 1) x[i] = x[i] > 0 ? x[i] : 0.0f;
-            if (kind == 2) x[i] = (float)((u < 0.5 ? 1 : -1) * log(1 - fabs(2 * u - 1)));
-        }
+    static float x[N], finite[N];
+    for (int kind = 0; kind < FX_N_DISTS; kind++) {
+        fx_fill_dist(x, N, kind, 31 + (uint64_t)kind);
+        size_t m = fx_finite(x, N, finite);
         double amax = 0;
-        for (int i = 0; i < N; i++)
-            amax = fmax(amax, fabs((double)x[i]));
-        double W = amax / 2048;
-        for (int variant = 0; variant < 2; variant++) {
-            double eps = variant ? 0.0 : 0.0001;
-            double got = kl_threshold_of(x, N, variant, eps), want = kl_reference(x, N, variant, eps);
-            cr_expect(fabs(got - want) <= W, "kind %d variant %d: %g vs %g (bin %g)", kind, variant,
-                      got, want, W);
+        for (size_t i = 0; i < m; i++)
+            amax = fmax(amax, fabs((double)finite[i]));
+        for (int c = 0; c < KL_N_CASES; c++) {
+            double want, got, bin = amax / 2048;
+            if (c == KL_TPU) {
+                want = ref_kl_tpu(finite, m), got = kl_threshold_of(x, N, 2, 0.0, NULL, 0);
+                bin = amax / 2047;
+            } else {
+                double eps = c == KL_TRT_SMOOTH ? 0.0001 : 0.0;
+                want = ref_kl_trt(finite, m, c == KL_NVPQ, eps);
+                got = kl_threshold_of(x, N, c == KL_NVPQ, eps, NULL, 0);
+            }
+            cr_expect(fabs(got - want) <= bin, "%s, %s: %g vs reference %g (bin %g)",
+                      fx_dist_names[kind], kl_case_names[c], got, want, bin);
         }
     }
 }
 
-Test(histogram, kl_degenerate_inputs_give_valid_thresholds)
+Test(histogram, kl_tpu_leaves_zeros_out_and_cuts_sparse_outliers)
 {
-    static float c[256], z[256];
+    enum { N = 40000 };
+    static float x[N], nonzero[N];
+    fx_fill_dist(x, N, FX_RELU, 5);
+    size_t m = 0;
+    for (size_t i = 0; i < N; i++)
+        if (x[i] != 0)
+            nonzero[m++] = x[i];
+    cr_assert(m < N * 7 / 10, "the ReLU fixture has a zero spike");
+    double with = kl_threshold_of(x, N, 2, 0.0, NULL, 0);
+    double without = kl_threshold_of(nonzero, m, 2, 0.0, NULL, 0);
+    cr_expect_eq(with, without, "exact zeros are left out: %g vs %g", with, without);
+    /* tpu-mlir's documented behaviour: a light (gaussian) tail is kept whole, sparse x40
+     * outliers are cut hard. */
+    fx_fill_dist(x, N, FX_GAUSS, 6);
+    double amax = 0;
+    for (size_t i = 0; i < N; i++)
+        amax = fmax(amax, fabs((double)x[i]));
+    cr_expect_eq(kl_threshold_of(x, N, 2, 0.0, NULL, 0), amax, "gaussian: the absolute max");
+    fx_fill_dist(x, N, FX_LAPLACE_OUTLIERS, 7);
+    amax = 0;
+    for (size_t i = 0; i < N; i++)
+        amax = fmax(amax, fabs((double)x[i]));
+    double cut = kl_threshold_of(x, N, 2, 0.0, NULL, 0);
+    /* Laplace with outliers in several proportions: where P's normalisation by the whole
+     * count (and Q's by the in-range count only) decides the answer */
+    static const double frac[3] = {0.001, 0.01, 0.1}, mult[3] = {15, 20, 20};
+    static float y[100000];
+    uint64_t seed = 4;
+    for (int c = 0; c < 3; c++) {
+        for (size_t i = 0; i < 100000; i++) {
+            double u = fx_rand_uniform(&seed), v = -log(1 - fx_rand_uniform(&seed));
+            y[i] = (float)((fx_rand_uniform(&seed) < 0.5 ? -v : v) * (u < frac[c] ? mult[c] : 1));
+        }
+        double want = ref_kl_tpu(y, 100000), got = kl_threshold_of(y, 100000, 2, 0.0, NULL, 0);
+        cr_expect(fabs(got - want) <= want / 2047, "laplace %g x%g: %g vs reference %g", frac[c],
+                  mult[c], got, want);
+    }
+    cr_expect_lt(cut, 0.6 * amax, "outliers are clipped: %g of %g", cut, amax); /* grid: k/16 */
+}
+
+Test(histogram, kl_degenerate_inputs_give_valid_thresholds_and_notes)
+{
+    static float c[256], z[256], one[1] = {-2.5f};
+    char note[QCAL_ERR_MSG_SIZE];
     for (int i = 0; i < 256; i++)
         c[i] = 0.75f;
-    for (int variant = 0; variant < 2; variant++) {
-        double t = kl_threshold_of(c, 256, variant, 0.0);
+    for (int variant = 0; variant < 3; variant++) {
+        double t = kl_threshold_of(c, 256, variant, 0.0, note, variant & 1);
         cr_expect(t > 0 && t <= 0.75 && isfinite(t), "constant: %g", t);
-        cr_expect_eq(kl_threshold_of(z, 256, variant, 0.0), 0.0, "all zero");
+        cr_expect(strstr(note, "constant tensor"), "variant %d: note '%s'", variant, note);
+        cr_expect_eq(kl_threshold_of(z, 256, variant, 0.0, note, variant & 1), 0.0, "all zero");
+        cr_expect(strstr(note, "all-zero"), "variant %d: note '%s'", variant, note);
+        t = kl_threshold_of(one, 1, variant, 0.0, note, variant & 1);
+        cr_expect(t > 0 && t <= 2.5, "single value: %g", t);
+        cr_expect(strstr(note, "constant tensor"), "variant %d: note '%s'", variant, note);
     }
 }
 
@@ -488,23 +574,18 @@ static double raw_error(const float *x, size_t n, double lo, double hi, int symm
 Test(histogram, mse_picks_a_candidate_as_good_as_brute_force)
 {
     enum { N = 30000 };
-    static float x[N];
-    uint64_t seed = 41;
-    for (int kind = 0; kind < 3; kind++) {
-        fx_fill_gauss(x, N, 51 + (uint64_t)kind, 0.2f, 1.0f);
-        for (int i = 0; i < N; i++) {
-            double u = fx_rand_uniform(&seed);
-            if (kind == 1) x[i] = (float)((u < 0.5 ? 1 : -1) * log(1 - fabs(2 * u - 1)) * (u < 1e-3 ? 30 : 1));
-            if (kind == 2) x[i] = x[i] > 0 ? x[i] : 0.0f;
-        }
+    static float x[N], finite[N];
+    for (int kind = 0; kind < FX_N_DISTS; kind++) {
+        fx_fill_dist(x, N, kind, 51 + (uint64_t)kind);
+        size_t m = fx_finite(x, N, finite);
         for (int symmetric = 0; symmetric < 2; symmetric++) {
             float lo = INFINITY, hi = -INFINITY;
-            for (int i = 0; i < N; i++)
-                lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
+            for (size_t i = 0; i < m; i++)
+                lo = fminf(lo, finite[i]), hi = fmaxf(hi, finite[i]);
             double rlo = symmetric ? -fmax(-lo, hi) : lo, rhi = symmetric ? fmax(-lo, hi) : hi;
             double best = INFINITY;
             for (int k = 100; k > 0; k--) /* brute force over the same candidates */
-                best = fmin(best, raw_error(x, N, rlo * k / 100, rhi * k / 100, symmetric));
+                best = fmin(best, raw_error(finite, m, rlo * k / 100, rhi * k / 100, symmetric));
             void *s = make_state(2048, 0, 4);
             feed(s, x, N, 1, 0);
             qcal_stat st;
@@ -517,9 +598,9 @@ Test(histogram, mse_picks_a_candidate_as_good_as_brute_force)
             qcal_range r;
             qcal_err err = {{0}};
             cr_assert_eq(est->estimate(&st, v, &spec, &r, 1, &err), QCAL_OK, "%s", err.msg);
-            double got = raw_error(x, N, r.lo, r.hi, symmetric);
-            cr_expect(got <= best * 1.01, "kind %d symmetric %d: error %g, best %g", kind,
-                      symmetric, got, best);
+            double got = raw_error(finite, m, r.lo, r.hi, symmetric);
+            cr_expect(got <= best * 1.01, "%s symmetric %d: error %g, best %g",
+                      fx_dist_names[kind], symmetric, got, best);
             cr_expect(r.lo <= r.hi && r.hi <= fmax(fabs(lo), hi) && isfinite(r.lo));
             obs->destroy(s);
         }

@@ -9,6 +9,7 @@
 
 #include "dump.h"
 #include "fixtures.h"
+#include "references.h"
 #include "params.h"
 #include "recipe.h"
 #include "registry.h"
@@ -607,14 +608,47 @@ Test(lua, kl_recipe_gives_a_symmetric_threshold_within_the_data)
     cr_expect_eq(read_attr("/calibration/layer.input", "scale"), (double)((float)t / 127.0f), "narrow int8");
 }
 
+/* The kl recipe, each variant, two passes, from the dump to the results file: the threshold of
+ * the plain reference on the raw values, to the bin (ReLU'd data, sparse outliers, NaN/Inf). */
+Test(lua, kl_recipe_variants_match_the_references_end_to_end)
+{
+    enum { ROWS = 500, COLS = 64, COUNT = ROWS * COLS };
+    static float x[COUNT], finite[COUNT];
+    const int kinds[3] = {FX_RELU, FX_LAPLACE_OUTLIERS, FX_NONFINITE};
+    for (int k = 0; k < 3; k++) {
+        fx_fill_dist(x, COUNT, kinds[k], 90 + (uint64_t)k);
+        size_t m = fx_finite(x, COUNT, finite);
+        fx_dataset ds = {.name = "t", .dtype = DUMP_F32, .rank = 2, .dims = {ROWS, COLS},
+                         .chunk_rows = 64, .data = x, .channel_axis = FX_NO_ATTR};
+        cr_assert_eq(fx_write_dump(dump_file, &ds, 1, 1), 0);
+        float amax = 0;
+        for (size_t i = 0; i < m; i++)
+            amax = fmaxf(amax, fabsf(finite[i]));
+        const char *variants[3] = {"variant=trt", "variant=nvpq", "variant=tpu"};
+        double want[3] = {ref_kl_trt(finite, m, 0, 0.0001), ref_kl_trt(finite, m, 1, 0),
+                          ref_kl_tpu(finite, m)};
+        for (int v = 0; v < 3; v++) {
+            qerror e = {0};
+            cr_assert_eq(run_recipe("kl", &variants[v], 1, 0, &e), 0, "%s", e.msg);
+            double got = read_attr("/calibration/t", "max"), bin = amax / 2047.0;
+            cr_expect(fabs(got - want[v]) <= bin, "%s, %s: %g vs reference %g",
+                      fx_dist_names[kinds[k]], variants[v], got, want[v]);
+        }
+    }
+    qerror e = {0};
+    const char *bad = "passes=3";
+    cr_expect_neq(run_recipe("kl", &bad, 1, 0, &e), 0);
+    cr_expect(strstr(e.msg, "passes must be 1 or 2"), "%s", e.msg);
+}
+
 /* Every bundled recipe runs with its defaults and writes a valid range for every tensor. */
 Test(lua, every_bundled_recipe_runs_with_its_defaults)
 {
-    const char *recipes[] = {"minmax", "percentile", "kl", "mse", "pot"};
+    const char *recipes[] = {"minmax", "percentile", "kl", "mse", "pot", "l2_search"};
     float amax = 0;
     for (int i = 0; i < N * C; i++)
         amax = fmaxf(amax, fabsf(values[i]));
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < 6; k++) {
         qerror e = {0};
         recipe_options o;
         recipe_defaults(&o);
