@@ -100,26 +100,34 @@ static void fill_laplace(float *x, size_t n, uint64_t seed)
     }
 }
 
+/* Laplace with outliers, then every fixture distribution (non-finite values left out). */
 Test(batch_stats, per_sample_statistics_match_a_sorting_reference)
 {
     enum { ROWS = 37, ROW = 3000 };
-    static float x[ROWS * ROW];
-    fill_laplace(x, ROWS * ROW, 3);
-    qcal_tensor t = {.name = "t", .rank = 2, .channel_axis = -1, .shape = {ROWS, ROW}, .batch_size = 5};
-    void *s = make(&t, UNIT_SAMPLE, 0, 1e-3, 1);
-    feed(s, x, 20, ROW, 0), feed(s, x, 17, ROW, 20);
-    qcal_stat st;
-    qcal_err err = {{0}};
-    cr_assert_eq(obs->finalize(s, &st, &err), QCAL_OK, "%s", err.msg);
-    cr_assert_eq(st.arrays[0].shape[0], ROWS);
-    for (int r = 0; r < ROWS; r++) {
-        float ref[7];
-        reference(x + r * ROW, ROW, 1e-3, ref);
-        for (int k = 0; k < 7; k++)
-            cr_expect_float_eq(array(&st, names[k])[r], ref[k], 1e-6 * fabsf(ref[k]) + 1e-30,
-                               "sample %d %s: %g vs %g", r, names[k], array(&st, names[k])[r], ref[k]);
+    static float x[ROWS * ROW], finite[ROW];
+    for (int kind = -1; kind < FX_N_DISTS; kind++) {
+        if (kind < 0)
+            fill_laplace(x, ROWS * ROW, 3);
+        else
+            fx_fill_dist(x, ROWS * ROW, kind, 40 + (uint64_t)kind);
+        qcal_tensor t = {.name = "t", .rank = 2, .channel_axis = -1, .shape = {ROWS, ROW}, .batch_size = 5};
+        void *s = make(&t, UNIT_SAMPLE, 0, 1e-3, 1);
+        feed(s, x, 20, ROW, 0), feed(s, x, 17, ROW, 20);
+        qcal_stat st;
+        qcal_err err = {{0}};
+        cr_assert_eq(obs->finalize(s, &st, &err), QCAL_OK, "%s", err.msg);
+        cr_assert_eq(st.arrays[0].shape[0], ROWS);
+        const char *what = kind < 0 ? "laplace" : fx_dist_names[kind];
+        for (int r = 0; r < ROWS; r++) {
+            float ref[7];
+            reference(finite, fx_finite(x + r * ROW, ROW, finite), 1e-3, ref);
+            for (int k = 0; k < 7; k++)
+                cr_expect_float_eq(array(&st, names[k])[r], ref[k], 1e-6 * fabsf(ref[k]) + 1e-30,
+                                   "%s sample %d %s: %g vs %g", what, r, names[k],
+                                   array(&st, names[k])[r], ref[k]);
+        }
+        obs->destroy(s);
     }
-    obs->destroy(s);
 }
 
 Test(batch_stats, per_channel_and_per_batch_units_by_index_arithmetic)
