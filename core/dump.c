@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "h5attr.h"
+
 #define MAX_DEPTH 32
 #define MAX_ROW_ELEMS ((uint64_t)1 << 40)
 #define LZF_FILTER_ID 32000
@@ -121,40 +123,6 @@ const char *dump_dtype_name(int dtype)
 
 /* ---- attributes ----------------------------------------------------------------------- */
 
-/* A string attribute (fixed or variable length), malloc'd; NULL when absent. *bad when it is
- * present but not a scalar string. */
-static char *attr_string(hid_t obj, const char *name, int *bad)
-{
-    *bad = 0;
-    if (H5Aexists(obj, name) <= 0)
-        return NULL;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = H5Aget_type(a), sp = H5Aget_space(a);
-    char *out = NULL;
-    if (H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(sp) != 1) {
-        *bad = 1;
-    } else if (H5Tis_variable_str(t) > 0) {
-        char *s = NULL;
-        hid_t mt = H5Tcopy(t);
-        if (H5Aread(a, mt, &s) >= 0 && s) {
-            out = strdup(s);
-            H5free_memory(s);
-        }
-        H5Tclose(mt);
-    } else {
-        size_t n = H5Tget_size(t);
-        out = calloc(n + 1, 1);
-        if (out && H5Aread(a, t, out) < 0) {
-            free(out);
-            out = NULL;
-        }
-    }
-    H5Sclose(sp);
-    H5Tclose(t);
-    H5Aclose(a);
-    *bad = *bad || (!out && !*bad);
-    return out;
-}
-
 /* The channel_axis attribute: 1 when absent on rank >= 2 (-1 on rank 1), negative counts from
  * the end. Returns -2 (and sets e) when invalid. */
 static int channel_axis_of(hid_t ds, const dump *d, const char *name, int rank, qerror *e)
@@ -248,7 +216,7 @@ static int classify_type(dump_item *it, hid_t ds, const dump *d, qerror *e)
     hid_t type = H5Dget_type(ds);
     H5T_class_t cls = H5Tget_class(type);
     int bad = 0, rc = -1;
-    char *tag = attr_string(ds, "dtype", &bad);
+    char *tag = h5_attr_string(ds, "dtype", &bad);
     int bf16_attr = tag && !strcmp(tag, "bfloat16");
     if (cls == H5T_FLOAT)
         rc = float_dtype(type, &it->t.dtype, &it->memtype);
@@ -267,11 +235,11 @@ static int classify_type(dump_item *it, hid_t ds, const dump *d, qerror *e)
 static int read_attrs(dump_item *it, hid_t ds, const dump *d, qerror *e)
 {
     int bad;
-    it->t.op_type = attr_string(ds, "op_type", &bad);
+    it->t.op_type = h5_attr_string(ds, "op_type", &bad);
     if (bad && H5Aexists(ds, "op_type") > 0)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a string attribute op_type",
                           d->path, it->t.name);
-    char *orig = attr_string(ds, "name", &bad);
+    char *orig = h5_attr_string(ds, "name", &bad);
     if (!orig && d->weights) { /* a layer's weight goes by its parameter name, "fc1.weight" */
         size_t n = strlen(it->t.name) + 8;
         if ((orig = malloc(n)))
@@ -534,7 +502,7 @@ static herr_t check_layer(hid_t layers, const char *name, const H5L_info_t *info
     if (g < 0)
         return qerror_set(e, QERR_DATA, "%s: /layers/%s: expected a group", d->path, name);
     int bad_type, bad_input;
-    char *type = attr_string(g, "type", &bad_type), *input = attr_string(g, "input", &bad_input);
+    char *type = h5_attr_string(g, "type", &bad_type), *input = h5_attr_string(g, "input", &bad_input);
     int conv = type && !strcmp(type, "conv2d");
     long t = input ? dump_find(d, input) : -1;
     int rc = 0;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "h5attr.h"
+
 /* ---- the forward math ------------------------------------------------------------------ */
 
 /* C[M x N] += A[M x K] B[K x N], all row-major. Tiles of B (KB rows x NB columns, 128 KiB)
@@ -123,36 +125,6 @@ int layer_geometry(const layer *l, const char *activation, const uint64_t *dims,
 
 /* ---- reading /layers ------------------------------------------------------------------- */
 
-static char *attr_text(hid_t obj, const char *name)
-{
-    if (H5Aexists(obj, name) <= 0)
-        return NULL;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = H5Aget_type(a);
-    char *out = NULL;
-    if (H5Tget_class(t) == H5T_STRING) {
-        if (H5Tis_variable_str(t) > 0) {
-            hid_t mt = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mt, H5T_VARIABLE);
-            char *s = NULL;
-            if (H5Aread(a, mt, &s) >= 0 && s) {
-                out = strdup(s);
-                H5free_memory(s);
-            }
-            H5Tclose(mt);
-        } else {
-            size_t n = H5Tget_size(t);
-            out = calloc(n + 1, 1);
-            if (out && H5Aread(a, t, out) < 0) {
-                free(out);
-                out = NULL;
-            }
-        }
-    }
-    H5Tclose(t);
-    H5Aclose(a);
-    return out;
-}
-
 /* An int or int[2] attribute into v[2] (a scalar fills both); def when absent. 0 if bad. */
 static int attr_pair(hid_t obj, const char *name, uint64_t def, uint64_t v[2])
 {
@@ -231,8 +203,9 @@ static int load_one(hid_t root, const char *name, const char *path, layer *l, qe
     hid_t g = H5Gopen2(root, name, H5P_DEFAULT);
     if (g < 0)
         return bad_layer(path, name, "not a group", e);
-    char *type = attr_text(g, "type");
-    l->input = attr_text(g, "input");
+    int bad;
+    char *type = h5_attr_string(g, "type", &bad);
+    l->input = h5_attr_string(g, "input", &bad);
     uint64_t groups[2];
     int ok = attr_pair(g, "stride", 1, l->stride) && attr_pair(g, "padding", 0, l->padding) &&
              attr_pair(g, "groups", 1, groups);

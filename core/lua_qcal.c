@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "hstat.h"
+#include "lua_util.h"
 #include "params.h"
 #include "pass.h"
 #include "qmath.h"
@@ -759,7 +760,7 @@ static int l_qparams(lua_State *L)
 
 /* Reads range.lo / range.hi (numbers, or tables of n numbers) into malloc'd arrays held by
  * two userdata on the stack. Returns the channel count. */
-static uint64_t check_range(lua_State *L, int idx, double **lo, double **hi)
+static uint64_t check_range(lua_State *L, int idx, double **lo, double **hi, const char *what)
 {
     lua_getfield(L, idx, "lo");
     lua_getfield(L, idx, "hi");
@@ -772,10 +773,10 @@ static uint64_t check_range(lua_State *L, int idx, double **lo, double **hi)
         return 1;
     }
     if (!lua_istable(L, lo_i) || !lua_istable(L, hi_i))
-        luaL_error(L, "qcal.put: range needs numbers lo and hi (or tables of them per channel)");
+        luaL_error(L, "%s: range needs numbers lo and hi (or tables of them per channel)", what);
     lua_Unsigned n = lua_rawlen(L, lo_i);
     if (n == 0 || n != lua_rawlen(L, hi_i))
-        luaL_error(L, "qcal.put: per-channel lo and hi must have the same non-zero length");
+        luaL_error(L, "%s: per-channel lo and hi must have the same non-zero length", what);
     *lo = lua_newuserdatauv(L, n * sizeof(double), 0);
     *hi = lua_newuserdatauv(L, n * sizeof(double), 0);
     for (lua_Unsigned i = 0; i < n; i++) {
@@ -823,7 +824,7 @@ static int l_put(lua_State *L)
     lua_getfield(L, 2, "range");
     luaL_checktype(L, -1, LUA_TTABLE);
     double *lo, *hi;
-    uint64_t n = check_range(L, lua_gettop(L), &lo, &hi);
+    uint64_t n = check_range(L, lua_gettop(L), &lo, &hi, "qcal.put");
     int per_channel = (spec.flags & QCAL_QSPEC_PER_CHANNEL) != 0;
     if (per_channel && (spec.axis < 1 || spec.axis >= t->rank || n != t->dims[spec.axis]))
         return luaL_error(L, "qcal.put: tensor '%s': per-channel range has %d values, expected "
@@ -877,6 +878,20 @@ static int l_log(lua_State *L)
     return 0;
 }
 
+/* ---- for the other parts of the module (lua_util.h) -------------------------------------- */
+
+lua_qcal_ctx *lq_ctx(lua_State *L) { return get_ctx(L); }
+int lq_raise(lua_State *L, const qerror *e) { return raise(L, e); }
+size_t lq_check_tensor(lua_State *L, int idx, dump **d) { return check_tensor(L, idx, d); }
+void lq_check_spec(lua_State *L, int idx, int default_axis, qcal_qspec *out)
+{
+    check_spec(L, idx, default_axis, out);
+}
+uint64_t lq_check_range(lua_State *L, int idx, double **lo, double **hi, const char *what)
+{
+    return check_range(L, idx, lo, hi, what);
+}
+
 /* ---- the module ----------------------------------------------------------------------- */
 
 static const luaL_Reg module_fns[] = {
@@ -884,7 +899,8 @@ static const luaL_Reg module_fns[] = {
     {"weights", l_weights},
     {"pass", l_pass},         {"spec", l_spec},       {"estimate", l_estimate},
     {"qparams", l_qparams},   {"put", l_put},         {"commit", l_commit},
-    {"log", l_log},           {NULL, NULL},
+    {"log", l_log},           {"evaluation", lq_evaluation}, {"layers", lq_layers},
+    {"candidates", lq_candidates}, {NULL, NULL},
 };
 
 static const luaL_Reg pass_methods[] = {
@@ -913,6 +929,7 @@ static int open_module(lua_State *L)
 
 static void make_metatables(lua_State *L)
 {
+    lq_eval_metatable(L);
     luaL_newmetatable(L, PASS_MT);
     luaL_newlib(L, pass_methods);
     lua_setfield(L, -2, "__index");

@@ -15,6 +15,9 @@ typedef struct lua_qcal_ctx {
     dump *d;                  /* NULL while describing; virtual when re-estimating */
     const results *saved;     /* re-estimating: passes load their states from here */
     dump *weights;            /* the /weights view, opened on first use (== d when virtual) */
+    struct layer *layers;     /* /layers of the dump, read on first use (layers_loaded) */
+    size_t n_layers;
+    int layers_loaded;
     results *res;
     int committed;
     int describing;           /* qcal.params records its defaults, then stops the script */

@@ -42,7 +42,7 @@ static const char *const usage_text =
     "  qcal run RECIPE DUMP [-o OUT.h5] [key=value ...]   calibrate DUMP with a recipe\n"
     "  qcal list                                          plugins, methods, parameters, recipes\n"
     "  qcal info DUMP                                     tensors, shapes, dtypes, sizes\n"
-    "  qcal show RESULTS.h5                               per-tensor table of chosen ranges\n"
+    "  qcal show RESULTS.h5 [--candidates]                per-tensor ranges, errors, runner-up\n"
     "\n"
     "  qcal COMMAND --help   options of a command;   qcal --version\n";
 
@@ -73,7 +73,10 @@ static const char *const info_help =
     "usage: qcal info DUMP\n\nLists the tensors of a dump: name, shape, dtype, size, "
     "channel axis, op type.\n";
 static const char *const show_help =
-    "usage: qcal show RESULTS.h5\n\nPrints the per-tensor table of a results file.\n";
+    "usage: qcal show RESULTS.h5 [--candidates]\n\n"
+    "Prints per tensor the method, scheme, range, scale and zero-point, the error that\n"
+    "decided (for strategies such as mix and autotune) and the runner-up candidate.\n"
+    "  --candidates   also list every candidate a strategy tried, with its errors\n";
 
 /* ---- parsing -------------------------------------------------------------------------- */
 
@@ -237,34 +240,131 @@ static void scheme_text(const qcal_qspec *s, char *buf, size_t size)
              (s->flags & QCAL_QSPEC_NARROW) ? " narrow" : "");
 }
 
-static void print_row(const result_tensor *t)
+/* ---- candidates: the error that decided, and the runner-up ---------------------------- */
+
+static double candidate_value(const result_candidates *c, uint64_t k, const char *criterion)
 {
-    char scheme[48], granularity[32];
-    scheme_text(&t->spec, scheme, sizeof scheme);
-    double lo = t->lo[0], hi = t->hi[0];
-    for (uint64_t i = 1; i < t->channels; i++) {
-        lo = fmin(lo, t->lo[i]);
-        hi = fmax(hi, t->hi[i]);
+    if (!strcmp(criterion, "sqnr_db"))
+        return c->sqnr_db[k];
+    if (!strcmp(criterion, "cosine"))
+        return c->cosine[k];
+    if (!strcmp(criterion, "layer_error"))
+        return c->layer_error[k];
+    return c->mse[k];
+}
+
+static int higher_is_better(const char *criterion)
+{
+    return !strcmp(criterion, "sqnr_db") || !strcmp(criterion, "cosine");
+}
+
+/* The best candidate other than the chosen one by the deciding criterion; -1 if none. */
+static int64_t runner_up(const result_candidates *c)
+{
+    int64_t best = -1;
+    int higher = higher_is_better(c->criterion);
+    for (uint64_t k = 0; k < c->n; k++) {
+        double v = candidate_value(c, k, c->criterion);
+        if ((int64_t)k == c->chosen || isnan(v))
+            continue;
+        double b = best < 0 ? NAN : candidate_value(c, (uint64_t)best, c->criterion);
+        if (best < 0 || (higher ? v > b : v < b))
+            best = (int64_t)k;
     }
-    if (t->channels > 1)
-        snprintf(granularity, sizeof granularity, "ch[%llu]", (unsigned long long)t->channels);
+    return best;
+}
+
+/* ---- the table ----------------------------------------------------------------------- */
+
+typedef struct widths {
+    int name, method;
+} widths;
+
+static void overall_range(const result_tensor *t, double *lo, double *hi)
+{
+    *lo = t->lo[0], *hi = t->hi[0];
+    for (uint64_t i = 1; i < t->channels; i++)
+        *lo = fmin(*lo, t->lo[i]), *hi = fmax(*hi, t->hi[i]);
+}
+
+/* "error" column: the deciding criterion of the chosen candidate, else the recorded mse. */
+static void error_text(const result_tensor *t, const result_candidates *c, char *buf, size_t size)
+{
+    if (c && c->chosen >= 0)
+        snprintf(buf, size, "%s %.4g", c->criterion, candidate_value(c, (uint64_t)c->chosen, c->criterion));
+    else if (t->has_metrics)
+        snprintf(buf, size, "mse %.4g", t->mse);
     else
-        snprintf(granularity, sizeof granularity, "tensor");
-    printf("%-40s %-12s %-16s %-8s %13.6g %13.6g %13.6g %6lld", t->tensor, t->method, scheme,
-           granularity, lo, hi, t->scale[0], (long long)t->zero_point[0]);
-    if (t->has_metrics)
-        printf(" %12.4g %9.2f", t->mse, t->sqnr_db);
+        snprintf(buf, size, "-");
+}
+
+static void runner_up_text(const result_candidates *c, char *buf, size_t size)
+{
+    int64_t k = c ? runner_up(c) : -1;
+    if (k < 0)
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%s (%.4g)", c->method[k], candidate_value(c, (uint64_t)k, c->criterion));
+}
+
+static void print_candidates(const result_candidates *c, const widths *w)
+{
+    for (uint64_t k = 0; k < c->n; k++) {
+        printf("    %c %-*s [%.6g, %.6g]  mse %.4g  sqnr %.2f dB  cosine %.6f",
+               (int64_t)k == c->chosen ? '*' : ' ', w->method, c->method[k], c->lo[k], c->hi[k],
+               c->mse[k], c->sqnr_db[k], c->cosine[k]);
+        if (!isnan(c->layer_error[k]))
+            printf("  layer_error %.4g", c->layer_error[k]);
+        printf("\n");
+    }
+}
+
+static void print_row(const results *r, const result_tensor *t, const widths *w, int all)
+{
+    char scheme[48], granularity[32], error[64], second[160];
+    scheme_text(&t->spec, scheme, sizeof scheme);
+    double lo, hi;
+    overall_range(t, &lo, &hi);
+    snprintf(granularity, sizeof granularity, t->channels > 1 ? "ch[%llu]" : "tensor",
+             (unsigned long long)t->channels);
+    const result_candidates *c = results_find_candidates(r, t->tensor);
+    error_text(t, c, error, sizeof error);
+    runner_up_text(c, second, sizeof second);
+    printf("%-*s %-*s %-16s %-8s %13.6g %13.6g %13.6g %6lld  %-20s %s", w->name, t->tensor,
+           w->method, t->method, scheme, granularity, lo, hi, t->scale[0],
+           (long long)t->zero_point[0], error, second);
     if (t->note)
         printf("  (%s)", t->note);
     printf("\n");
+    if (all && c)
+        print_candidates(c, w);
 }
 
-static void print_table(const results *r)
+static void measure(const results *r, widths *w)
 {
-    printf("%-40s %-12s %-16s %-8s %13s %13s %13s %6s\n", "tensor", "method", "scheme",
-           "granul.", "min", "max", "scale", "zp");
+    w->name = 6, w->method = 6;
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        int n = (int)strlen(r->tensors[i].tensor), m = (int)strlen(r->tensors[i].method);
+        w->name = n > w->name ? n : w->name, w->method = m > w->method ? m : w->method;
+    }
+    for (size_t i = 0; i < r->n_cands; i++)
+        for (uint64_t k = 0; k < r->cands[i].n; k++) {
+            int m = (int)strlen(r->cands[i].method[k]);
+            w->method = m > w->method ? m : w->method;
+        }
+    w->name = w->name > 60 ? 60 : w->name, w->method = w->method > 40 ? 40 : w->method;
+}
+
+/* Per tensor: method, scheme, range, scale, zero-point, the error that decided and the
+ * runner-up; with all, every candidate below its tensor (* marks the chosen one). */
+static void print_table(const results *r, int all)
+{
+    widths w;
+    measure(r, &w);
+    printf("%-*s %-*s %-16s %-8s %13s %13s %13s %6s  %-20s %s\n", w.name, "tensor", w.method,
+           "method", "scheme", "granul.", "min", "max", "scale", "zp", "error", "runner-up");
     for (size_t i = 0; i < r->n_tensors; i++)
-        print_row(&r->tensors[i]);
+        print_row(r, &r->tensors[i], &w, all);
 }
 
 static int cmd_show(const cli *c, qerror *e)
@@ -277,7 +377,7 @@ static int cmd_show(const cli *c, qerror *e)
         return -1;
     printf("# %s: recipe %s, source %s, created %s\n", c->positional[0], r->recipe, r->source,
            r->created);
-    print_table(r);
+    print_table(r, c->candidates);
     results_free(r);
     return 0;
 }
@@ -481,7 +581,7 @@ static int cmd_run(const cli *c, qerror *e)
     results *r = NULL;
     if (!rc && !results_read(out, &r, e)) {
         printf("# %s\n", out);
-        print_table(r);
+        print_table(r, 0);
     }
     results_free(r);
     registry_free(reg);

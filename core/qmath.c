@@ -101,32 +101,65 @@ double qmath_threshold(double lo, double hi)
     return a > b ? a : b;
 }
 
+/* One value on a grid given in float: qminf <= zpf <= qmaxf are integers below 2^24 in
+ * magnitude, so every step below is exact where torch's int64 arithmetic is. Rounding adds
+ * and removes 1.5 * 2^23, which rounds half to even for |prod| < 2^22; larger products
+ * stay larger than any grid of <= 16 bits and clamp the same way. Written with compares and
+ * no calls so that the loop over many values vectorizes. */
+static inline float fake_quant_one(float x, float inv, float scale, float zpf, float qminf,
+                                   float qmaxf)
+{
+    const float magic = 0x1.8p23f;
+    float prod = x * inv;
+    float rounded = (prod + magic) - magic;
+    float qf = zpf + rounded;
+    qf = qf >= qminf ? qf : qminf; /* NaN -> qmin */
+    qf = qf <= qmaxf ? qf : qmaxf;
+    return (qf - zpf) * scale;
+}
+
 float qmath_fake_quant(float x, float scale, int64_t zero_point, int64_t qmin, int64_t qmax)
 {
-    float inv = 1.0f / scale;
-    float prod = x * inv;
-    float qf = (float)zero_point + nearbyintf(prod);
-    double clamped = fmin(fmax((double)qf, (double)qmin), (double)qmax); /* NaN -> qmin */
-    int64_t q = (int64_t)clamped;
-    float out = (float)(q - zero_point) * scale;
-    return out;
+    return fake_quant_one(x, 1.0f / scale, scale, (float)zero_point, (float)qmin, (float)qmax);
+}
+
+void qmath_fake_quant_n(const float *x, float *out, uint64_t n, float scale, int64_t zero_point,
+                        int64_t qmin, int64_t qmax)
+{
+    float inv = 1.0f / scale, zpf = (float)zero_point, qminf = (float)qmin, qmaxf = (float)qmax;
+    for (uint64_t i = 0; i < n; i++)
+        out[i] = fake_quant_one(x[i], inv, scale, zpf, qminf, qmaxf);
+}
+
+/* The sums in four interleaved lanes (fixed order, so reproducible) to shorten the chains
+ * of dependent float64 additions; with finite_only, pairs whose x is not finite count as 0. */
+static inline void err_sums(qmath_err *acc, const float *x, const float *q, uint64_t n,
+                            int finite_only)
+{
+    enum { LANES = 4 };
+    double se[LANES] = {0}, sr[LANES] = {0}, sq[LANES] = {0}, dot[LANES] = {0};
+    uint64_t used[LANES] = {0};
+    for (uint64_t i = 0; i < n; i++) {
+        int lane = (int)(i % LANES), keep = !finite_only || isfinite(x[i]);
+        double a = keep ? x[i] : 0.0, b = keep ? q[i] : 0.0, d = a - b;
+        se[lane] += d * d, sr[lane] += a * a, sq[lane] += b * b, dot[lane] += a * b;
+        used[lane] += (uint64_t)keep;
+    }
+    for (int l = 0; l < LANES; l++) {
+        acc->n += used[l];
+        acc->sum_sq_err += se[l], acc->sum_sq_ref += sr[l];
+        acc->sum_sq_q += sq[l], acc->dot += dot[l];
+    }
+}
+
+void qmath_err_add_finite(qmath_err *acc, const float *x, const float *q, uint64_t n)
+{
+    err_sums(acc, x, q, n, 1);
 }
 
 void qmath_err_add(qmath_err *acc, const float *x, const float *q, uint64_t n)
 {
-    double se = 0, sr = 0, sq = 0, dot = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        double a = x[i], b = q[i], d = a - b;
-        se += d * d;
-        sr += a * a;
-        sq += b * b;
-        dot += a * b;
-    }
-    acc->n += n;
-    acc->sum_sq_err += se;
-    acc->sum_sq_ref += sr;
-    acc->sum_sq_q += sq;
-    acc->dot += dot;
+    err_sums(acc, x, q, n, 0);
 }
 
 void qmath_err_merge(qmath_err *into, const qmath_err *from)

@@ -43,6 +43,10 @@ double qmath_threshold(double lo, double hi);
  * assumes the default rounding mode, which plugins may not change. */
 float qmath_fake_quant(float x, float scale, int64_t zero_point, int64_t qmin, int64_t qmax);
 
+/* out[i] = qmath_fake_quant(x[i], ...) for n values (out may be x). */
+void qmath_fake_quant_n(const float *x, float *out, uint64_t n, float scale, int64_t zero_point,
+                        int64_t qmin, int64_t qmax);
+
 /* Error of a quantize-dequantize: sums in float64, mergeable (merging in a fixed order gives
  * reproducible results; a different order may change the last bits). */
 typedef struct qmath_err {
@@ -56,6 +60,9 @@ typedef struct qmath_err {
 /* Start from a zeroed qmath_err. x is the reference, q its quantize-dequantize. Non-finite
  * values propagate into the sums (and so into the metrics) as NaN / Inf. */
 void qmath_err_add(qmath_err *acc, const float *x, const float *q, uint64_t n);
+/* The same over the pairs whose reference x[i] is finite (NaN / Inf are left out, as the
+ * observers leave them out of the statistics). */
+void qmath_err_add_finite(qmath_err *acc, const float *x, const float *q, uint64_t n);
 void qmath_err_merge(qmath_err *into, const qmath_err *from);
 /* sum_sq_err / n; 0 when n == 0. */
 double qmath_mse(const qmath_err *acc);

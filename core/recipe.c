@@ -1,6 +1,8 @@
 /* recipe.c - running Lua recipes in a sandbox with memory and instruction limits */
 #include "recipe.h"
 
+#include "layer.h"
+
 #include <lauxlib.h>
 #include <lualib.h>
 #include <limits.h>
@@ -384,6 +386,7 @@ int recipe_run(const recipe_options *o, qerror *e)
     }
     results_free(ctx.res);
     results_free(saved);
+    layers_free(ctx.layers, ctx.n_layers);
     if (ctx.weights != ctx.d)
         dump_close(ctx.weights);
     dump_close(ctx.d);

@@ -85,10 +85,24 @@ static void info_clear(result_info *in)
     memset(in, 0, sizeof *in);
 }
 
+static void cands_clear(result_candidates *c)
+{
+    for (uint64_t i = 0; c->method && i < c->n; i++)
+        free(c->method[i]);
+    free(c->method);
+    free(c->tensor);
+    free(c->criterion);
+    free(c->lo); /* lo owns the six [n] arrays */
+    memset(c, 0, sizeof *c);
+}
+
 void results_free(results *r)
 {
     if (!r)
         return;
+    for (size_t i = 0; i < r->n_cands; i++)
+        cands_clear(&r->cands[i]);
+    free(r->cands);
     for (size_t i = 0; i < r->n_tensors; i++)
         tensor_clear(&r->tensors[i]);
     for (size_t i = 0; i < r->n_stats; i++)
@@ -266,6 +280,62 @@ const result_info *results_find_info(const results *r, const char *tensor)
         if (!strcmp(r->infos[i].tensor, tensor))
             return &r->infos[i];
     return NULL;
+}
+
+const result_candidates *results_find_candidates(const results *r, const char *tensor)
+{
+    for (size_t i = 0; i < r->n_cands; i++)
+        if (!strcmp(r->cands[i].tensor, tensor))
+            return &r->cands[i];
+    return NULL;
+}
+
+static int cands_copy(const result_candidates *in, result_candidates *out)
+{
+    memset(out, 0, sizeof *out);
+    out->n = in->n, out->chosen = in->chosen;
+    out->tensor = strdup(in->tensor);
+    out->criterion = strdup(in->criterion ? in->criterion : "");
+    out->method = calloc(in->n ? in->n : 1, sizeof *out->method);
+    out->lo = malloc(6 * (in->n ? in->n : 1) * sizeof *out->lo);
+    if (!out->tensor || !out->criterion || !out->method || !out->lo)
+        return -1;
+    out->hi = out->lo + in->n, out->mse = out->hi + in->n, out->sqnr_db = out->mse + in->n;
+    out->cosine = out->sqnr_db + in->n, out->layer_error = out->cosine + in->n;
+    const double *src[6] = {in->lo, in->hi, in->mse, in->sqnr_db, in->cosine, in->layer_error};
+    for (int k = 0; k < 6; k++)
+        for (uint64_t i = 0; i < in->n; i++)
+            out->lo[k * in->n + i] = src[k] ? src[k][i] : NAN;
+    for (uint64_t i = 0; i < in->n; i++)
+        if (!(out->method[i] = strdup(in->method && in->method[i] ? in->method[i] : "")))
+            return -1;
+    return 0;
+}
+
+int results_add_candidates(results *r, const result_candidates *c, qerror *e)
+{
+    if (!path_ok(c->tensor))
+        return qerror_set(e, QERR_DATA, "candidates: bad tensor name '%s'", c->tensor ? c->tensor : "");
+    if (c->chosen < -1 || c->chosen >= (int64_t)c->n)
+        return qerror_set(e, QERR_DATA, "candidates of '%s': chosen index %lld out of [0, %llu)",
+                          c->tensor, (long long)c->chosen, (unsigned long long)c->n);
+    result_candidates copy;
+    if (cands_copy(c, &copy)) {
+        cands_clear(&copy);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    }
+    for (size_t i = 0; i < r->n_cands; i++)
+        if (!strcmp(r->cands[i].tensor, c->tensor)) {
+            cands_clear(&r->cands[i]);
+            r->cands[i] = copy;
+            return 0;
+        }
+    if (reserve((void **)&r->cands, &r->cap_cands, r->n_cands, sizeof *r->cands)) {
+        cands_clear(&copy);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    }
+    r->cands[r->n_cands++] = copy;
+    return 0;
 }
 
 static int info_copy(const result_info *in, result_info *out)
@@ -600,6 +670,26 @@ static int write_info(hid_t stats, const result_info *in, ctx *c)
     return rc ? -1 : 0;
 }
 
+static int write_candidates(hid_t root, const result_candidates *k, ctx *c)
+{
+    snprintf(c->obj, sizeof c->obj, "/candidates/%s", k->tensor);
+    hid_t g = group_at(root, k->tensor, H5P_DEFAULT, c);
+    if (g < 0)
+        return -1;
+    hsize_t n = k->n;
+    hid_t st = str_type();
+    const char *names[6] = {"min", "max", "mse", "sqnr_db", "cosine", "layer_error"};
+    int rc = st < 0 || attr_i64(g, "chosen", k->chosen, c) ||
+             attr_str(g, "criterion", k->criterion, c) ||
+             dset_write(g, "method", st, st, 1, &n, k->method, c);
+    for (int i = 0; !rc && i < 6; i++)
+        rc = dset_write(g, names[i], H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &n, k->lo + i * n, c);
+    if (st >= 0)
+        H5Tclose(st);
+    H5Gclose(g);
+    return rc ? -1 : 0;
+}
+
 static int write_body(hid_t f, const results *r, ctx *c)
 {
     snprintf(c->obj, sizeof c->obj, "/");
@@ -615,6 +705,13 @@ static int write_body(hid_t f, const results *r, ctx *c)
         rc = write_stat(stats, &r->stats[i], stat_ordinal(r, i), c);
     for (size_t i = 0; !rc && i < r->n_infos; i++)
         rc = write_info(stats, &r->infos[i], c);
+    hid_t cands = rc || !r->n_cands ? -1 : group_at(f, "candidates", H5P_DEFAULT, c);
+    if (!rc && r->n_cands && cands < 0)
+        rc = -1;
+    for (size_t i = 0; !rc && i < r->n_cands; i++)
+        rc = write_candidates(cands, &r->cands[i], c);
+    if (cands >= 0)
+        H5Gclose(cands);
     if (stats >= 0)
         H5Gclose(stats);
     if (cal >= 0)
@@ -1201,6 +1298,72 @@ static int read_info(hid_t g, const char *rel, results *r, const ctx *c)
     return rc ? -1 : 0;
 }
 
+/* The string dataset `method` of n entries into out (malloc'd strings). */
+static int read_methods(hid_t g, uint64_t n, char **out, const ctx *c)
+{
+    hid_t d = H5Lexists(g, "method", H5P_DEFAULT) > 0 ? H5Dopen2(g, "method", H5P_DEFAULT) : -1;
+    hid_t t = d < 0 ? -1 : H5Dget_type(d), sp = d < 0 ? -1 : H5Dget_space(d);
+    hsize_t dims[1] = {0};
+    int ok = t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0 &&
+             H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, dims, NULL) == 1 &&
+             dims[0] == n;
+    char **raw = ok ? calloc(n ? n : 1, sizeof *raw) : NULL;
+    hid_t mt = str_type();
+    if (raw && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0)
+        ok = 0;
+    for (uint64_t i = 0; raw && i < n; i++) {
+        out[i] = strdup(ok && raw[i] ? raw[i] : "");
+        ok = ok && out[i];
+    }
+    if (raw && ok)
+        H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, raw);
+    free(raw);
+    H5Tclose(mt);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    if (d >= 0)
+        H5Dclose(d);
+    return ok && raw ? 0 : qerror_set(c->e, QERR_DATA, "'%s': %s: dataset 'method' is missing or "
+                                      "not %llu strings", c->path, c->obj, (unsigned long long)n);
+}
+
+static int read_candidates(hid_t g, const char *rel, results *r, const ctx *c)
+{
+    result_candidates k = {0};
+    hid_t d = H5Lexists(g, "min", H5P_DEFAULT) > 0 ? H5Dopen2(g, "min", H5P_DEFAULT) : -1;
+    hid_t sp = d < 0 ? -1 : H5Dget_space(d);
+    hsize_t n = 0;
+    int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, &n, NULL) == 1;
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (d >= 0)
+        H5Dclose(d);
+    if (!ok)
+        return qerror_set(c->e, QERR_DATA, "'%s': %s: dataset 'min' is missing or not 1-D", c->path, c->obj);
+    const char *names[6] = {"min", "max", "mse", "sqnr_db", "cosine", "layer_error"};
+    double *v[6] = {0};
+    char **methods = calloc(n ? n : 1, sizeof *methods);
+    int rc = methods ? 0 : qerror_set(c->e, QERR_SOFTWARE, "out of memory");
+    for (int i = 0; !rc && i < 6; i++)
+        rc = (v[i] = read_vector(g, names[i], H5T_FLOAT, H5T_NATIVE_DOUBLE, n, c)) ? 0 : -1;
+    rc = rc || attr_get_i64(g, "chosen", &k.chosen, c) || attr_get_str(g, "criterion", &k.criterion, c) ||
+         read_methods(g, n, methods, c);
+    if (!rc) {
+        k.tensor = (char *)rel, k.n = n, k.method = methods;
+        k.lo = v[0], k.hi = v[1], k.mse = v[2], k.sqnr_db = v[3], k.cosine = v[4], k.layer_error = v[5];
+        rc = results_add_candidates(r, &k, c->e);
+    }
+    for (int i = 0; i < 6; i++)
+        free(v[i]);
+    for (hsize_t i = 0; methods && i < n; i++)
+        free(methods[i]);
+    free(methods);
+    free(k.criterion);
+    return rc ? -1 : 0;
+}
+
 typedef int (*entry_fn)(hid_t g, const char *rel, results *r, const ctx *c);
 
 /* Visits every group below g; `mark` attribute makes a group an entry (read by fn). */
@@ -1280,6 +1443,8 @@ static int read_file(const char *path, results **out, ctx *c)
         rc = read_section(f, "statistics", "kind", read_stat, r, c);
     if (!rc)
         rc = read_section(f, "statistics", "shape", read_info, r, c);
+    if (!rc)
+        rc = read_section(f, "candidates", "chosen", read_candidates, r, c);
     H5Fclose(f);
     if (rc) {
         results_free(r);

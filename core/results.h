@@ -61,8 +61,24 @@ typedef struct result_info {
     char *orig_name, *dtype, *op_type; /* op_type may be NULL */
 } result_info;
 
+/* What a strategy tried on a tensor, at /candidates/<tensor>: attributes chosen (int64, the
+ * index of the kept candidate, -1 for none of them) and criterion (string: the error that
+ * decided, e.g. "mse" or "layer_error"); datasets method (strings [n]: how each candidate was
+ * made), min, max (float64 [n], the overall range), mse, sqnr_db, cosine, layer_error
+ * (float64 [n], NaN where not measured). */
+typedef struct result_candidates {
+    char *tensor;
+    uint64_t n;
+    char **method;
+    double *lo, *hi, *mse, *sqnr_db, *cosine, *layer_error;
+    int64_t chosen;
+    char *criterion;
+} result_candidates;
+
 typedef struct results {
     char *recipe, *source, *qcal_version, *created;
+    result_candidates *cands;
+    size_t n_cands, cap_cands;
     result_info *infos;
     size_t n_infos, cap_infos;
     result_tensor *tensors;
@@ -91,6 +107,10 @@ result_tensor *results_find(results *r, const char *tensor);
 int results_add_stat(results *r, const char *tensor, const char *observer, const char *params,
                      hstat *state, qerror *e);
 
+/* Adds (or replaces) the candidates of c->tensor (everything is copied). QERR_DATA for a bad
+ * name or a chosen index out of range. */
+int results_add_candidates(results *r, const result_candidates *c, qerror *e);
+const result_candidates *results_find_candidates(const results *r, const char *tensor);
 /* Adds (or replaces) a tensor's description; strings are copied. */
 int results_add_info(results *r, const result_info *info, qerror *e);
 const result_info *results_find_info(const results *r, const char *tensor);

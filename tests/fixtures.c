@@ -284,3 +284,50 @@ int fx_write_dump(const char *path, const fx_dataset *ds, size_t n, int at_root)
     H5Fclose(f);
     return rc;
 }
+
+static int write_floats(hid_t grp, const char *name, int rank, const hsize_t *dims, const float *v)
+{
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(grp, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0 ? -1 : 0;
+    if (d >= 0)
+        H5Dclose(d);
+    H5Sclose(sp);
+    return rc;
+}
+
+static int attr_pair(hid_t obj, const char *name, const long long v[2])
+{
+    hsize_t two = 2;
+    hid_t sp = H5Screate_simple(1, &two, NULL);
+    hid_t a = H5Acreate2(obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = (a < 0 || H5Awrite(a, H5T_NATIVE_LLONG, v) < 0) ? -1 : 0;
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+int fx_write_layer(const char *path, const fx_layer *l)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0)
+        return -1;
+    hid_t root = H5Lexists(f, "layers", H5P_DEFAULT) > 0
+                     ? H5Gopen2(f, "layers", H5P_DEFAULT)
+                     : H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t g = H5Gcreate2(root, l->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t wd[4], bd = l->weight_dims[0];
+    for (int i = 0; i < l->weight_rank; i++)
+        wd[i] = l->weight_dims[i];
+    int rc = g < 0 || attr_string(g, "type", l->type) || attr_string(g, "input", l->input) ||
+             attr_pair(g, "stride", l->stride) || attr_pair(g, "padding", l->padding) ||
+             attr_int(g, "groups", l->groups) ||
+             write_floats(g, "weight", l->weight_rank, wd, l->weight) ||
+             (l->bias && write_floats(g, "bias", 1, &bd, l->bias));
+    if (g >= 0)
+        H5Gclose(g);
+    H5Gclose(root);
+    H5Fclose(f);
+    return rc ? -1 : 0;
+}

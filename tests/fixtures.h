@@ -25,6 +25,18 @@ typedef struct fx_dataset {
 /* Writes a dump with the datasets under /activations (at the root if at_root). 0 on success. */
 int fx_write_dump(const char *path, const fx_dataset *ds, size_t n, int at_root);
 
+/* A layer group /layers/<name> appended to an existing file: type "linear" or "conv2d" (or
+ * anything, to test refusals), input = the tensor it consumes, stride / padding pairs,
+ * groups, weight [out, in] or [out, in/groups, kh, kw] and bias [out] (NULL: none). */
+typedef struct fx_layer {
+    const char *name, *type, *input;
+    long long stride[2], padding[2], groups;
+    int weight_rank;
+    uint64_t weight_dims[4];
+    const float *weight, *bias;
+} fx_layer;
+int fx_write_layer(const char *path, const fx_layer *l);
+
 /* A fresh private directory under /tmp (malloc'd path), removed by fx_rmtree. */
 char *fx_tmpdir(void);
 void fx_rmtree(const char *dir);

@@ -1,5 +1,6 @@
 /* references.c - calibration algorithms written plainly on raw values, for tests to compare
  * the plugins against (slow, literal transcriptions of the published descriptions). */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -103,3 +104,73 @@ double ref_kl_tpu(const float *x, size_t n)
     return t;
 }
 
+/* ---- layers ---------------------------------------------------------------------------- */
+
+/* y[r][o] = b[o] + sum_i x[r][i] w[o][i], in double. */
+void ref_linear(const float *x, uint64_t rows, uint64_t in, const float *w,
+                         const float *b, uint64_t out, double *y)
+{
+    for (uint64_t r = 0; r < rows; r++)
+        for (uint64_t o = 0; o < out; o++) {
+            double s = b ? b[o] : 0;
+            for (uint64_t i = 0; i < in; i++)
+                s += (double)x[r * in + i] * w[o * in + i];
+            y[r * out + o] = s;
+        }
+}
+
+/* The textbook convolution: y[o][p][q] = b[o] + sum over the group's channels and kernel of
+ * x[c][p s - pad + i][q s - pad + j] w[o][c'][i][j], positions outside the input skipped. */
+void ref_conv2d(const float *x, uint64_t C, uint64_t H, uint64_t W, const float *w,
+                       const float *b, uint64_t O, uint64_t kh, uint64_t kw, const uint64_t s[2],
+                       const uint64_t pad[2], uint64_t groups, double *y, uint64_t *oh, uint64_t *ow)
+{
+    *oh = (H + 2 * pad[0] - kh) / s[0] + 1, *ow = (W + 2 * pad[1] - kw) / s[1] + 1;
+    uint64_t cg = C / groups, og = O / groups;
+    for (uint64_t o = 0; o < O; o++)
+        for (uint64_t p = 0; p < *oh; p++)
+            for (uint64_t q = 0; q < *ow; q++) {
+                double sum = b ? b[o] : 0;
+                uint64_t g = o / og;
+                for (uint64_t c = 0; c < cg; c++)
+                    for (uint64_t i = 0; i < kh; i++)
+                        for (uint64_t j = 0; j < kw; j++) {
+                            long r = (long)(p * s[0] + i) - (long)pad[0], t = (long)(q * s[1] + j) - (long)pad[1];
+                            if (r < 0 || t < 0 || r >= (long)H || t >= (long)W)
+                                continue;
+                            sum += (double)x[((g * cg + c) * H + (uint64_t)r) * W + (uint64_t)t] *
+                                   w[((o * cg + c) * kh + i) * kw + j];
+                        }
+                y[(o * *oh + p) * *ow + q] = sum;
+            }
+}
+
+/* ---- quantization ------------------------------------------------------------------------ */
+
+void ref_grid(double lo, double hi, int symmetric, int is_signed, int narrow, int bits,
+              long long qmin, long long qmax, float *scale, long long *zero_point)
+{
+    float neg = (float)lo < 0 ? (float)lo : 0.0f, pos = (float)hi > 0 ? (float)hi : 0.0f;
+    float s;
+    long long zp;
+    if (symmetric) {
+        float m = -neg > pos ? -neg : pos;
+        s = m / ((float)(qmax - qmin) / 2.0f);
+        zp = is_signed ? 0 : narrow ? (qmin + qmax) / 2 : qmin + (1LL << (bits - 1));
+    } else {
+        s = (pos - neg) / (float)(qmax - qmin);
+        if (s < FLT_EPSILON)
+            s = FLT_EPSILON;
+        zp = qmin - (long long)nearbyintf(neg / s);
+        zp = zp < qmin ? qmin : zp > qmax ? qmax : zp;
+    }
+    *scale = s < FLT_EPSILON ? FLT_EPSILON : s;
+    *zero_point = zp;
+}
+
+float ref_fake_quant(float x, float scale, long long zp, long long qmin, long long qmax)
+{
+    float q = (float)zp + nearbyintf(x * (1.0f / scale));
+    long long qi = isnan(q) ? qmin : q < (float)qmin ? qmin : q > (float)qmax ? qmax : (long long)q;
+    return (float)(qi - zp) * scale;
+}

@@ -8,45 +8,7 @@
 
 #include "fixtures.h"
 #include "layer.h"
-
-/* y[r][o] = b[o] + sum_i x[r][i] w[o][i], in double. */
-static void naive_linear(const float *x, uint64_t rows, uint64_t in, const float *w,
-                         const float *b, uint64_t out, double *y)
-{
-    for (uint64_t r = 0; r < rows; r++)
-        for (uint64_t o = 0; o < out; o++) {
-            double s = b ? b[o] : 0;
-            for (uint64_t i = 0; i < in; i++)
-                s += (double)x[r * in + i] * w[o * in + i];
-            y[r * out + o] = s;
-        }
-}
-
-/* The textbook convolution: y[o][p][q] = b[o] + sum over the group's channels and kernel of
- * x[c][p s - pad + i][q s - pad + j] w[o][c'][i][j], positions outside the input skipped. */
-static void naive_conv(const float *x, uint64_t C, uint64_t H, uint64_t W, const float *w,
-                       const float *b, uint64_t O, uint64_t kh, uint64_t kw, const uint64_t s[2],
-                       const uint64_t pad[2], uint64_t groups, double *y, uint64_t *oh, uint64_t *ow)
-{
-    *oh = (H + 2 * pad[0] - kh) / s[0] + 1, *ow = (W + 2 * pad[1] - kw) / s[1] + 1;
-    uint64_t cg = C / groups, og = O / groups;
-    for (uint64_t o = 0; o < O; o++)
-        for (uint64_t p = 0; p < *oh; p++)
-            for (uint64_t q = 0; q < *ow; q++) {
-                double sum = b ? b[o] : 0;
-                uint64_t g = o / og;
-                for (uint64_t c = 0; c < cg; c++)
-                    for (uint64_t i = 0; i < kh; i++)
-                        for (uint64_t j = 0; j < kw; j++) {
-                            long r = (long)(p * s[0] + i) - (long)pad[0], t = (long)(q * s[1] + j) - (long)pad[1];
-                            if (r < 0 || t < 0 || r >= (long)H || t >= (long)W)
-                                continue;
-                            sum += (double)x[((g * cg + c) * H + (uint64_t)r) * W + (uint64_t)t] *
-                                   w[((o * cg + c) * kh + i) * kw + j];
-                        }
-                y[(o * *oh + p) * *ow + q] = sum;
-            }
-}
+#include "references.h"
 
 static void fill(float *v, uint64_t n, uint64_t *seed)
 {
@@ -85,7 +47,7 @@ Test(layer, linear_matches_a_naive_product)
         cr_expect_eq(g.out_size, rows * out);
         layer_pack(&l, w, packed);
         layer_forward(&l, &g, packed, x, y, NULL);
-        naive_linear(x, rows, in, w, l.bias, out, ref);
+        ref_linear(x, rows, in, w, l.bias, out, ref);
         expect_close(y, ref, rows * out, in, "linear");
         free(w), free(b), free(x), free(packed), free(y), free(ref);
     }
@@ -116,7 +78,7 @@ Test(layer, conv2d_matches_the_textbook_loops)
         cr_assert_eq(layer_geometry(&l, "x", dims, 3, &g, &e), 0, "%s", e.msg);
         /* the output is never larger than the padded input */
         double *ref = malloc(O * (H + 2 * c[8]) * (W + 2 * c[9]) * 8);
-        naive_conv(x, C, H, W, w, l.bias, O, kh, kw, l.stride, l.padding, G, ref, &oh, &ow);
+        ref_conv2d(x, C, H, W, w, l.bias, O, kh, kw, l.stride, l.padding, G, ref, &oh, &ow);
         cr_assert(g.out_h == oh && g.out_w == ow, "case %zu: output %llux%llu, want %llux%llu", k,
                   (unsigned long long)g.out_h, (unsigned long long)g.out_w,
                   (unsigned long long)oh, (unsigned long long)ow);
@@ -155,6 +117,7 @@ static void put_str(hid_t obj, const char *name, const char *value)
 {
     hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
     H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8); /* as h5py and the sample writer do */
     hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
     H5Awrite(a, t, &value);
     H5Aclose(a), H5Sclose(sp), H5Tclose(t);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "qmath.h"
+#include "references.h"
 
 #define S QCAL_QSPEC_SIGNED
 #define SYM QCAL_QSPEC_SYMMETRIC
@@ -323,6 +324,42 @@ Test(fake_quant, symmetric_int8)
     cr_expect_eq(qmath_fake_quant(2.0f, s, 0, -128, 127), 127.0f * s);
     cr_expect_eq(qmath_fake_quant(-2.0f, s, 0, -128, 127), -128.0f * s);
     cr_expect_eq(qmath_fake_quant(0.0f, s, 0, -128, 127), 0.0f);
+}
+
+Test(fake_quant, vector_form_matches_torch_on_every_grid)
+{
+    /* grids of 2, 8 and 16 bits, signed and unsigned, with zero points inside them; values
+     * from ties, the clamping edges, huge magnitudes, tiny scales and non-finite inputs */
+    const struct { int64_t qmin, qmax, zp; float scale; } grids[] = {
+        {0, 255, 2, 0.125f}, {-128, 127, 0, 0x1.99999ap-4f}, {-128, 127, -3, 1e-7f},
+        {0, 65535, 40000, 3e-3f}, {-32768, 32767, 0, 1.7e-5f}, {0, 3, 1, 0.7f},
+        {-2, 1, 0, 1e20f},
+    };
+    uint64_t state = 0x5eed;
+    float x[4096], got[4096];
+    for (size_t g = 0; g < sizeof grids / sizeof *grids; g++) {
+        for (int i = 0; i < 4096; i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            double u = (double)(state >> 11) / 9007199254740992.0;
+            float s = grids[g].scale;
+            switch (i % 6) {
+            case 0: x[i] = (float)((u - 0.5) * 2 * s * (double)(grids[g].qmax - grids[g].qmin)); break;
+            case 1: x[i] = ((float)(i / 6 % 300) - 150.0f + 0.5f) * s; break; /* ties */
+            case 2: x[i] = (float)((u - 0.5) * 1e30); break;
+            case 3: x[i] = (float)((u - 0.5) * 8.4e6 * s); break; /* around 2^22 steps */
+            case 4: x[i] = i % 4 ? (i % 3 ? INFINITY : -INFINITY) : NAN; break;
+            default: x[i] = (float)(u - 0.5) * 1e-30f; break;
+            }
+        }
+        qmath_fake_quant_n(x, got, 4096, grids[g].scale, grids[g].zp, grids[g].qmin, grids[g].qmax);
+        for (int i = 0; i < 4096; i++) {
+            float want = ref_fake_quant(x[i], grids[g].scale, grids[g].zp, grids[g].qmin, grids[g].qmax);
+            cr_assert(got[i] == want || (isnan(got[i]) && isnan(want)),
+                      "grid %zu, x = %a: got %a, torch %a", g, x[i], got[i], want);
+            cr_assert_eq(qmath_fake_quant(x[i], grids[g].scale, grids[g].zp, grids[g].qmin,
+                                          grids[g].qmax), got[i]);
+        }
+    }
 }
 
 /* ---- error metrics ------------------------------------------------------------------------ */

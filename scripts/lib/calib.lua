@@ -82,4 +82,54 @@ function M.estimate_all(pass, observed, estimator, eparams, P, method)
     end
 end
 
+-- ---- entropy (KL) thresholds, shared by kl.lua and autotune.lua ------------------------------
+
+-- The fixed histogram layout kl's variant `P.variant` builds for a tensor whose max|x| is amax.
+local function kl_layout(P, amax)
+    if amax == 0 then return { bins = P.bins, abs = true, lo = 0, hi = 1 } end
+    if P.variant == "tpu" then
+        local w = amax / (P.bins - 1)
+        return { bins = P.bins, abs = true, lo = -0.5 * w, hi = (P.bins - 0.5) * w }
+    end
+    return { bins = P.bins, abs = true, lo = 0, hi = amax }
+end
+
+-- KL ranges of every tensor: a list of { tensor, spec, range, note, amax = max|x| }.
+-- P: variant, bins, levels, start, smooth, passes (1: the re-binned one-pass histogram;
+-- 2: max|x| first, then the reference's own bins), max_samples and the spec parameters.
+function M.kl_ranges(tensors, P)
+    if P.passes ~= 1 and P.passes ~= 2 then
+        error(string.format("passes must be 1 or 2, got %s", tostring(P.passes)))
+    end
+    local first = qcal.pass()
+    local seen = {}
+    for _, t in ipairs(tensors) do
+        local o = { tensor = t, minmax = first:observe(t, "minmax") }
+        if P.passes == 1 then o.hist = first:observe(t, "histogram", { bins = P.bins, abs = true }) end
+        seen[#seen + 1] = o
+    end
+    first:run{ max_rows = P.max_samples }
+    local hist_pass = first
+    if P.passes == 2 then
+        hist_pass = qcal.pass()
+        for _, o in ipairs(seen) do
+            local st = first:statistic(o.minmax)
+            o.amax = math.max(math.abs(st:array("lo")[1]), math.abs(st:array("hi")[1]))
+            o.hist = hist_pass:observe(o.tensor, "fixed_histogram", kl_layout(P, o.amax))
+        end
+        hist_pass:run{ max_rows = P.max_samples }
+    end
+    local eparams = { variant = P.variant, bins = P.bins, levels = P.levels, start = P.start,
+                      smooth = P.smooth }
+    local out = {}
+    for _, o in ipairs(seen) do
+        local st = first:statistic(o.minmax)
+        local amax = math.max(math.abs(st:array("lo")[1]), math.abs(st:array("hi")[1]))
+        local spec = M.spec(P, o.tensor)
+        local range, note = qcal.estimate("kl", hist_pass:statistic(o.hist), spec, eparams)
+        out[#out + 1] = { tensor = o.tensor, spec = spec, range = range, note = note, amax = amax }
+    end
+    return out
+end
+
 return M
