@@ -176,22 +176,38 @@ static int e_create(const qcal_tensor *t, const qcal_value *params, void **state
     return QCAL_OK;
 }
 
-/* Fake-quantizes n values starting at flat offset `at` within a sample (per channel: the
- * channel of offset j is (j / inner) mod channels). */
+/* From flat offset j within a sample: the channel of candidate c there, and how many values
+ * of that channel follow (n at most). Per-tensor candidates have a single run. */
+static uint64_t channel_run(const eval_candidate *c, uint64_t j, uint64_t n, uint64_t *ch)
+{
+    if (c->channels == 1) {
+        *ch = 0;
+        return n;
+    }
+    *ch = (j / c->inner) % c->channels;
+    uint64_t run = c->inner - j % c->inner;
+    return run < n ? run : n;
+}
+
+/* Fake-quantizes n values of a sample starting at flat offset `at` into q. */
 static void fake_quant_span(const eval_candidate *c, const float *x, float *q, uint64_t n,
                             uint64_t at)
 {
-    if (c->channels == 1) {
-        qmath_fake_quant_n(x, q, n, c->scale[0], c->zero_point[0], c->spec.qmin, c->spec.qmax);
-        return;
-    }
-    for (uint64_t i = 0; i < n;) { /* runs of one channel */
-        uint64_t j = at + i, ch = (j / c->inner) % c->channels;
-        uint64_t run = c->inner - j % c->inner;
-        run = run < n - i ? run : n - i;
+    for (uint64_t i = 0, ch, run; i < n; i += run) {
+        run = channel_run(c, at + i, n - i, &ch);
         qmath_fake_quant_n(x + i, q + i, run, c->scale[ch], c->zero_point[ch], c->spec.qmin,
                            c->spec.qmax);
-        i += run;
+    }
+}
+
+/* Adds the error of n values of a sample starting at flat offset `at` to acc. */
+static void error_span(const eval_candidate *c, const float *x, uint64_t n, uint64_t at,
+                       qmath_err *acc)
+{
+    for (uint64_t i = 0, ch, run; i < n; i += run) {
+        run = channel_run(c, at + i, n - i, &ch);
+        qmath_fake_quant_err(acc, x + i, run, c->scale[ch], c->zero_point[ch], c->spec.qmin,
+                             c->spec.qmax);
     }
 }
 
@@ -202,10 +218,8 @@ static void tensor_errors(eval_state *s, const qcal_slab *slab)
         const float *row = slab->data + r * slab->row_size;
         for (uint64_t at = 0; at < slab->row_size; at += CHUNK) {
             uint64_t len = slab->row_size - at < CHUNK ? slab->row_size - at : CHUNK;
-            for (uint64_t k = 0; k < s->set->n; k++) {
-                fake_quant_span(&s->set->cand[k], row + at, s->buf, len, at);
-                qmath_err_add_finite(&s->tensor[k], row + at, s->buf, len);
-            }
+            for (uint64_t k = 0; k < s->set->n; k++)
+                error_span(&s->set->cand[k], row + at, len, at, &s->tensor[k]);
         }
     }
 }

@@ -362,6 +362,49 @@ Test(fake_quant, vector_form_matches_torch_on_every_grid)
     }
 }
 
+/* The evaluation pass's fused kernel: bit for bit the same on every path (SIMD or not), and
+ * within float32 block rounding of the float64 sums of torch's fake-quantize. */
+Test(fake_quant, fused_error_matches_the_float64_reference_on_every_path)
+{
+    static float x[10007];
+    uint64_t state = 99;
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)(((double)(state >> 11) / 9007199254740992.0 - 0.3) * 9.0);
+    }
+    x[5] = NAN, x[700] = INFINITY, x[9999] = -INFINITY, x[10006] = NAN;
+    const struct { float scale; int64_t zp, qmin, qmax; } grids[] = {
+        {0.02f, 90, 0, 255}, {0.05f, 0, -127, 127}, {0.7f, 3, 0, 15}, {1e-4f, 0, -32768, 32767},
+    };
+    const uint64_t lengths[] = {0, 1, 7, 8, 63, 64, 65, 255, 256, 257, 10007};
+    for (size_t g = 0; g < sizeof grids / sizeof *grids; g++)
+        for (size_t k = 0; k < sizeof lengths / sizeof *lengths; k++) {
+            uint64_t n = lengths[k];
+            qmath_err fast = {0}, slow = {0};
+            qmath_fake_quant_err(&fast, x, n, grids[g].scale, grids[g].zp, grids[g].qmin, grids[g].qmax);
+            qmath_fake_quant_err_portable(&slow, x, n, grids[g].scale, grids[g].zp, grids[g].qmin,
+                                          grids[g].qmax);
+            cr_assert(!memcmp(&fast, &slow, sizeof fast), "grid %zu, n %llu: SIMD and portable differ",
+                      g, (unsigned long long)n);
+            double se = 0, sr = 0, sq = 0, dot = 0;
+            uint64_t used = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                if (!isfinite(x[i]))
+                    continue;
+                double a = x[i], b = ref_fake_quant(x[i], grids[g].scale, grids[g].zp, grids[g].qmin,
+                                                    grids[g].qmax);
+                se += (a - b) * (a - b), sr += a * a, sq += b * b, dot += a * b, used++;
+            }
+            cr_assert_eq(fast.n, used, "grid %zu, n %llu", g, (unsigned long long)n);
+            const double got[4] = {fast.sum_sq_err, fast.sum_sq_ref, fast.sum_sq_q, fast.dot};
+            const double want[4] = {se, sr, sq, dot};
+            for (int j = 0; j < 4; j++)
+                cr_assert(fabs(got[j] - want[j]) <= 2e-6 * fabs(want[j]) + 1e-30,
+                          "grid %zu, n %llu, sum %d: %.12g vs %.12g", g, (unsigned long long)n, j,
+                          got[j], want[j]);
+        }
+}
+
 /* ---- error metrics ------------------------------------------------------------------------ */
 
 Test(metrics, by_hand)

@@ -240,11 +240,12 @@ static double rel_diff(double a, double b)
 
 static void expect_metrics(const sums *s, double mse, double sqnr, double cosine, const char *what)
 {
-    cr_expect(rel_diff(mse, s->se / s->n) < 1e-9, "%s: mse %.12g, reference %.12g", what, mse, s->se / s->n);
-    cr_expect(rel_diff(sqnr, 10 * log10(s->sr / s->se)) < 1e-9, "%s: sqnr %.12g, reference %.12g",
+    /* the pass sums products in float32 within blocks of 64 values: ~1e-7 relative */
+    cr_expect(rel_diff(mse, s->se / s->n) < 1e-6, "%s: mse %.12g, reference %.12g", what, mse, s->se / s->n);
+    cr_expect(rel_diff(sqnr, 10 * log10(s->sr / s->se)) < 1e-6, "%s: sqnr %.12g, reference %.12g",
               what, sqnr, 10 * log10(s->sr / s->se));
     double cos_ref = s->dot / sqrt(s->sr * s->sq);
-    cr_expect(fabs(cosine - cos_ref) < 1e-12, "%s: cosine %.15g, reference %.15g", what, cosine, cos_ref);
+    cr_expect(fabs(cosine - cos_ref) < 1e-7, "%s: cosine %.15g, reference %.15g", what, cosine, cos_ref);
 }
 
 /* Weights fake-quantized per output channel, int8 symmetric on [-127, 127] (scale max|w|/127). */
@@ -495,7 +496,7 @@ static void check_mix(const results *r, const grid *g, const char *criterion, ui
         double least = INFINITY;
         for (uint64_t k = 0; k < c->n; k++) {
             double want = ref_mse(t, g, c->lo[k], c->hi[k]);
-            cr_expect(rel_diff(c->mse[k], want) < 1e-9 || (want < 1e-30 && c->mse[k] < 1e-30),
+            cr_expect(rel_diff(c->mse[k], want) < 1e-6 || (want < 1e-30 && c->mse[k] < 1e-30),
                       "%s %s: mse %.12g, reference %.12g", tensors[t].name, c->method[k], c->mse[k], want);
             least = fmin(least, want);
         }
@@ -504,7 +505,7 @@ static void check_mix(const results *r, const grid *g, const char *criterion, ui
         cr_expect_eq(rt->lo[0], c->lo[c->chosen], "%s: the kept range is the chosen candidate's", tensors[t].name);
         cr_expect_eq(rt->hi[0], c->hi[c->chosen]);
         double kept = ref_mse(t, g, rt->lo[0], rt->hi[0]);
-        cr_expect(kept <= least * (1 + 1e-12), "%s: mix error %.9g above the least candidate's %.9g",
+        cr_expect(kept <= least * (1 + 1e-6), "%s: mix error %.9g above the least candidate's %.9g",
                   tensors[t].name, kept, least);
     }
 }
@@ -621,6 +622,7 @@ Test(strategy, mix_beats_every_single_method_on_the_sample_dump)
         cr_assert_eq(run_with(singles[i].recipe, affine, singles[i].n_kv, &ro, &e), 0, "%s", e.msg);
         r = read_results(out_file);
         double single = mean_relative_error(r, sample);
+        cr_log_info("mean relative error: mix %.6g, %s %.6g", mix, singles[i].recipe, single);
         cr_expect(mix < single, "mix %.6g is not below %s's %.6g", mix, singles[i].recipe, single);
         results_free(r);
     }
@@ -663,14 +665,13 @@ Test(strategy, autotune_keeps_the_largest_of_each_consumers_best_threshold)
     /* solo has no consumer: the first least tensor mse of its candidates */
     c = results_find_candidates(r, "solo");
     cr_assert_not_null(c);
-    int64_t k_best = 0;
-    double least = INFINITY;
+    double least = INFINITY, kept = NAN;
     for (uint64_t k = 0; k < c->n; k++) {
         double m = tensor_sums(solo_x, 32, SOLO, &S8N, c->lo[k], c->hi[k]).se;
-        if (m < least * (1 - 1e-12))
-            least = m, k_best = (int64_t)k;
+        least = fmin(least, m);
+        kept = (int64_t)k == c->chosen ? m : kept;
     }
-    cr_expect_eq(c->chosen, k_best);
+    cr_expect(kept <= least * (1 + 1e-6), "solo: kept error %.9g, least %.9g", kept, least);
     cr_expect_str_eq(c->criterion, "mse");
     /* flat: max|x| = t_KL, nothing to tune, said so */
     const result_tensor *flat = find_tensor(r, "flat");
