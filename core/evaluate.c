@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK 4096 /* values fake-quantized at a time for the tensor error */
+#define CHUNK 4096 /* values every candidate measures while they are in cache */
 
 /* ---- sets ------------------------------------------------------------------------------ */
 
@@ -131,7 +131,7 @@ typedef struct eval_state {
     qmath_err *tensor, *layer;   /* [n] */
     double *ratio_sum;           /* [n]: sum over samples of ||y - y_q||_2 / ||y||_1 */
     uint64_t samples, skipped;   /* samples in the layer error, and left out of it */
-    float *buf;                  /* CHUNK values, then the layer's buffers */
+    float *buf;                  /* the layer's buffers (NULL without a layer) */
     float *xq, *y_ref, *y_q, *cols;
     /* finalize's arrays: sums of tensor then layer errors, [n] each */
     double *out;                 /* 8 n: n, se, sr, sq, dot for tensor; the same for layer */
@@ -161,17 +161,19 @@ static int e_create(const qcal_tensor *t, const qcal_value *params, void **state
         lsize = set->geom.in_size + 2 * set->geom.out_size + set->geom.scratch;
     if (!s || !(s->tensor = calloc(2 * n, sizeof *s->tensor)) ||
         !(s->ratio_sum = calloc(n, sizeof *s->ratio_sum)) ||
-        !(s->buf = malloc((CHUNK + lsize) * sizeof *s->buf)) || !(s->out = calloc(11 * n, sizeof *s->out))) {
+        (lsize && !(s->buf = malloc(lsize * sizeof *s->buf))) || !(s->out = calloc(11 * n, sizeof *s->out))) {
         e_destroy(s);
         snprintf(err->msg, sizeof err->msg, "out of memory");
         return QCAL_E_NOMEM;
     }
     s->set = set;
     s->layer = s->tensor + n;
-    s->xq = s->buf + CHUNK;
-    s->y_ref = s->xq + set->geom.in_size;
-    s->y_q = s->y_ref + set->geom.out_size;
-    s->cols = s->y_q + set->geom.out_size;
+    if (lsize) { /* the layer's buffers; the tensor error needs none */
+        s->xq = s->buf;
+        s->y_ref = s->xq + set->geom.in_size;
+        s->y_q = s->y_ref + set->geom.out_size;
+        s->cols = s->y_q + set->geom.out_size;
+    }
     *state = s;
     return QCAL_OK;
 }
