@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #include "dump.h"
+#include "export.h"
+#include "outfile.h"
+#include "report.h"
 #include "params.h"
 #include "recipe.h"
 #include "registry.h"
@@ -30,6 +33,7 @@ typedef struct cli {
     int n_plugin_paths;
     const char *output;
     const char *from_statistics;
+    const char *format, *trt_version, *trt_algorithm, *qnn_version;
     int force, unsafe, help, candidates;
     int threads;
     size_t slab_bytes, memory_limit;
@@ -43,6 +47,8 @@ static const char *const usage_text =
     "  qcal list                                          plugins, methods, parameters, recipes\n"
     "  qcal info DUMP                                     tensors, shapes, dtypes, sizes\n"
     "  qcal show RESULTS.h5 [--candidates]                per-tensor ranges, errors, runner-up\n"
+    "  qcal export RESULTS.h5 --format FMT [-o FILE]      tables for deployment toolchains\n"
+    "  qcal report RESULTS.h5 [DUMP] [-o REPORT.html]     one self-contained HTML page\n"
     "\n"
     "  qcal COMMAND --help   options of a command;   qcal --version\n";
 
@@ -78,6 +84,25 @@ static const char *const show_help =
     "decided (for strategies such as mix and autotune) and the runner-up candidate.\n"
     "  --candidates   also list every candidate a strategy tried, with its errors\n";
 
+static const char *const export_help =
+    "usage: qcal export RESULTS.h5 --format FMT [-o FILE] [--force] [options]\n\n"
+    "Writes the calibration in a format a deployment toolchain reads (to FILE, written whole\n"
+    "or not at all, or to standard output):\n"
+    "  tpu-mlir      calibration table: name threshold min max (%.7f)\n"
+    "  tensorrt      INT8 calibration cache: name: hex of the float32 scale amax/127\n"
+    "                  --trt-version N (8601)   --trt-algorithm NAME (EntropyCalibration2)\n"
+    "  qnn           AIMET / QNN encodings JSON   --qnn-version 0.6.1|1.0.0 (0.6.1)\n"
+    "  onnxruntime   calibration.json as ONNX Runtime's write_calibration_table\n"
+    "  csv           one row per tensor (per channel for per-channel ranges)\n";
+
+static const char *const report_help =
+    "usage: qcal report RESULTS.h5 [DUMP] [-o REPORT.html] [--force]\n\n"
+    "Writes one self-contained HTML page (no network, no external assets): a sortable,\n"
+    "filterable table of every tensor, and per tensor its histogram (log scale) with the\n"
+    "chosen range and every candidate marked, and each candidate's error. Histograms come\n"
+    "from DUMP when given (one pass), else from the histogram states saved in RESULTS.\n"
+    "Default output: RESULTS with .html for .h5.\n";
+
 /* ---- parsing -------------------------------------------------------------------------- */
 
 static int usage_error(qerror *e, const char *fmt, const char *arg)
@@ -108,6 +133,13 @@ static int parse_valued(cli *c, const char *opt, const char *val, qerror *e, int
     if (!strcmp(opt, "-o") || !strcmp(opt, "--output")) {
         c->output = val;
         *bad = !val ? usage_error(e, "%s needs a file", opt) : 0;
+    } else if (!strcmp(opt, "--format") || !strcmp(opt, "--trt-version") ||
+               !strcmp(opt, "--trt-algorithm") || !strcmp(opt, "--qnn-version")) {
+        const char **slot = !strcmp(opt, "--format") ? &c->format
+                             : !strcmp(opt, "--trt-version") ? &c->trt_version
+                             : !strcmp(opt, "--trt-algorithm") ? &c->trt_algorithm : &c->qnn_version;
+        *slot = val;
+        *bad = !val ? usage_error(e, "%s needs a value", opt) : 0;
     } else if (!strcmp(opt, "--from-statistics")) {
         c->from_statistics = val;
         *bad = !val ? usage_error(e, "%s needs a results file", opt) : 0;
@@ -382,6 +414,64 @@ static int cmd_show(const cli *c, qerror *e)
     return 0;
 }
 
+/* ---- qcal export ---------------------------------------------------------------------- */
+
+static int cmd_export(const cli *c, qerror *e)
+{
+    if (c->n_positional != 1)
+        return usage_error(e, "export: expected one results file, got %s",
+                           c->n_positional ? "more" : "none");
+    if (!c->format)
+        return usage_error(e, "export: --format is required (%s)",
+                           "tpu-mlir, tensorrt, qnn, onnxruntime or csv");
+    results *r;
+    if (results_read(c->positional[0], &r, e))
+        return -1;
+    export_options o = {c->format, c->trt_version, c->trt_algorithm, c->qnn_version};
+    outfile out;
+    int rc = outfile_open(&out, c->output, c->force, e);
+    if (!rc && (rc = export_results(r, &o, out.f, e)) != 0)
+        outfile_abandon(&out);
+    else if (!rc)
+        rc = outfile_commit(&out, e);
+    results_free(r);
+    return rc;
+}
+
+/* ---- qcal report ---------------------------------------------------------------------- */
+
+static int cmd_report(const cli *c, qerror *e)
+{
+    if (c->n_positional < 1 || c->n_positional > 2)
+        return usage_error(e, "report: expected RESULTS.h5 [DUMP], got %s",
+                           c->n_positional ? "more" : "nothing");
+    char fallback[PATH_MAX];
+    const char *path = c->output;
+    if (!path) {
+        const char *res = c->positional[0];
+        size_t n = strlen(res);
+        int h5 = n > 3 && !strcmp(res + n - 3, ".h5");
+        snprintf(fallback, sizeof fallback, "%.*s.html", (int)(h5 ? n - 3 : n), res);
+        path = fallback;
+    }
+    registry *reg = load_plugins(c);
+    if (!reg)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    report_options o = {.results_path = c->positional[0],
+                        .dump_path = c->n_positional == 2 ? c->positional[1] : NULL, .reg = reg};
+    pass_defaults(&o.pass);
+    if (c->threads)
+        o.pass.threads = c->threads;
+    outfile out;
+    int rc = outfile_open(&out, path, c->force, e);
+    if (!rc && (rc = report_write(&o, out.f, e)) != 0)
+        outfile_abandon(&out);
+    else if (!rc && (rc = outfile_commit(&out, e)) == 0 && path != c->output)
+        fprintf(stderr, "qcal: wrote %s\n", path);
+    registry_free(reg);
+    return rc;
+}
+
 /* ---- qcal info ------------------------------------------------------------------------ */
 
 static void print_tensor_info(const dump_tensor *t)
@@ -606,7 +696,8 @@ typedef struct command {
 
 static const command commands[] = {
     {"run", cmd_run, NULL}, {"list", cmd_list, NULL}, {"info", cmd_info, NULL},
-    {"show", cmd_show, NULL}, {NULL, NULL, NULL},
+    {"show", cmd_show, NULL}, {"export", cmd_export, NULL},
+    {"report", cmd_report, NULL}, {NULL, NULL, NULL},
 };
 
 static const char *help_of(const char *name)
@@ -617,6 +708,10 @@ static const char *help_of(const char *name)
         return list_help;
     if (!strcmp(name, "info"))
         return info_help;
+    if (!strcmp(name, "export"))
+        return export_help;
+    if (!strcmp(name, "report"))
+        return report_help;
     return show_help;
 }
 

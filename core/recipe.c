@@ -343,16 +343,16 @@ static int dtype_by_name(const char *name)
     return DUMP_F32;
 }
 
-/* The tensors the saved statistics describe, as a dump without values. */
-static int open_saved(const char *path, results **saved, dump **d, qerror *e)
+int recipe_saved_dump(const results *saved, const char *path, dump **d, qerror *e)
 {
-    if (results_read(path, saved, e) || dump_new_virtual(path, d, e))
-        return -1;
-    if ((*saved)->n_infos == 0)
+    *d = NULL;
+    if (saved->n_infos == 0)
         return qerror_set(e, QERR_DATA, "%s: expected saved statistics with tensor descriptions "
                           "(/statistics/<tensor> with a shape attribute), found none", path);
-    for (size_t i = 0; i < (*saved)->n_infos; i++) {
-        const result_info *in = &(*saved)->infos[i];
+    if (dump_new_virtual(path, d, e))
+        return -1;
+    for (size_t i = 0; i < saved->n_infos; i++) {
+        const result_info *in = &saved->infos[i];
         dump_tensor t = {.name = in->tensor, .orig_name = in->orig_name, .op_type = in->op_type,
                          .rank = in->rank, .channel_axis = in->channel_axis,
                          .dtype = dtype_by_name(in->dtype)};
@@ -364,6 +364,14 @@ static int open_saved(const char *path, results **saved, dump **d, qerror *e)
             return -1;
     }
     return 0;
+}
+
+/* The tensors the saved statistics describe, as a dump without values. */
+static int open_saved(const char *path, results **saved, dump **d, qerror *e)
+{
+    if (results_read(path, saved, e))
+        return -1;
+    return recipe_saved_dump(*saved, path, d, e);
 }
 
 int recipe_run(const recipe_options *o, qerror *e)

@@ -9,6 +9,7 @@
 #include "params.h"
 #include "pass.h"
 #include "registry.h"
+#include "results.h"
 
 typedef struct recipe_options {
     const char *recipe;          /* a bundled name ("minmax") or a path to a .lua file */
@@ -40,6 +41,10 @@ const char *recipe_dir(void);
 /* Runs a recipe. On success the results (if any) are in o->output. On failure nothing is
  * written; e holds one line ("minmax.lua:12: ..."), the traceback goes to o->log. */
 int recipe_run(const recipe_options *o, qerror *e);
+
+/* The tensors a results file's saved statistics describe, as a dump without values (what
+ * passes load saved observer states against). */
+int recipe_saved_dump(const results *saved, const char *path, dump **d, qerror *e);
 
 /* One declared recipe parameter, as `qcal list` shows it. */
 typedef struct recipe_param {

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # dev.sh - install what is missing (Debian 12), build, and run the demo, the suite or benchmarks.
 #   bash tests/dev.sh demo     build, then calibrate data/sample.h5 with the minmax recipe
-#   bash tests/dev.sh check    build, then run the whole test suite
+#   bash tests/dev.sh check    build, then run the whole test suite (installs chromium for it)
 #   bash tests/dev.sh bench    build (release), then run the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-PACKAGES="gcc libc6-dev binutils pkg-config meson ninja-build libhdf5-dev liblua5.4-dev libcriterion-dev"
+PACKAGES="gcc libc6-dev binutils pkg-config meson ninja-build libhdf5-dev liblua5.4-dev libcriterion-dev libjansson-dev"
 
 missing_packages() {
     for p in $PACKAGES "$@"; do
@@ -67,7 +67,7 @@ demo)
     "$BUILD/core/qcal" run minmax data/sample.h5 -o "$BUILD/sample.minmax.h5" --force
     ;;
 check)
-    build
+    build chromium # the report test renders the page in a real browser
     status=0
     meson test -C "$BUILD" --print-errorlogs --num-processes 1 "${@:2}" >&2 || status=$?
     # The same suite under AddressSanitizer and UndefinedBehaviorSanitizer.

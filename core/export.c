@@ -1,0 +1,354 @@
+/* export.c - calibration tables for deployment toolchains (see export.h) */
+#include "export.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const export_formats[] = {"tpu-mlir", "tensorrt", "qnn", "onnxruntime", "csv", NULL};
+
+#define WEIGHT_PREFIX "weights/"
+
+static int is_weight(const result_tensor *t)
+{
+    return !strncmp(t->tensor, WEIGHT_PREFIX, strlen(WEIGHT_PREFIX));
+}
+
+/* The name toolchains know the tensor by. */
+static const char *export_name(const result_tensor *t)
+{
+    return t->orig_name && *t->orig_name ? t->orig_name : t->tensor;
+}
+
+static void overall(const result_tensor *t, double *lo, double *hi)
+{
+    *lo = t->lo[0], *hi = t->hi[0];
+    for (uint64_t c = 1; c < t->channels; c++)
+        *lo = fmin(*lo, t->lo[c]), *hi = fmax(*hi, t->hi[c]);
+}
+
+static double amax_of(const result_tensor *t)
+{
+    double lo, hi;
+    overall(t, &lo, &hi);
+    return fmax(fabs(lo), fabs(hi));
+}
+
+static int has_space(const char *s)
+{
+    for (; *s; s++)
+        if (isspace((unsigned char)*s))
+            return 1;
+    return 0;
+}
+
+/* ---- tpu-mlir ------------------------------------------------------------------------------ */
+
+/* The header keeps tpu-mlir's own spelling ("genetated"): readers skip '#' lines, but people
+ * diff tables. Values are %.7f: its parser rejects exponents, inf and nan. */
+static int export_tpu(const results *r, FILE *out, qerror *e)
+{
+    fprintf(out, "# mlir version: qcal %s\n# mlir: %s\n# genetated time: %s\n"
+                 "# quantization threshold calculation method: %s\n###\n"
+                 "# op_name    threshold    min    max\n",
+            r->qcal_version, r->source, r->created, r->recipe);
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        const result_tensor *t = &r->tensors[i];
+        if (is_weight(t))
+            continue;
+        if (has_space(export_name(t)))
+            return qerror_set(e, QERR_DATA, "tensor '%s': tpu-mlir tables cannot hold a name "
+                              "with white space", export_name(t));
+        double lo, hi;
+        overall(t, &lo, &hi);
+        fprintf(out, "%s %.7f %.7f %.7f\n", export_name(t), amax_of(t), lo, hi);
+    }
+    return 0;
+}
+
+/* ---- TensorRT ------------------------------------------------------------------------------ */
+
+static int all_digits(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s))
+            return 0;
+    return 1;
+}
+
+static int export_trt(const results *r, const export_options *o, FILE *out, qerror *e)
+{
+    const char *version = o->trt_version ? o->trt_version : "8601";
+    const char *algorithm = o->trt_algorithm ? o->trt_algorithm : "EntropyCalibration2";
+    if (!all_digits(version))
+        return qerror_set(e, QERR_USAGE, "--trt-version: expected digits such as 8601 "
+                          "(8.6.1) or 100300 (10.3.0), found '%s'", version);
+    if (!*algorithm || has_space(algorithm) || strchr(algorithm, ':'))
+        return qerror_set(e, QERR_USAGE, "--trt-algorithm: expected a name such as "
+                          "EntropyCalibration2 or MinMaxCalibration, found '%s'", algorithm);
+    fprintf(out, "TRT-%s-%s\n", version, algorithm);
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        const result_tensor *t = &r->tensors[i];
+        if (is_weight(t))
+            continue;
+        const char *name = export_name(t);
+        if (strchr(name, ':') || strchr(name, '\n'))
+            return qerror_set(e, QERR_DATA, "tensor '%s': a TensorRT cache line is split at "
+                              "its first ':', so a name cannot contain one", name);
+        float scale = (float)(amax_of(t) / 127.0);
+        uint32_t bits;
+        memcpy(&bits, &scale, sizeof bits);
+        fprintf(out, "%s: %08x\n", name, (unsigned)bits);
+    }
+    return 0;
+}
+
+/* ---- JSON helpers ---------------------------------------------------------------------------- */
+
+static int set(json_t *obj, const char *key, json_t *value)
+{
+    return !value || json_object_set_new(obj, key, value) != 0;
+}
+
+static int dump_json(json_t *root, FILE *out, qerror *e)
+{
+    int bad = !root || json_dumpf(root, out, JSON_REAL_PRECISION(17)) != 0;
+    json_decref(root);
+    if (!bad)
+        fputc('\n', out);
+    return bad ? qerror_set(e, QERR_SOFTWARE, "out of memory while building JSON") : 0;
+}
+
+/* ---- AIMET / QNN ----------------------------------------------------------------------------- */
+
+/* AIMET's grid is unsigned, [0, 2^bw - 1], with real = (q + offset) scale; ours is
+ * real = (q - zp) scale on [qmin, qmax], so offset = qmin - zp (-zp for uint8, -128 for
+ * symmetric int8), min = (qmin - zp) scale, max = (qmax - zp) scale. */
+static json_t *aimet_legacy(const result_tensor *t, uint64_t c)
+{
+    double s = t->scale[c];
+    int64_t zp = t->zero_point[c], qmin = t->spec.qmin, qmax = t->spec.qmax;
+    json_t *enc = json_object();
+    int bad = !enc || set(enc, "bitwidth", json_integer(t->spec.bits)) ||
+              set(enc, "dtype", json_string("int")) ||
+              set(enc, "is_symmetric", json_string(t->spec.flags & QCAL_QSPEC_SYMMETRIC ? "True" : "False")) ||
+              set(enc, "max", json_real((double)(qmax - zp) * s)) ||
+              set(enc, "min", json_real((double)(qmin - zp) * s)) ||
+              set(enc, "offset", json_integer(qmin - zp)) || set(enc, "scale", json_real(s));
+    if (bad)
+        json_decref(enc);
+    return bad ? NULL : enc;
+}
+
+static json_t *aimet_v1(const result_tensor *t)
+{
+    json_t *enc = json_object(), *scales = json_array(), *offsets = json_array();
+    int bad = !enc || !scales || !offsets;
+    for (uint64_t c = 0; !bad && c < t->channels; c++)
+        bad = json_array_append_new(scales, json_real(t->scale[c])) ||
+              json_array_append_new(offsets, json_integer(t->spec.qmin - t->zero_point[c]));
+    bad = bad || set(enc, "name", json_string(export_name(t))) ||
+          set(enc, "dtype", json_string("INT")) || set(enc, "bw", json_integer(t->spec.bits)) ||
+          set(enc, "enc_type", json_string(t->channels > 1 ? "PER_CHANNEL" : "PER_TENSOR")) ||
+          set(enc, "is_sym", json_boolean(t->spec.flags & QCAL_QSPEC_SYMMETRIC));
+    if (!bad) {
+        bad = set(enc, "scale", scales) || set(enc, "offset", offsets);
+        scales = offsets = NULL;
+    }
+    json_decref(scales), json_decref(offsets);
+    if (bad)
+        json_decref(enc);
+    return bad ? NULL : enc;
+}
+
+/* AIMET names parameters "<layer>.weight"; a weight's framework name wins where known. */
+static void param_name(const result_tensor *t, char *buf, size_t size)
+{
+    if (t->orig_name && *t->orig_name)
+        snprintf(buf, size, "%s", t->orig_name);
+    else
+        snprintf(buf, size, "%s.weight", t->tensor + strlen(WEIGHT_PREFIX));
+}
+
+static int add_legacy(json_t *group, const result_tensor *t)
+{
+    char name[1024];
+    json_t *list = json_array();
+    int bad = !list;
+    for (uint64_t c = 0; !bad && c < t->channels; c++)
+        bad = json_array_append_new(list, aimet_legacy(t, c));
+    if (is_weight(t))
+        param_name(t, name, sizeof name);
+    else
+        snprintf(name, sizeof name, "%s", export_name(t));
+    return bad ? (json_decref(list), 1) : set(group, name, list);
+}
+
+static int export_qnn(const results *r, const export_options *o, FILE *out, qerror *e)
+{
+    const char *version = o->qnn_version ? o->qnn_version : "0.6.1";
+    int v1 = !strcmp(version, "1.0.0");
+    if (!v1 && strcmp(version, "0.6.1"))
+        return qerror_set(e, QERR_USAGE, "--qnn-version: expected 0.6.1 or 1.0.0, found '%s'", version);
+    json_t *root = json_object();
+    json_t *act = v1 ? json_array() : json_object(), *par = v1 ? json_array() : json_object();
+    int bad = !root || !act || !par;
+    for (size_t i = 0; !bad && i < r->n_tensors; i++) {
+        const result_tensor *t = &r->tensors[i];
+        json_t *group = is_weight(t) ? par : act;
+        if (!v1) {
+            bad = add_legacy(group, t);
+            continue;
+        }
+        json_t *enc = aimet_v1(t);
+        if (enc && is_weight(t)) {
+            char name[1024];
+            param_name(t, name, sizeof name);
+            bad = set(enc, "name", json_string(name));
+        }
+        bad = bad || !enc || json_array_append_new(group, enc);
+    }
+    if (bad) {
+        json_decref(act), json_decref(par), json_decref(root);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory while building JSON");
+    }
+    set(root, "version", json_string(version));
+    set(root, "activation_encodings", act);
+    set(root, "param_encodings", par);
+    return dump_json(root, out, e);
+}
+
+/* ---- ONNX Runtime ------------------------------------------------------------------------------ */
+
+/* A numpy array as ONNX Runtime's encoder writes one: a scalar for a 0-d array (one range),
+ * a list per channel otherwise. */
+static json_t *numpy_array(const double *v, uint64_t n)
+{
+    json_t *a = json_object(), *data = NULL;
+    if (n == 1) {
+        data = json_real((double)(float)v[0]);
+    } else {
+        data = json_array();
+        for (uint64_t c = 0; data && c < n; c++)
+            if (json_array_append_new(data, json_real((double)(float)v[c])))
+                json_decref(data), data = NULL;
+    }
+    int bad = !a || set(a, "data", data) || set(a, "dtype", json_string("float32")) ||
+              set(a, "CLS", json_string("numpy.array"));
+    if (bad)
+        json_decref(a);
+    return bad ? NULL : a;
+}
+
+/* CalibrationMethod of the method that made most tensors. */
+static const char *ort_method(const results *r)
+{
+    size_t kl = 0, pct = 0, all = 0;
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        if (is_weight(&r->tensors[i]))
+            continue;
+        all++;
+        kl += strstr(r->tensors[i].method, "kl") != NULL;
+        pct += strstr(r->tensors[i].method, "percentile") != NULL;
+    }
+    if (kl * 2 > all)
+        return "CalibrationMethod.Entropy";
+    return pct * 2 > all ? "CalibrationMethod.Percentile" : "CalibrationMethod.MinMax";
+}
+
+static int export_ort(const results *r, FILE *out, qerror *e)
+{
+    json_t *root = json_object(), *data = json_object(), *method = json_object();
+    int bad = !root || !data || !method;
+    for (size_t i = 0; !bad && i < r->n_tensors; i++) {
+        const result_tensor *t = &r->tensors[i];
+        if (is_weight(t))
+            continue;
+        json_t *td = json_object();
+        bad = !td || set(td, "lowest", numpy_array(t->lo, t->channels)) ||
+              set(td, "highest", numpy_array(t->hi, t->channels)) ||
+              set(td, "CLS", json_string("TensorData")) || set(data, export_name(t), td);
+    }
+    bad = bad || set(method, "CLS", json_string("CalibrationMethod")) ||
+          set(method, "value", json_string(ort_method(r)));
+    if (bad || set(root, "CLS", json_string("TensorsData")) || set(root, "data", data)) {
+        json_decref(method), json_decref(root);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory while building JSON");
+    }
+    set(root, "calibration_method", method);
+    return dump_json(root, out, e);
+}
+
+/* ---- CSV ---------------------------------------------------------------------------------- */
+
+/* RFC 4180: quoted when it holds a comma, quote or line break; quotes doubled. */
+static void csv_text(FILE *out, const char *s)
+{
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, out);
+        return;
+    }
+    fputc('"', out);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', out);
+        fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+static void csv_number(FILE *out, int known, double v)
+{
+    if (known)
+        fprintf(out, "%.17g", v);
+}
+
+static void csv_row(FILE *out, const result_tensor *t, uint64_t c)
+{
+    csv_text(out, t->tensor), fputc(',', out);
+    csv_text(out, export_name(t)), fputc(',', out);
+    fputs(is_weight(t) ? "weight," : "activation,", out);
+    csv_text(out, t->method), fputc(',', out);
+    if (t->channels > 1)
+        fprintf(out, "%llu", (unsigned long long)c);
+    fprintf(out, ",%u,%lld,%lld,%d,%d,", t->spec.bits, (long long)t->spec.qmin,
+            (long long)t->spec.qmax, (t->spec.flags & QCAL_QSPEC_SYMMETRIC) != 0,
+            (t->spec.flags & QCAL_QSPEC_NARROW) != 0);
+    fprintf(out, "%.17g,%.17g,%.17g,%.9g,%lld,", t->lo[c], t->hi[c],
+            fmax(fabs(t->lo[c]), fabs(t->hi[c])), t->scale[c], (long long)t->zero_point[c]);
+    csv_number(out, t->has_metrics, t->mse), fputc(',', out);
+    csv_number(out, t->has_metrics, t->sqnr_db), fputc(',', out);
+    csv_number(out, t->has_metrics, t->cosine), fputc('\n', out);
+}
+
+static int export_csv(const results *r, FILE *out)
+{
+    fputs("tensor,name,kind,method,channel,bits,qmin,qmax,symmetric,narrow_range,min,max,"
+          "threshold,scale,zero_point,mse,sqnr_db,cosine\n", out);
+    for (size_t i = 0; i < r->n_tensors; i++)
+        for (uint64_t c = 0; c < r->tensors[i].channels; c++)
+            csv_row(out, &r->tensors[i], c);
+    return 0;
+}
+
+int export_results(const results *r, const export_options *o, FILE *out, qerror *e)
+{
+    const char *f = o->format ? o->format : "";
+    if (!strcmp(f, "tpu-mlir"))
+        return export_tpu(r, out, e);
+    if (!strcmp(f, "tensorrt"))
+        return export_trt(r, o, out, e);
+    if (!strcmp(f, "qnn"))
+        return export_qnn(r, o, out, e);
+    if (!strcmp(f, "onnxruntime"))
+        return export_ort(r, out, e);
+    if (!strcmp(f, "csv"))
+        return export_csv(r, out);
+    return qerror_set(e, QERR_USAGE, "--format: expected tpu-mlir, tensorrt, qnn, onnxruntime "
+                      "or csv, found '%s'", f);
+}
