@@ -2,6 +2,7 @@
 #include "export.h"
 
 #include <ctype.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdint.h>
@@ -47,6 +48,10 @@ static int has_space(const char *s)
 
 /* ---- tpu-mlir ------------------------------------------------------------------------------ */
 
+/* tpu-mlir's own floor for a threshold (its tuned tables write 1e-5 for anything at or below):
+ * a 0.0000000 would leave the tensor uncalibrated there. */
+#define TPU_MIN_THRESHOLD 1e-5
+
 /* The header keeps tpu-mlir's own spelling ("genetated"): readers skip '#' lines, but people
  * diff tables. Values are %.7f: its parser rejects exponents, inf and nan. */
 static int export_tpu(const results *r, FILE *out, qerror *e)
@@ -64,7 +69,7 @@ static int export_tpu(const results *r, FILE *out, qerror *e)
                               "with white space", export_name(t));
         double lo, hi;
         overall(t, &lo, &hi);
-        fprintf(out, "%s %.7f %.7f %.7f\n", export_name(t), amax_of(t), lo, hi);
+        fprintf(out, "%s %.7f %.7f %.7f\n", export_name(t), fmax(amax_of(t), TPU_MIN_THRESHOLD), lo, hi);
     }
     return 0;
 }
@@ -100,7 +105,7 @@ static int export_trt(const results *r, const export_options *o, FILE *out, qerr
         if (strchr(name, ':') || strchr(name, '\n'))
             return qerror_set(e, QERR_DATA, "tensor '%s': a TensorRT cache line is split at "
                               "its first ':', so a name cannot contain one", name);
-        float scale = (float)(amax_of(t) / 127.0);
+        float scale = fmaxf((float)(amax_of(t) / 127.0), FLT_EPSILON); /* qcal's scale floor */
         uint32_t bits;
         memcpy(&bits, &scale, sizeof bits);
         fprintf(out, "%s: %08x\n", name, (unsigned)bits);

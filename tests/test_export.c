@@ -2,6 +2,7 @@
  * independently (text by hand, JSON with jansson), values checked against torch's grid
  * computed in references.c */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdint.h>
@@ -25,6 +26,7 @@ static const char *const recipe =
     "local wsp = qcal.spec{ bits = 8, symmetric = true, narrow_range = true, per_channel = true, axis = 1 }\n"
     "qcal.put('a', { method = 'minmax', spec = aff, range = { lo = -1.5, hi = 3.0 } })\n"
     "qcal.put('b', { method = 'kl', spec = sym, range = { lo = -2, hi = 2 } })\n"
+    "qcal.put('c', { method = 'minmax', spec = sym, range = { lo = 0, hi = 0 } })\n"
     "qcal.put(qcal.weights()[1], { method = 'minmax', spec = wsp,\n"
     "                              range = { lo = { -3, -7, -0.5 }, hi = { 3, 7, 0.5 } } })\n";
 
@@ -54,7 +56,7 @@ static int qcal(const char *args)
 
 static void setup(void)
 {
-    static const float a[4 * 3] = {0}, b[4 * 2] = {0}, w[3 * 4] = {0};
+    static const float a[4 * 3] = {0}, b[4 * 2] = {0}, c[4] = {0}, w[3 * 4] = {0};
     dir = fx_tmpdir();
     dump_file = fx_path(dir, "dump.h5");
     results_file = fx_path(dir, "results.h5");
@@ -63,10 +65,12 @@ static void setup(void)
          .channel_axis = FX_NO_ATTR, .orig_name = "/model/conv/Conv_output_0"},
         {.name = "activations/b", .dtype = DUMP_F32, .rank = 2, .dims = {4, 2}, .data = b,
          .channel_axis = FX_NO_ATTR},
+        {.name = "activations/c", .dtype = DUMP_F32, .rank = 1, .dims = {4}, .data = c,
+         .channel_axis = FX_NO_ATTR},
         {.name = "weights/l1", .dtype = DUMP_F32, .rank = 2, .dims = {3, 4}, .data = w,
          .channel_axis = FX_NO_ATTR},
     };
-    cr_assert_eq(fx_write_dump(dump_file, ds, 3, 1), 0);
+    cr_assert_eq(fx_write_dump(dump_file, ds, 4, 1), 0);
     char *path = fx_path(dir, "known.lua");
     FILE *f = fopen(path, "w");
     fputs(recipe, f);
@@ -138,11 +142,13 @@ Test(export, tpu_mlir_table_parses_as_tpu_mlir_reads_it)
         cr_expect(strchr(strchr(line, ' '), 'e') == NULL, "no exponents: %s", line);
         if (!strcmp(name, "/model/conv/Conv_output_0"))
             cr_expect(t == 3.0 && lo == -1.5 && hi == 3.0, "%s", line);
+        else if (!strcmp(name, "c")) /* all zero: tpu-mlir's floor, not a 0 it would skip */
+            cr_expect(t == 1e-5 && lo == 0 && hi == 0, "%s", line);
         else
             cr_expect(!strcmp(name, "b") && t == 2.0 && lo == -2.0 && hi == 2.0, "%s", line);
         rows++;
     }
-    cr_expect_eq(rows, 2, "activations only");
+    cr_expect_eq(rows, 3, "activations only");
     cr_expect_geq(comments, 2);
 }
 
@@ -169,11 +175,13 @@ Test(export, tensorrt_cache_holds_the_float32_bits_of_amax_over_127)
         float scale = hex_float(colon + 2);
         if (!strncmp(line, "/model/conv/Conv_output_0:", 26))
             cr_expect_eq(scale, (float)(3.0 / 127), "%s", line);
+        else if (!strncmp(line, "c:", 2)) /* all zero: never a zero scale */
+            cr_expect_eq(scale, FLT_EPSILON, "%s", line);
         else
             cr_expect(!strncmp(line, "b:", 2) && scale == (float)(2.0 / 127), "%s", line);
         rows++;
     }
-    cr_expect_eq(rows, 2);
+    cr_expect_eq(rows, 3);
     /* 1/127 is 3c010204, as in real caches */
     cr_expect_eq(hex_float("3c010204"), (float)(1.0 / 127));
     export_to_text("--format tensorrt --trt-version 100300 --trt-algorithm MinMaxCalibration");
@@ -236,7 +244,7 @@ Test(export, qnn_encodings_legacy_and_1_0_0)
     json_t *root = parse();
     cr_expect_str_eq(json_string_value(json_object_get(root, "version")), "0.6.1");
     json_t *act = json_object_get(root, "activation_encodings");
-    cr_assert_eq(json_object_size(act), 2u);
+    cr_assert_eq(json_object_size(act), 3u);
     json_t *a = json_object_get(act, "/model/conv/Conv_output_0"), *b = json_object_get(act, "b");
     cr_assert(json_array_size(a) == 1 && json_array_size(b) == 1);
     expect_legacy(json_array_get(a, 0), sa, -85, "False");
@@ -255,7 +263,7 @@ Test(export, qnn_encodings_legacy_and_1_0_0)
     root = parse();
     cr_expect_str_eq(json_string_value(json_object_get(root, "version")), "1.0.0");
     json_t *list = json_object_get(root, "activation_encodings");
-    cr_assert_eq(json_array_size(list), 2u);
+    cr_assert_eq(json_array_size(list), 3u);
     json_t *e0 = json_array_get(list, 0);
     cr_expect_str_eq(json_string_value(json_object_get(e0, "name")), "/model/conv/Conv_output_0");
     cr_expect_str_eq(json_string_value(json_object_get(e0, "enc_type")), "PER_TENSOR");
@@ -277,7 +285,7 @@ Test(export, onnxruntime_calibration_json)
     json_t *root = parse();
     cr_expect_str_eq(json_string_value(json_object_get(root, "CLS")), "TensorsData");
     json_t *data = json_object_get(root, "data");
-    cr_assert_eq(json_object_size(data), 2u, "activations only");
+    cr_assert_eq(json_object_size(data), 3u, "activations only");
     json_t *a = json_object_get(data, "/model/conv/Conv_output_0");
     cr_expect_str_eq(json_string_value(json_object_get(a, "CLS")), "TensorData");
     json_t *lowest = json_object_get(a, "lowest"), *highest = json_object_get(a, "highest");
@@ -342,7 +350,7 @@ Test(export, csv_one_row_per_tensor_and_channel)
             weight_rows++;
         }
     }
-    cr_expect_eq(rows, 5, "a, b and three weight channels");
+    cr_expect_eq(rows, 6, "a, b, c and three weight channels");
     cr_expect_eq(weight_rows, 3);
 }
 
