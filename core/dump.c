@@ -243,7 +243,7 @@ static int read_attrs(dump_item *it, hid_t ds, const dump *d, qerror *e)
     if (!orig && d->weights) { /* a layer's weight goes by its parameter name, "fc1.weight" */
         size_t n = strlen(it->t.name) + 8;
         if ((orig = malloc(n)))
-            snprintf(orig, n, "%s.weight", it->t.name + strlen("weights/"));
+            snprintf(orig, n, "%s.weight", it->t.name + strlen(DUMP_WEIGHT_PREFIX));
     }
     it->t.orig_name = orig ? orig : strdup(it->t.name);
     if (!it->t.orig_name)
@@ -375,7 +375,7 @@ static int add_dataset(walk_ctx *w, const char *full, const char *rel)
     }
     dump_item *it = new_item(w->d);
     char name[8192];
-    snprintf(name, sizeof name, "%s%s", w->d->weights ? "weights/" : "", rel);
+    snprintf(name, sizeof name, "%s%s", w->d->weights ? DUMP_WEIGHT_PREFIX : "", rel);
     if (!it || !(it->t.name = strdup(name)))
         return qerror_set(w->e, QERR_SOFTWARE, "out of memory");
     w->d->n++;
@@ -721,4 +721,9 @@ int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, q
                           (unsigned long long)(row0 + nrows - 1), why);
     }
     return 0;
+}
+
+int dump_is_weight_name(const char *name)
+{
+    return !strncmp(name, DUMP_WEIGHT_PREFIX, strlen(DUMP_WEIGHT_PREFIX));
 }

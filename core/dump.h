@@ -53,6 +53,9 @@ int dump_open_weights(const char *path, dump **out, qerror *e);
 int dump_has_weights(const dump *d);
 
 const char *dump_path(const dump *d);
+/* Weights are named "weights/<layer>" (the /weights view of a dump); activations never are. */
+#define DUMP_WEIGHT_PREFIX "weights/"
+int dump_is_weight_name(const char *name);
 size_t dump_count(const dump *d);
 const dump_tensor *dump_get(const dump *d, size_t i);
 /* Index of the tensor with this name (or orig_name), or -1. */

@@ -9,14 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dump.h"
+
 const char *const export_formats[] = {"tpu-mlir", "tensorrt", "qnn", "onnxruntime", "csv", NULL};
 
-#define WEIGHT_PREFIX "weights/"
-
-static int is_weight(const result_tensor *t)
-{
-    return !strncmp(t->tensor, WEIGHT_PREFIX, strlen(WEIGHT_PREFIX));
-}
+static int is_weight(const result_tensor *t) { return dump_is_weight_name(t->tensor); }
 
 /* The name toolchains know the tensor by. */
 static const char *export_name(const result_tensor *t)
@@ -24,17 +21,10 @@ static const char *export_name(const result_tensor *t)
     return t->orig_name && *t->orig_name ? t->orig_name : t->tensor;
 }
 
-static void overall(const result_tensor *t, double *lo, double *hi)
-{
-    *lo = t->lo[0], *hi = t->hi[0];
-    for (uint64_t c = 1; c < t->channels; c++)
-        *lo = fmin(*lo, t->lo[c]), *hi = fmax(*hi, t->hi[c]);
-}
-
 static double amax_of(const result_tensor *t)
 {
     double lo, hi;
-    overall(t, &lo, &hi);
+    result_overall_range(t, &lo, &hi);
     return fmax(fabs(lo), fabs(hi));
 }
 
@@ -68,7 +58,7 @@ static int export_tpu(const results *r, FILE *out, qerror *e)
             return qerror_set(e, QERR_DATA, "tensor '%s': tpu-mlir tables cannot hold a name "
                               "with white space", export_name(t));
         double lo, hi;
-        overall(t, &lo, &hi);
+        result_overall_range(t, &lo, &hi);
         fprintf(out, "%s %.7f %.7f %.7f\n", export_name(t), fmax(amax_of(t), TPU_MIN_THRESHOLD), lo, hi);
     }
     return 0;
@@ -177,7 +167,7 @@ static void param_name(const result_tensor *t, char *buf, size_t size)
     if (t->orig_name && *t->orig_name)
         snprintf(buf, size, "%s", t->orig_name);
     else
-        snprintf(buf, size, "%s.weight", t->tensor + strlen(WEIGHT_PREFIX));
+        snprintf(buf, size, "%s.weight", t->tensor + strlen(DUMP_WEIGHT_PREFIX));
 }
 
 static int add_legacy(json_t *group, const result_tensor *t)

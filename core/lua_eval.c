@@ -204,26 +204,14 @@ static int eval_add(lua_State *L)
     return 1;
 }
 
-static uint64_t opt_count(lua_State *L, int idx, const char *key, uint64_t def)
-{
-    if (!lua_istable(L, idx))
-        return def;
-    lua_getfield(L, idx, key);
-    lua_Integer v = lua_isnil(L, -1) ? (lua_Integer)def : luaL_checkinteger(L, -1);
-    lua_pop(L, 1);
-    if (v < 0)
-        luaL_error(L, "evaluation:run: '%s' must be >= 0", key);
-    return (uint64_t)v;
-}
-
 static int eval_run(lua_State *L)
 {
     leval *ev = luaL_checkudata(L, 1, EVAL_MT);
     if (ev->ran)
         return luaL_error(L, "evaluation:run twice");
     pass_options o = lq_ctx(L)->o->pass;
-    o.max_rows = opt_count(L, 2, "max_rows", o.max_rows);
-    o.threads = (int)opt_count(L, 2, "threads", (uint64_t)o.threads);
+    o.max_rows = lq_opt_count(L, 2, "max_rows", o.max_rows, "evaluation:run");
+    o.threads = (int)lq_opt_count(L, 2, "threads", (uint64_t)o.threads, "evaluation:run");
     qerror e = {0};
     if (pass_run(ev->p, &o, &e))
         return lq_raise(L, &e);

@@ -166,12 +166,6 @@ int lua_qcal_is_describe_stop(lua_State *L, int idx)
 
 /* ---- tensors -------------------------------------------------------------------------- */
 
-#define WEIGHT_PREFIX "weights/"
-
-static int is_weight(const char *name)
-{
-    return !strncmp(name, WEIGHT_PREFIX, strlen(WEIGHT_PREFIX));
-}
 
 /* The /weights view of the dump, opened on first use. */
 static int opt_bool(lua_State *L, int idx, const char *key, int def);
@@ -224,7 +218,7 @@ static void push_tensor(lua_State *L, const dump_tensor *t, size_t index)
     }
     lua_pushinteger(L, (lua_Integer)index + 1);
     lua_setfield(L, -2, "index");
-    lua_pushstring(L, is_weight(t->name) ? "weight" : "activation");
+    lua_pushstring(L, dump_is_weight_name(t->name) ? "weight" : "activation");
     lua_setfield(L, -2, "kind");
 }
 
@@ -233,7 +227,7 @@ static int list_tensors(lua_State *L, dump *d, int weights)
     lua_newtable(L);
     lua_Integer k = 0;
     for (size_t i = 0; i < dump_count(d); i++)
-        if (is_weight(dump_get(d, i)->name) == weights) {
+        if (dump_is_weight_name(dump_get(d, i)->name) == weights) {
             push_tensor(L, dump_get(d, i), i);
             lua_rawseti(L, -2, ++k);
         }
@@ -272,7 +266,7 @@ static size_t check_tensor(lua_State *L, int idx, dump **d)
     }
     if (!name)
         luaL_argerror(L, idx, "tensor name or tensor table expected");
-    *d = is_weight(name) ? weights_dump(L) : ctx->d;
+    *d = dump_is_weight_name(name) ? weights_dump(L) : ctx->d;
     long i = dump_find(*d, name);
     if (i < 0)
         luaL_error(L, "%s: no tensor '%s' in the dump", dump_path(*d), name);
@@ -499,7 +493,9 @@ static int pass_observe_l(lua_State *L)
     return 1;
 }
 
-static uint64_t opt_count(lua_State *L, int idx, const char *key, uint64_t def)
+/* options.key at idx (a table, or absent): a count >= 0, def when absent. `what` names the
+ * call in the message. */
+static uint64_t opt_count(lua_State *L, int idx, const char *key, uint64_t def, const char *what)
 {
     if (!lua_istable(L, idx))
         return def;
@@ -508,7 +504,7 @@ static uint64_t opt_count(lua_State *L, int idx, const char *key, uint64_t def)
     if (!lua_isnil(L, -1)) {
         lua_Integer i = luaL_checkinteger(L, -1);
         if (i < 0)
-            luaL_error(L, "pass:run: '%s' must be >= 0, got %lld", key, (long long)i);
+            luaL_error(L, "%s: '%s' must be >= 0, got %lld", what, key, (long long)i);
         v = (uint64_t)i;
     }
     lua_pop(L, 1);
@@ -543,9 +539,9 @@ static int pass_run_l(lua_State *L)
     lpass *lp = check_pass(L, 1);
     lua_qcal_ctx *ctx = get_ctx(L);
     pass_options o = ctx->o->pass;
-    o.threads = (int)opt_count(L, 2, "threads", (uint64_t)o.threads);
-    o.max_rows = opt_count(L, 2, "max_rows", o.max_rows);
-    o.batch_size = opt_count(L, 2, "batch_size", o.batch_size);
+    o.threads = (int)opt_count(L, 2, "threads", (uint64_t)o.threads, "pass:run");
+    o.max_rows = opt_count(L, 2, "max_rows", o.max_rows, "pass:run");
+    o.batch_size = opt_count(L, 2, "batch_size", o.batch_size, "pass:run");
     if (o.threads < 1 || o.threads > 256)
         return luaL_error(L, "pass:run: threads must be in [1, 256], got %d", o.threads);
     qerror e = {0};
@@ -886,6 +882,10 @@ size_t lq_check_tensor(lua_State *L, int idx, dump **d) { return check_tensor(L,
 void lq_check_spec(lua_State *L, int idx, int default_axis, qcal_qspec *out)
 {
     check_spec(L, idx, default_axis, out);
+}
+uint64_t lq_opt_count(lua_State *L, int idx, const char *key, uint64_t def, const char *what)
+{
+    return opt_count(L, idx, key, def, what);
 }
 uint64_t lq_check_range(lua_State *L, int idx, double **lo, double **hi, const char *what)
 {

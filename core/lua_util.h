@@ -14,6 +14,8 @@ int lq_raise(lua_State *L, const qerror *e);
 size_t lq_check_tensor(lua_State *L, int idx, dump **d);
 /* A spec table at idx; per-channel specs without axis take default_axis. */
 void lq_check_spec(lua_State *L, int idx, int default_axis, qcal_qspec *out);
+/* options.key at idx (a table, or absent): a count >= 0, def when absent. */
+uint64_t lq_opt_count(lua_State *L, int idx, const char *key, uint64_t def, const char *what);
 /* range.lo / range.hi at idx (numbers, or per-channel tables) into arrays held by two
  * userdata pushed on the stack; returns the channel count. `what` names the caller. */
 uint64_t lq_check_range(lua_State *L, int idx, double **lo, double **hi, const char *what);

@@ -265,13 +265,6 @@ static registry *load_plugins(const cli *c)
 
 /* ---- qcal show ------------------------------------------------------------------------ */
 
-static void scheme_text(const qcal_qspec *s, char *buf, size_t size)
-{
-    snprintf(buf, size, "%s%u%s%s", (s->flags & QCAL_QSPEC_SIGNED) ? "int" : "uint", s->bits,
-             (s->flags & QCAL_QSPEC_SYMMETRIC) ? " sym" : " aff",
-             (s->flags & QCAL_QSPEC_NARROW) ? " narrow" : "");
-}
-
 /* ---- candidates: the error that decided, and the runner-up ---------------------------- */
 
 static double candidate_value(const result_candidates *c, uint64_t k, const char *criterion)
@@ -312,13 +305,6 @@ typedef struct widths {
     int name, method;
 } widths;
 
-static void overall_range(const result_tensor *t, double *lo, double *hi)
-{
-    *lo = t->lo[0], *hi = t->hi[0];
-    for (uint64_t i = 1; i < t->channels; i++)
-        *lo = fmin(*lo, t->lo[i]), *hi = fmax(*hi, t->hi[i]);
-}
-
 /* "error" column: the deciding criterion of the chosen candidate, else the recorded mse. */
 static void error_text(const result_tensor *t, const result_candidates *c, char *buf, size_t size)
 {
@@ -354,9 +340,9 @@ static void print_candidates(const result_candidates *c, const widths *w)
 static void print_row(const results *r, const result_tensor *t, const widths *w, int all)
 {
     char scheme[48], granularity[32], error[64], second[160];
-    scheme_text(&t->spec, scheme, sizeof scheme);
+    result_scheme_text(&t->spec, scheme, sizeof scheme);
     double lo, hi;
-    overall_range(t, &lo, &hi);
+    result_overall_range(t, &lo, &hi);
     snprintf(granularity, sizeof granularity, t->channels > 1 ? "ch[%llu]" : "tensor",
              (unsigned long long)t->channels);
     const result_candidates *c = results_find_candidates(r, t->tensor);

@@ -11,8 +11,6 @@
 #include "recipe.h"
 #include "report_page.h"
 
-#define WEIGHT_PREFIX "weights/"
-
 /* One tensor's histogram as drawn: `bins` counts from lo in steps of width. */
 typedef struct display_hist {
     double lo, width;
@@ -69,10 +67,7 @@ static int to_display(const hstat *st, int bins, display_hist *out)
     return 0;
 }
 
-static int is_activation(const result_tensor *t)
-{
-    return strncmp(t->tensor, WEIGHT_PREFIX, strlen(WEIGHT_PREFIX)) != 0;
-}
+static int is_activation(const result_tensor *t) { return !dump_is_weight_name(t->tensor); }
 
 /* The histogram observer with its defaults (2048 bins of x). */
 static int default_histogram(const registry *reg, const reg_observer **obs, qcal_value *values,
@@ -177,13 +172,6 @@ static int collect_histograms(const report_options *o, const results *r, display
 
 /* ---- the data ------------------------------------------------------------------------------- */
 
-static void scheme_of(const qcal_qspec *s, char *buf, size_t size)
-{
-    snprintf(buf, size, "%s%u %s%s", (s->flags & QCAL_QSPEC_SIGNED) ? "int" : "uint", s->bits,
-             (s->flags & QCAL_QSPEC_SYMMETRIC) ? "sym" : "aff",
-             (s->flags & QCAL_QSPEC_NARROW) ? " narrow" : "");
-}
-
 static json_t *hist_json(const display_hist *h)
 {
     if (!h->counts)
@@ -214,22 +202,15 @@ static json_t *candidates_json(const result_candidates *c)
     return list;
 }
 
-static void overall(const result_tensor *t, double *lo, double *hi)
-{
-    *lo = t->lo[0], *hi = t->hi[0];
-    for (uint64_t c = 1; c < t->channels; c++)
-        *lo = fmin(*lo, t->lo[c]), *hi = fmax(*hi, t->hi[c]);
-}
-
 static json_t *tensor_json(const results *r, const result_tensor *t, const display_hist *h)
 {
     const result_candidates *c = results_find_candidates(r, t->tensor);
     char scheme[48], gran[32];
-    scheme_of(&t->spec, scheme, sizeof scheme);
+    result_scheme_text(&t->spec, scheme, sizeof scheme);
     snprintf(gran, sizeof gran, t->channels > 1 ? "per channel (%llu)" : "per tensor",
              (unsigned long long)t->channels);
     double lo, hi;
-    overall(t, &lo, &hi);
+    result_overall_range(t, &lo, &hi);
     json_t *o = json_object();
     int bad = !o || set(o, "name", json_string(t->tensor)) || set(o, "method", json_string(t->method)) ||
               set(o, "scheme", json_string(scheme)) || set(o, "granularity", json_string(gran)) ||

@@ -1466,3 +1466,17 @@ int results_read(const char *path, results **out, qerror *e)
     H5E_END_TRY;
     return rc;
 }
+
+void result_overall_range(const result_tensor *t, double *lo, double *hi)
+{
+    *lo = t->lo[0], *hi = t->hi[0];
+    for (uint64_t c = 1; c < t->channels; c++)
+        *lo = fmin(*lo, t->lo[c]), *hi = fmax(*hi, t->hi[c]);
+}
+
+void result_scheme_text(const qcal_qspec *s, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s%u%s%s", (s->flags & QCAL_QSPEC_SIGNED) ? "int" : "uint", s->bits,
+             (s->flags & QCAL_QSPEC_SYMMETRIC) ? " sym" : " aff",
+             (s->flags & QCAL_QSPEC_NARROW) ? " narrow" : "");
+}

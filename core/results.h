@@ -100,6 +100,10 @@ int results_put(results *r, const char *tensor, const char *orig_name, const cha
                 const qcal_qspec *spec, uint64_t channels, const double *lo, const double *hi,
                 qerror *e);
 result_tensor *results_find(results *r, const char *tensor);
+/* The overall range of t (per channel: the least min and the largest max). */
+void result_overall_range(const result_tensor *t, double *lo, double *hi);
+/* "uint8 aff", "int8 sym narrow": the grid of a spec, for people. */
+void result_scheme_text(const qcal_qspec *s, char *buf, size_t size);
 /* Adds (or replaces) the saved state of `observer` (no '/') with `params` on `tensor`; params
  * NULL -> "". States of one observer with different params are kept apart (the second is
  * written as group "<observer>#2", its `observer` attribute naming the observer).
