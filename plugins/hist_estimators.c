@@ -34,6 +34,16 @@ int hist_view(const qcal_stat *st, hview *v, qcal_err *err)
     return QCAL_OK;
 }
 
+int hist_view_for(const qcal_stat *st, const qcal_qspec *spec, uint64_t n_ranges, hview *v,
+                  qcal_err *err)
+{
+    if (spec->flags & ~QCAL_QSPEC_KNOWN_FLAGS)
+        return fail(err, QCAL_E_UNSUP, "unknown quantization spec flags 0x%x", spec->flags);
+    if ((spec->flags & QCAL_QSPEC_PER_CHANNEL) || n_ranges != 1)
+        return fail(err, QCAL_E_UNSUP, "histograms are per tensor: use a per-tensor spec");
+    return hist_view(st, v, err);
+}
+
 /* Adds c, uniform over [a, b), to the bins of width W from lo it overlaps. Overlaps below
  * 1e-9 of [a, b) are rounding slivers (same layouts computed twice): they get nothing, or an
  * identical layout would leave 1e-13 counts in neighbouring bins and turn empty bins non-empty. */
@@ -101,12 +111,8 @@ static int percentile_estimate(const qcal_stat *stat, const qcal_value *params,
                                const qcal_qspec *spec, qcal_range *ranges, uint64_t n_ranges,
                                qcal_err *err)
 {
-    if (spec->flags & ~QCAL_QSPEC_KNOWN_FLAGS)
-        return fail(err, QCAL_E_UNSUP, "unknown quantization spec flags 0x%x", spec->flags);
-    if ((spec->flags & QCAL_QSPEC_PER_CHANNEL) || n_ranges != 1)
-        return fail(err, QCAL_E_UNSUP, "histograms are per tensor: use a per-tensor spec");
     hview v;
-    int rc = hist_view(stat, &v, err);
+    int rc = hist_view_for(stat, spec, n_ranges, &v, err);
     if (rc)
         return rc;
     note_constant(err, v.smin, v.smax);
@@ -204,12 +210,8 @@ static double hist_error(const hview *v, const qcal_qspec *spec, double lo, doub
 static int mse_estimate(const qcal_stat *stat, const qcal_value *params, const qcal_qspec *spec,
                         qcal_range *ranges, uint64_t n_ranges, qcal_err *err)
 {
-    if (spec->flags & ~QCAL_QSPEC_KNOWN_FLAGS)
-        return fail(err, QCAL_E_UNSUP, "unknown quantization spec flags 0x%x", spec->flags);
-    if ((spec->flags & QCAL_QSPEC_PER_CHANNEL) || n_ranges != 1)
-        return fail(err, QCAL_E_UNSUP, "histograms are per tensor: use a per-tensor spec");
     hview v;
-    int rc = hist_view(stat, &v, err);
+    int rc = hist_view_for(stat, spec, n_ranges, &v, err);
     if (rc)
         return rc;
     note_constant(err, v.smin, v.smax);

@@ -89,12 +89,8 @@ static void search(const double *hist, uint64_t bins, double w, uint64_t levels,
 static int l2_estimate(const qcal_stat *stat, const qcal_value *params, const qcal_qspec *spec,
                        qcal_range *ranges, uint64_t n_ranges, qcal_err *err)
 {
-    if (spec->flags & ~QCAL_QSPEC_KNOWN_FLAGS)
-        return fail(err, QCAL_E_UNSUP, "unknown quantization spec flags 0x%x", spec->flags);
-    if ((spec->flags & QCAL_QSPEC_PER_CHANNEL) || n_ranges != 1)
-        return fail(err, QCAL_E_UNSUP, "histograms are per tensor: use a per-tensor spec");
     hview v;
-    int rc = hist_view(stat, &v, err);
+    int rc = hist_view_for(stat, spec, n_ranges, &v, err);
     if (rc)
         return rc;
     if (v.abs)

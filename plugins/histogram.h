@@ -20,6 +20,10 @@ const void *hist_array(const qcal_stat *st, const char *name, uint32_t dtype, ui
 uint64_t hist_counts_length(const qcal_stat *st);
 /* Checks a qcal.histogram statistic (counts sum to count, extrema ordered) and views it. */
 int hist_view(const qcal_stat *st, hview *v, qcal_err *err);
+/* What every histogram estimator starts with: a known, per-tensor spec (one range), then
+ * hist_view. */
+int hist_view_for(const qcal_stat *st, const qcal_qspec *spec, uint64_t n_ranges, hview *v,
+                  qcal_err *err);
 
 /* Spreads the histogram over `bins` equal bins on [lo, hi] (values assumed uniform inside each
  * of its bins; the part of a bin outside [lo, hi] holds no value, as lo and hi are at or
