@@ -329,10 +329,5 @@ void lq_eval_metatable(lua_State *L)
     static const luaL_Reg methods[] = {
         {"add", eval_add}, {"run", eval_run}, {"errors", eval_errors}, {NULL, NULL},
     };
-    luaL_newmetatable(L, EVAL_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, eval_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    lq_new_class(L, EVAL_MT, methods, eval_gc);
 }

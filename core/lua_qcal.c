@@ -883,6 +883,16 @@ void lq_check_spec(lua_State *L, int idx, int default_axis, qcal_qspec *out)
 {
     check_spec(L, idx, default_axis, out);
 }
+void lq_new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
 uint64_t lq_opt_count(lua_State *L, int idx, const char *key, uint64_t def, const char *what)
 {
     return opt_count(L, idx, key, def, what);
@@ -930,13 +940,8 @@ static int open_module(lua_State *L)
 static void make_metatables(lua_State *L)
 {
     lq_eval_metatable(L);
-    luaL_newmetatable(L, PASS_MT);
-    luaL_newlib(L, pass_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, pass_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, STAT_MT);
+    lq_new_class(L, PASS_MT, pass_methods, pass_gc);
+    luaL_newmetatable(L, STAT_MT); /* its __index also serves fields, so built by hand */
     luaL_newlib(L, stat_methods);
     lua_setfield(L, -2, "methods");
     lua_pushcfunction(L, stat_index);

@@ -2,6 +2,7 @@
 #ifndef QCAL_LUA_UTIL_H
 #define QCAL_LUA_UTIL_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 #include "lua_qcal.h"
@@ -14,6 +15,8 @@ int lq_raise(lua_State *L, const qerror *e);
 size_t lq_check_tensor(lua_State *L, int idx, dump **d);
 /* A spec table at idx; per-channel specs without axis take default_axis. */
 void lq_check_spec(lua_State *L, int idx, int default_axis, qcal_qspec *out);
+/* A userdata class: metatable `name` whose __index holds `methods`, with a __gc. */
+void lq_new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc);
 /* options.key at idx (a table, or absent): a count >= 0, def when absent. */
 uint64_t lq_opt_count(lua_State *L, int idx, const char *key, uint64_t def, const char *what);
 /* range.lo / range.hi at idx (numbers, or per-channel tables) into arrays held by two
