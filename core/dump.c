@@ -26,6 +26,9 @@ struct dump {
     int weights;    /* /weights view: each dataset gets a leading axis of one sample */
     dump_item *items;
     size_t n, cap;
+    dump **parts;   /* several files read as one (samples concatenated), or NULL */
+    size_t n_parts;
+    char *source;   /* every file, joined by ", " (results record it) */
 };
 
 /* ---- errors --------------------------------------------------------------------------- */
@@ -576,6 +579,8 @@ int dump_open_weights(const char *path, dump **out, qerror *e)
 
 int dump_has_weights(const dump *d)
 {
+    if (d->n_parts)
+        return dump_has_weights(d->parts[0]);
     return d->file >= 0 && H5Lexists(d->file, "weights", H5P_DEFAULT) > 0;
 }
 
@@ -621,6 +626,10 @@ void dump_close(dump *d)
 {
     if (!d)
         return;
+    for (size_t k = 0; k < d->n_parts; k++)
+        dump_close(d->parts[k]);
+    free(d->parts);
+    free(d->source);
     for (size_t i = 0; i < d->n; i++)
         item_release(&d->items[i]);
     if (d->file >= 0)
@@ -663,7 +672,9 @@ int dump_add_virtual(dump *d, const dump_tensor *t, qerror *e)
 
 /* ---- access --------------------------------------------------------------------------- */
 
-const char *dump_path(const dump *d) { return d->path; }
+const char *dump_path(const dump *d) { return d->n_parts ? d->parts[0]->path : d->path; }
+const char *dump_source(const dump *d) { return d->source ? d->source : d->path; }
+size_t dump_file_count(const dump *d) { return d->n_parts ? d->n_parts : 1; }
 size_t dump_count(const dump *d) { return d->n; }
 const dump_tensor *dump_get(const dump *d, size_t i) { return &d->items[i].t; }
 
@@ -689,9 +700,13 @@ uint64_t dump_slab_rows(const dump *d, size_t i, size_t slab_bytes)
     return rows > t->dims[0] ? t->dims[0] : rows;
 }
 
+static int read_parts(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e);
+
 int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e)
 {
     dump_item *it = &d->items[i];
+    if (d->n_parts)
+        return read_parts(d, i, row0, nrows, raw, e);
     if (it->dataset < 0)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': only saved statistics, no values to "
                           "read", d->path, it->t.name);
@@ -726,4 +741,162 @@ int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, q
 int dump_is_weight_name(const char *name)
 {
     return !strncmp(name, DUMP_WEIGHT_PREFIX, strlen(DUMP_WEIGHT_PREFIX));
+}
+
+/* ---- several files as one dump --------------------------------------------------------- */
+
+/* Rows [row0, row0 + nrows) of the concatenation: each file serves its share (tensor i is the
+ * same tensor in every part: dump_open_many checked the names match one to one). */
+static int read_parts(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e)
+{
+    const dump_tensor *t = &d->items[i].t;
+    if (nrows == 0 || row0 > t->dims[0] || nrows > t->dims[0] - row0)
+        return qerror_set(e, QERR_SOFTWARE, "%s: tensor '%s': expected rows within [0, %llu), "
+                          "found %llu rows from row %llu", d->source, t->name,
+                          (unsigned long long)t->dims[0], (unsigned long long)nrows,
+                          (unsigned long long)row0);
+    char *out = raw;
+    size_t row_bytes = (size_t)t->row_size * t->elem_size;
+    for (size_t k = 0; k < d->n_parts && nrows; k++) {
+        uint64_t have = d->parts[k]->items[i].t.dims[0];
+        if (row0 >= have) {
+            row0 -= have;
+            continue;
+        }
+        uint64_t take = nrows < have - row0 ? nrows : have - row0;
+        if (dump_read_raw(d->parts[k], i, row0, take, out, e))
+            return -1;
+        out += take * row_bytes;
+        nrows -= take;
+        row0 = 0;
+    }
+    return 0;
+}
+
+static void format_trailing(const dump_tensor *t, char *buf, size_t size)
+{
+    size_t len = (size_t)snprintf(buf, size, "[");
+    for (int k = 1; k < t->rank && len < size; k++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%llu", k > 1 ? ", " : "",
+                                (unsigned long long)t->dims[k]);
+    if (len < size)
+        snprintf(buf + len, size - len, "]");
+}
+
+/* Tensor `t` of file `path` against the same tensor of the first file. */
+static int check_same_tensor(const dump_tensor *first, const dump_tensor *t, const char *path,
+                             const char *first_path, qerror *e)
+{
+    char want[256], got[256];
+    format_trailing(first, want, sizeof want);
+    format_trailing(t, got, sizeof got);
+    if (strcmp(want, got) || t->rank != first->rank)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected the trailing shape %s of %s, "
+                          "found %s", path, t->name, want, first_path, got);
+    if (t->dtype != first->dtype)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected dtype %s as in %s, found %s",
+                          path, t->name, dump_dtype_name(first->dtype), first_path,
+                          dump_dtype_name(t->dtype));
+    if (t->channel_axis != first->channel_axis)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected channel axis %d as in %s, "
+                          "found %d", path, t->name, first->channel_axis, first_path,
+                          t->channel_axis);
+    return 0;
+}
+
+static int has_tensor(const dump *d, const char *name)
+{
+    for (size_t i = 0; i < d->n; i++)
+        if (!strcmp(d->items[i].t.name, name))
+            return 1;
+    return 0;
+}
+
+/* The first tensor name dump a has and b lacks, or NULL. */
+static const char *missing_name(const dump *a, const dump *b)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        const char *name = a->items[i].t.name;
+        if (!(i < b->n && !strcmp(name, b->items[i].t.name)) && !has_tensor(b, name))
+            return name;
+    }
+    return NULL;
+}
+
+static int check_part(const dump *first, const dump *part, qerror *e)
+{
+    const char *name = missing_name(first, part);
+    if (name)
+        return qerror_set(e, QERR_DATA, "%s: expected tensor '%s' (it is in %s), found none",
+                          part->path, name, first->path);
+    if ((name = missing_name(part, first)))
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s' is not in %s (the first file): every "
+                          "file must hold the same tensors", part->path, name, first->path);
+    for (size_t i = 0; i < first->n; i++)
+        if (check_same_tensor(&first->items[i].t, &part->items[i].t, part->path, first->path, e))
+            return -1;
+    return 0;
+}
+
+static char *join_paths(const char *const *paths, size_t n)
+{
+    size_t len = 1;
+    for (size_t k = 0; k < n; k++)
+        len += strlen(paths[k]) + 2;
+    char *s = malloc(len);
+    if (!s)
+        return NULL;
+    s[0] = '\0';
+    for (size_t k = 0; k < n; k++) {
+        if (k)
+            strcat(s, ", ");
+        strcat(s, paths[k]);
+    }
+    return s;
+}
+
+/* The tensors of the concatenation: the first file's, with the summed sample counts. */
+static int describe_whole(dump *d, qerror *e)
+{
+    const dump *first = d->parts[0];
+    for (size_t i = 0; i < first->n; i++) {
+        dump_tensor t = first->items[i].t;
+        for (size_t k = 1; k < d->n_parts; k++) {
+            uint64_t more = d->parts[k]->items[i].t.dims[0];
+            if (t.dims[0] > UINT64_MAX / 2 - more)
+                return qerror_set(e, QERR_DATA, "%s: tensor '%s': too many samples in all",
+                                  d->source, t.name);
+            t.dims[0] += more;
+        }
+        if (dump_add_virtual(d, &t, e))
+            return -1;
+    }
+    return 0;
+}
+
+int dump_open_many(const char *const *paths, size_t n, dump **out, qerror *e)
+{
+    *out = NULL;
+    if (n == 0)
+        return qerror_set(e, QERR_USAGE, "expected at least one dump file, found none");
+    if (n == 1)
+        return dump_open(paths[0], out, e);
+    dump *d = calloc(1, sizeof *d);
+    if (!d || !(d->parts = calloc(n, sizeof *d->parts)) || !(d->source = join_paths(paths, n)) ||
+        !(d->path = strdup(paths[0]))) {
+        dump_close(d);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    }
+    d->file = -1;
+    int rc = 0;
+    for (size_t k = 0; k < n && !rc; k++, d->n_parts++)
+        rc = dump_open(paths[k], &d->parts[k], e) || (k && check_part(d->parts[0], d->parts[k], e));
+    if (!rc)
+        rc = describe_whole(d, e);
+    if (rc) {
+        dump_close(d);
+        return -1;
+    }
+    *out = d;
+    return 0;
 }

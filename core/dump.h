@@ -45,6 +45,11 @@ typedef struct dump dump;
  * half a model silently. */
 int dump_open(const char *path, dump **out, qerror *e);
 void dump_close(dump *d);
+/* Opens several dump files as one dump whose samples are those of the files concatenated in
+ * the order given (one file: dump_open). Every file must hold the same tensors with the same
+ * trailing shape, dtype and channel axis; else one error names the file and the tensor. Each
+ * file is read with its own chunking; a slab may span two files. */
+int dump_open_many(const char *const *paths, size_t n, dump **out, qerror *e);
 /* The /weights group of the same file: each dataset [out_channels, ...] becomes a tensor
  * "weights/<layer>" [1, out_channels, ...] (one sample) with channel_axis 1, so per-channel
  * observers give one range per output channel; orig_name is "<layer>.weight". */
@@ -52,7 +57,11 @@ int dump_open_weights(const char *path, dump **out, qerror *e);
 /* Whether the file of an opened dump has a /weights group. */
 int dump_has_weights(const dump *d);
 
+/* The dump's file (for several files: the first, which also gives /weights and /layers). */
 const char *dump_path(const dump *d);
+/* Every file of the dump, joined by ", ": what results record as their source. */
+const char *dump_source(const dump *d);
+size_t dump_file_count(const dump *d);
 /* Weights are named "weights/<layer>" (the /weights view of a dump); activations never are. */
 #define DUMP_WEIGHT_PREFIX "weights/"
 int dump_is_weight_name(const char *name);

@@ -191,3 +191,20 @@ const qcal_array *hstat_find(const qcal_stat *s, const char *name)
             return &s->arrays[i];
     return NULL;
 }
+
+int hstat_equal(const qcal_stat *a, const qcal_stat *b)
+{
+    if (strcmp(a->kind, b->kind) || a->kind_version != b->kind_version ||
+        a->channels != b->channels || a->n_arrays != b->n_arrays)
+        return 0;
+    for (uint32_t i = 0; i < a->n_arrays; i++) {
+        const qcal_array *x = &a->arrays[i], *y = &b->arrays[i];
+        if (strcmp(x->name, y->name) || x->dtype != y->dtype || x->rank != y->rank ||
+            memcmp(x->shape, y->shape, sizeof x->shape))
+            return 0;
+        size_t bytes = (size_t)hstat_array_count(x) * hstat_dtype_size(x->dtype);
+        if (bytes && memcmp(x->data, y->data, bytes))
+            return 0;
+    }
+    return 1;
+}

@@ -28,6 +28,8 @@ uint64_t hstat_array_count(const qcal_array *a); /* elements: product of shape (
  * on failure. */
 int hstat_copy(const qcal_stat *src, hstat **out, qerror *e);
 void hstat_free(hstat *s); /* NULL is allowed */
+/* Whether two statistics are the same: kind, version, channels, arrays byte for byte. */
+int hstat_equal(const qcal_stat *a, const qcal_stat *b);
 /* The array called `name`, or NULL. Works on any qcal_stat, host-owned or not. */
 const qcal_array *hstat_find(const qcal_stat *s, const char *name);
 

@@ -45,9 +45,13 @@ int lq_evaluation(lua_State *L)
     lua_qcal_ctx *ctx = lq_ctx(L);
     if (!ctx->d)
         return luaL_error(L, "no dump is open");
-    if (ctx->saved)
+    if (ctx->reestimating)
         return luaL_error(L, "qcal.evaluation needs the dump: an evaluation pass measures errors "
                           "on the data, which --from-statistics does not read");
+    if (ctx->o->observe)
+        return luaL_error(L, "qcal.evaluation: `qcal observe` reached an evaluation pass, which "
+                          "statistics files do not carry: run this recipe on one machine or "
+                          "under MPI (mpirun -n K qcal run ...)");
     leval *ev = lua_newuserdatauv(L, sizeof *ev, 0);
     memset(ev, 0, sizeof *ev);
     luaL_setmetatable(L, EVAL_MT);
@@ -59,7 +63,7 @@ int lq_evaluation(lua_State *L)
 static const layer *load_layers(lua_State *L, size_t *n)
 {
     lua_qcal_ctx *ctx = lq_ctx(L);
-    if (!ctx->layers_loaded && ctx->d && !ctx->saved) {
+    if (!ctx->layers_loaded && ctx->d && !ctx->reestimating) {
         qerror e = {0};
         if (layers_load(dump_path(ctx->d), &ctx->layers, &ctx->n_layers, &e))
             lq_raise(L, &e);

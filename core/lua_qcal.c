@@ -1,6 +1,8 @@
 /* lua_qcal.c - the `qcal` Lua module: recipes declare work, the C engine does it */
 #include "lua_qcal.h"
 
+#include "dist.h"
+
 #include <lauxlib.h>
 #include <math.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@
 #define GUARD_VALUE -0x1.5ca1eb0a5ca1ep+777 /* no estimator writes this by accident */
 
 static char describe_stop; /* its address is the error object that ends a describe run */
+static char observe_stop;  /* ... and the one that ends `qcal observe` after its pass */
 
 typedef struct lpass {
     pass *p;
@@ -159,9 +162,10 @@ static int l_params(lua_State *L)
     return 1;
 }
 
-int lua_qcal_is_describe_stop(lua_State *L, int idx)
+int lua_qcal_is_stop(lua_State *L, int idx)
 {
-    return lua_touserdata(L, idx) == &describe_stop;
+    void *p = lua_touserdata(L, idx);
+    return p == &describe_stop || p == &observe_stop;
 }
 
 /* ---- tensors -------------------------------------------------------------------------- */
@@ -175,7 +179,7 @@ static dump *weights_dump(lua_State *L)
     lua_qcal_ctx *ctx = need_dump(L);
     if (ctx->weights)
         return ctx->weights;
-    if (ctx->saved) { /* re-estimating: the saved descriptions hold both */
+    if (ctx->reestimating) { /* the saved descriptions hold both */
         ctx->weights = ctx->d;
         return ctx->weights;
     }
@@ -238,12 +242,18 @@ static int list_tensors(lua_State *L, dump *d, int weights)
 static int l_weights(lua_State *L)
 {
     lua_qcal_ctx *ctx = need_dump(L);
-    if (lua_istable(L, 1) && opt_bool(L, 1, "optional", 0) && !ctx->weights && !ctx->saved &&
+    if (lua_istable(L, 1) && opt_bool(L, 1, "optional", 0) && !ctx->weights && !ctx->reestimating &&
         !dump_has_weights(ctx->d)) {
         lua_newtable(L);
         return 1;
     }
-    return list_tensors(L, weights_dump(L), 1);
+    list_tensors(L, weights_dump(L), 1);
+    if (ctx->reestimating && ctx->saved->dump_has_weights && lua_rawlen(L, -1) == 0)
+        return luaL_error(L, "%s: the dump has /weights but these statistics hold no weight "
+                          "states: the recipe's weights pass was not observed (run `qcal observe` "
+                          "again with --from-statistics %s, then merge)", ctx->o->from_statistics,
+                          ctx->o->from_statistics);
+    return 1;
 }
 
 static int l_tensors(lua_State *L)
@@ -512,7 +522,7 @@ static uint64_t opt_count(lua_State *L, int idx, const char *key, uint64_t def, 
 }
 
 /* Keeps every observer's serialized state for /statistics. */
-static void save_states(lua_State *L, lua_qcal_ctx *ctx, const lpass *lp)
+static void save_states(lua_State *L, lua_qcal_ctx *ctx, const lpass *lp, int on_share)
 {
     pass *p = lp->p;
     for (size_t h = 0; h < pass_count(p); h++) {
@@ -531,6 +541,10 @@ static void save_states(lua_State *L, lua_qcal_ctx *ctx, const lpass *lp)
             results_add_stat(ctx->res, t->name, obs->desc.name, params, state, &e) ||
             results_add_info(ctx->res, &info, &e))
             raise(L, &e);
+        result_stat *saved = results_find_stat(ctx->res, t->name, obs->desc.name, params);
+        const qcal_tensor *desc = pass_desc(p, (int)h);
+        saved->on_share = on_share;
+        saved->batch_size = desc->batch_size, saved->axis = desc->channel_axis;
     }
 }
 
@@ -545,12 +559,20 @@ static int pass_run_l(lua_State *L)
     if (o.threads < 1 || o.threads > 256)
         return luaL_error(L, "pass:run: threads must be in [1, 256], got %d", o.threads);
     qerror e = {0};
-    int rc = ctx->saved ? pass_load(lp->p, ctx->saved, ctx->o->from_statistics, &e)
-                        : pass_run(lp->p, &o, &e);
+    /* `qcal observe` loads the passes its statistics already hold and streams the first
+     * one they do not, then stops: later passes may depend on this one's merged result. */
+    int load = ctx->saved && (!ctx->o->observe || pass_saved_all(lp->p, ctx->saved));
+    int rc = load ? pass_load(lp->p, ctx->saved, ctx->o->from_statistics, &e)
+                  : pass_run(lp->p, &o, &e);
     if (rc)
         return raise(L, &e);
     lp->ran = 1;
-    save_states(L, ctx, lp);
+    save_states(L, ctx, lp, ctx->o->observe && !load);
+    if (ctx->o->observe && !load) {
+        ctx->observed = 1;
+        lua_pushlightuserdata(L, &observe_stop);
+        return lua_error(L);
+    }
     return 0;
 }
 
@@ -840,6 +862,9 @@ static int l_put(lua_State *L)
 
 int lua_qcal_commit(lua_qcal_ctx *ctx, qerror *e)
 {
+    const dist *d = ctx->o->pass.dist; /* every rank gets here: rank 0 writes once all agree */
+    if (!ctx->committed && d && d->agree(d, 0, e))
+        return -1;
     if (ctx->committed || !ctx->o->output)
         return 0;
     ctx->committed = 1;

@@ -8,9 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <glob.h>
 #include <unistd.h>
 
+#include "dist.h"
 #include "dump.h"
+#include "merge.h"
 #include "export.h"
 #include "outfile.h"
 #include "report.h"
@@ -21,10 +24,11 @@
 
 #define MAX_PLUGIN_PATHS 16
 #define MAX_KV 64
+#define MAX_POSITIONAL 4096
 
 typedef struct cli {
     const char *command;
-    const char *positional[8];
+    const char *positional[MAX_POSITIONAL];
     int n_positional;
     char *kv_text[MAX_KV];
     param_input kv[MAX_KV];
@@ -35,15 +39,23 @@ typedef struct cli {
     const char *from_statistics;
     const char *format, *trt_version, *trt_algorithm, *qnn_version;
     int force, unsafe, help, candidates;
+    int has_shard;
+    uint64_t shard_index, shard_count;
     int threads;
     size_t slab_bytes, memory_limit;
     uint64_t batch_size, instruction_limit;
 } cli;
 
+/* Set when running as one rank of several (MPI); NULL in a single process. */
+static const dist *the_dist;
+
 static const char *const usage_text =
     "usage: qcal COMMAND [options]\n"
     "\n"
-    "  qcal run RECIPE DUMP [-o OUT.h5] [key=value ...]   calibrate DUMP with a recipe\n"
+    "  qcal run RECIPE DUMP... [-o OUT.h5] [key=value ...]  calibrate DUMP (several files: one\n"
+    "                                                     dump, samples in the order given)\n"
+    "  qcal observe RECIPE DUMP... --shard i/K -o S.h5    observer states of share i of K\n"
+    "  qcal merge S.h5... -o STATS.h5                     fold the K shares' states into one\n"
     "  qcal list                                          plugins, methods, parameters, recipes\n"
     "  qcal info DUMP                                     tensors, shapes, dtypes, sizes\n"
     "  qcal show RESULTS.h5 [--candidates]                per-tensor ranges, errors, runner-up\n"
@@ -53,10 +65,13 @@ static const char *const usage_text =
     "  qcal COMMAND --help   options of a command;   qcal --version\n";
 
 static const char *const run_help =
-    "usage: qcal run RECIPE DUMP [-o OUT.h5] [options] [key=value ...]\n"
+    "usage: qcal run RECIPE DUMP... [-o OUT.h5] [options] [key=value ...]\n"
     "       qcal run RECIPE --from-statistics RESULTS.h5 [-o OUT.h5] [key=value ...]\n"
     "\n"
     "RECIPE is a bundled recipe name (see `qcal list`) or a path to a .lua file.\n"
+    "Several DUMP files (or a quoted glob, expanded in sorted order) are one dump: their\n"
+    "samples concatenated in the order given; every file must hold the same tensors.\n"
+    "Under `mpirun -n K` the ranks share the samples and rank 0 writes the results.\n"
     "key=value pairs are the recipe's parameters (typed by its defaults).\n"
     "--from-statistics re-estimates from the observer states saved in a results file,\n"
     "without reading the dump (the recipe must declare the same observers and parameters).\n"
@@ -70,6 +85,19 @@ static const char *const run_help =
     "      --unsafe             run the recipe without the sandbox\n"
     "      --max-memory MIB     memory the recipe may use (default 1024)\n"
     "      --max-instructions N Lua instructions the recipe may run (default 1e9)\n";
+
+static const char *const observe_help =
+    "usage: qcal observe RECIPE DUMP... --shard i/K -o STATS-i.h5 [--from-statistics S.h5]\n"
+    "                    [options] [key=value ...]\n\n"
+    "Streams share i of K (0 <= i < K; each tensor's batches cut into K consecutive runs) through\n"
+    "the first observation pass of the recipe that the --from-statistics file does not hold,\n"
+    "and saves the observer states. Merge the K files with `qcal merge`, then finish with\n"
+    "`qcal run RECIPE --from-statistics STATS.h5`, or, for a recipe whose next pass depends\n"
+    "on this one (kl), observe again with --from-statistics STATS.h5. Same options as run.\n";
+static const char *const merge_help =
+    "usage: qcal merge STATS-0.h5 ... STATS-(K-1).h5 -o STATS.h5 [--force] [--plugin-path P]\n\n"
+    "Folds the observer states of the K shares (any order of files; every share exactly once)\n"
+    "into one statistics file, the same as one `qcal observe` over the whole dump.\n";
 
 static const char *const list_help =
     "usage: qcal list [--plugin-path P]\n\n"
@@ -125,6 +153,20 @@ static int parse_count(const char *opt, const char *text, uint64_t min, uint64_t
     return 0;
 }
 
+/* --shard i/K: share i (0-based) of K. */
+static int parse_shard(cli *c, const char *opt, const char *val, qerror *e)
+{
+    char *end = NULL;
+    unsigned long long i = val ? strtoull(val, &end, 10) : 0, k = 0;
+    if (val && end != val && *end == '/' && val[0] != '-' && end[1] != '-')
+        k = strtoull(end + 1, &end, 10);
+    if (!val || *end || k < 1 || k > 1000000 || i >= k)
+        return qerror_set(e, QERR_USAGE, "%s: expected i/K with 0 <= i < K (share i of K, "
+                          "counted from 0), found '%s'", opt, val ? val : "nothing");
+    c->has_shard = 1, c->shard_index = i, c->shard_count = k;
+    return 0;
+}
+
 /* Options that take a value: returns 1 if consumed (with *i advanced), 0 if not ours. */
 static int parse_valued(cli *c, const char *opt, const char *val, qerror *e, int *bad)
 {
@@ -140,6 +182,8 @@ static int parse_valued(cli *c, const char *opt, const char *val, qerror *e, int
                              : !strcmp(opt, "--trt-algorithm") ? &c->trt_algorithm : &c->qnn_version;
         *slot = val;
         *bad = !val ? usage_error(e, "%s needs a value", opt) : 0;
+    } else if (!strcmp(opt, "--shard")) {
+        *bad = parse_shard(c, opt, val, e);
     } else if (!strcmp(opt, "--from-statistics")) {
         c->from_statistics = val;
         *bad = !val ? usage_error(e, "%s needs a results file", opt) : 0;
@@ -215,9 +259,9 @@ static int parse_arg(cli *c, int argc, char **argv, int *i, qerror *e)
             return 0;
         return usage_error(e, "unknown option '%s'", arg);
     }
-    if (strchr(arg, '=') && !strcmp(c->command, "run"))
+    if (strchr(arg, '=') && (!strcmp(c->command, "run") || !strcmp(c->command, "observe")))
         return add_kv(c, arg, e);
-    if (c->n_positional == 8)
+    if (c->n_positional == MAX_POSITIONAL)
         return usage_error(e, "too many arguments at '%s'", arg);
     c->positional[c->n_positional++] = arg;
     return 0;
@@ -611,11 +655,62 @@ static void default_output(const cli *c, char *buf, size_t size)
     snprintf(buf, size, "%s.%s.h5", stem, rstem);
 }
 
+/* The dump files named from positional[first] on; a pattern that names no file itself
+ * (the shell left it unexpanded, e.g. quoted) is expanded here, in sorted order. */
+typedef struct file_list {
+    char **paths;
+    size_t n, cap;
+} file_list;
+
+static int list_add(file_list *l, const char *path)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        char **grown = realloc(l->paths, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        l->paths = grown, l->cap = cap;
+    }
+    if (!(l->paths[l->n] = strdup(path)))
+        return -1;
+    l->n++;
+    return 0;
+}
+
+static void list_free(file_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->paths[i]);
+    free(l->paths);
+}
+
+static int expand_files(const cli *c, int first, file_list *out, qerror *e)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = first; i < c->n_positional; i++) {
+        const char *arg = c->positional[i];
+        glob_t g;
+        if (access(arg, F_OK) == 0 || !strpbrk(arg, "*?[")) {
+            if (list_add(out, arg))
+                return qerror_set(e, QERR_SOFTWARE, "out of memory");
+            continue;
+        }
+        if (glob(arg, 0, NULL, &g) != 0)
+            return qerror_set(e, QERR_NOINPUT, "%s: no file matches this pattern", arg);
+        for (size_t k = 0; k < g.gl_pathc; k++)
+            if (list_add(out, g.gl_pathv[k])) {
+                globfree(&g);
+                return qerror_set(e, QERR_SOFTWARE, "out of memory");
+            }
+        globfree(&g);
+    }
+    return 0;
+}
+
 static void fill_recipe_options(const cli *c, registry *reg, const char *out, recipe_options *o)
 {
     recipe_defaults(o);
     o->recipe = c->positional[0];
-    o->dump_path = c->from_statistics ? NULL : c->positional[1];
     o->from_statistics = c->from_statistics;
     o->output = out;
     o->force = c->force;
@@ -632,35 +727,104 @@ static void fill_recipe_options(const cli *c, registry *reg, const char *out, re
         o->pass.slab_bytes = c->slab_bytes;
     if (c->batch_size)
         o->pass.batch_size = c->batch_size;
+    o->pass.dist = the_dist;
     const char *term = getenv("TERM");
-    if (isatty(STDERR_FILENO) && !(term && !strcmp(term, "dumb")))
+    if (isatty(STDERR_FILENO) && !(term && !strcmp(term, "dumb")) &&
+        (!the_dist || the_dist->rank == 0))
         o->pass.progress = progress_tty;
+}
+
+/* Runs the recipe for run and observe: DUMP... from positional[1] on (none with
+ * --from-statistics for run). */
+static int run_recipe(const cli *c, const char *out, int observe, qerror *e)
+{
+    file_list dumps = {0};
+    if (c->n_positional > 1 && expand_files(c, 1, &dumps, e)) {
+        list_free(&dumps);
+        return -1;
+    }
+    registry *reg = load_plugins(c);
+    if (!reg) {
+        list_free(&dumps);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    }
+    recipe_options o;
+    fill_recipe_options(c, reg, out, &o);
+    if (dumps.n) {
+        o.dump_paths = (const char *const *)dumps.paths;
+        o.n_dump_paths = dumps.n;
+        o.dump_path = dumps.paths[0];
+    }
+    o.observe = observe;
+    if (observe && c->has_shard)
+        o.pass.share_index = c->shard_index, o.pass.share_count = c->shard_count;
+    if (the_dist && the_dist->rank != 0)
+        o.output = NULL; /* rank 0 writes */
+    int rc = recipe_run(&o, e);
+    registry_free(reg);
+    list_free(&dumps);
+    return rc;
 }
 
 static int cmd_run(const cli *c, qerror *e)
 {
-    int want = c->from_statistics ? 1 : 2;
-    if (c->n_positional != want)
+    if (c->from_statistics ? c->n_positional != 1 : c->n_positional < 2)
         return usage_error(e, "run: expected RECIPE and %s", c->from_statistics
-                           ? "no DUMP with --from-statistics" : "DUMP (or --from-statistics FILE)");
+                           ? "no DUMP with --from-statistics" : "DUMP... (or --from-statistics FILE)");
+    if (c->has_shard)
+        return usage_error(e, "run: %s", "--shard belongs to `qcal observe` (see qcal observe --help)");
     char out[PATH_MAX];
     if (c->output)
         snprintf(out, sizeof out, "%s", c->output);
     else
         default_output(c, out, sizeof out);
-    registry *reg = load_plugins(c);
-    if (!reg)
-        return qerror_set(e, QERR_SOFTWARE, "out of memory");
-    recipe_options o;
-    fill_recipe_options(c, reg, out, &o);
-    int rc = recipe_run(&o, e);
+    int rc = run_recipe(c, out, 0, e);
     results *r = NULL;
-    if (!rc && !results_read(out, &r, e)) {
+    if (!rc && (!the_dist || the_dist->rank == 0) && !results_read(out, &r, e)) {
         printf("# %s\n", out);
         print_table(r, 0);
     }
     results_free(r);
+    return rc;
+}
+
+/* ---- qcal observe, qcal merge --------------------------------------------------------- */
+
+static int cmd_observe(const cli *c, qerror *e)
+{
+    if (c->n_positional < 2)
+        return usage_error(e, "observe: expected RECIPE and DUMP..., got %s",
+                           c->n_positional ? "no DUMP" : "nothing");
+    if (!c->output)
+        return usage_error(e, "observe: %s", "-o STATS.h5 is required (one file per share)");
+    if (the_dist)
+        return usage_error(e, "observe: %s", "under MPI use `qcal run`: ranks are the shares");
+    if (run_recipe(c, c->output, 1, e))
+        return -1;
+    fprintf(stderr, "qcal: saved the states of share %llu/%llu of the next pass to %s: merge the "
+            "shares, then `qcal run %s --from-statistics MERGED` (if it asks for another pass, "
+            "observe again with --from-statistics MERGED)\n",
+            (unsigned long long)(c->has_shard ? c->shard_index : 0),
+            (unsigned long long)(c->has_shard ? c->shard_count : 1), c->output, c->positional[0]);
+    return 0;
+}
+
+static int cmd_merge(const cli *c, qerror *e)
+{
+    if (c->n_positional < 1 || !c->output)
+        return usage_error(e, "merge: expected %s", c->n_positional ? "-o STATS.h5"
+                                                                    : "STATS... -o STATS.h5");
+    file_list files = {0};
+    registry *reg = NULL;
+    int rc = expand_files(c, 0, &files, e);
+    if (!rc && !(reg = load_plugins(c)))
+        rc = qerror_set(e, QERR_SOFTWARE, "out of memory");
+    if (!rc)
+        rc = stats_merge((const char *const *)files.paths, files.n, reg, c->output, c->force, e);
+    if (!rc)
+        fprintf(stderr, "qcal: merged %zu shares into %s\n", files.n, c->output);
     registry_free(reg);
+    list_free(&files);
     return rc;
 }
 
@@ -681,7 +845,8 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"run", cmd_run, NULL}, {"list", cmd_list, NULL}, {"info", cmd_info, NULL},
+    {"run", cmd_run, NULL}, {"observe", cmd_observe, NULL}, {"merge", cmd_merge, NULL},
+    {"list", cmd_list, NULL}, {"info", cmd_info, NULL},
     {"show", cmd_show, NULL}, {"export", cmd_export, NULL},
     {"report", cmd_report, NULL}, {NULL, NULL, NULL},
 };
@@ -690,6 +855,10 @@ static const char *help_of(const char *name)
 {
     if (!strcmp(name, "run"))
         return run_help;
+    if (!strcmp(name, "observe"))
+        return observe_help;
+    if (!strcmp(name, "merge"))
+        return merge_help;
     if (!strcmp(name, "list"))
         return list_help;
     if (!strcmp(name, "info"))

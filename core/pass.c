@@ -1,6 +1,7 @@
 /* pass.c - one streaming pass: a reader thread feeds slabs to workers holding observer states */
 #include "pass.h"
 
+#include "dist.h"
 #include "params.h"
 
 #include <pthread.h>
@@ -161,6 +162,7 @@ size_t pass_count(const pass *p) { return p->n_decls; }
 const reg_observer *pass_observer(const pass *p, int h) { return p->decls[h].obs; }
 size_t pass_tensor(const pass *p, int h) { return p->decls[h].tensor; }
 const qcal_value *pass_params(const pass *p, int h) { return p->decls[h].params; }
+const qcal_tensor *pass_desc(const pass *p, int h) { return &p->decls[h].desc; }
 
 /* ---- the run: jobs, queues, workers --------------------------------------------------- */
 
@@ -176,7 +178,8 @@ typedef struct group {
     size_t tensor;
     size_t *decls;
     size_t n_decls;
-    uint64_t rows;       /* samples to read */
+    uint64_t rows;       /* samples of the tensor in this pass (what observers are told) */
+    uint64_t row_begin, row_end; /* the rows this process streams: its share */
     uint64_t slab_rows;
 } group;
 
@@ -336,6 +339,28 @@ static uint64_t batch_aligned(uint64_t rows, uint64_t batch)
     return rows >= batch ? rows - rows % batch : batch;
 }
 
+void pass_share_rows(uint64_t rows, uint64_t batch, uint64_t i, uint64_t k, uint64_t *begin,
+                     uint64_t *end)
+{
+    if (k <= 1) {
+        *begin = 0, *end = rows;
+        return;
+    }
+    uint64_t batches = rows / batch + (rows % batch != 0);
+    /* batches * i / k without overflow: batches < 2^64 / 2^32 is not guaranteed, so split */
+    uint64_t b0 = batches / k * i + batches % k * i / k;
+    uint64_t b1 = batches / k * (i + 1) + batches % k * (i + 1) / k;
+    *begin = b0 * batch < rows ? b0 * batch : rows;
+    *end = b1 * batch < rows ? b1 * batch : rows;
+}
+
+static void share_of(const pass_options *o, uint64_t *index, uint64_t *count)
+{
+    *index = o->share_index, *count = o->share_count;
+    if (o->dist)
+        *index = (uint64_t)o->dist->rank, *count = (uint64_t)o->dist->size;
+}
+
 /* Groups declarations by tensor, in dump order, and sizes the buffers. */
 static int plan_groups(run *r, const pass_options *o)
 {
@@ -351,10 +376,13 @@ static int plan_groups(run *r, const pass_options *o)
         group *g = &r->groups[i];
         const dump_tensor *t = dump_get(p->d, g->tensor);
         g->rows = (o->max_rows && o->max_rows < t->dims[0]) ? o->max_rows : t->dims[0];
-        g->slab_rows = batch_aligned(dump_slab_rows(p->d, g->tensor, o->slab_bytes),
-                                     o->batch_size ? o->batch_size : 32);
-        if (g->slab_rows > g->rows) /* one slab holds it all: no buffer beyond the data */
-            g->slab_rows = g->rows;
+        uint64_t batch = o->batch_size ? o->batch_size : 32, index, count;
+        share_of(o, &index, &count);
+        pass_share_rows(g->rows, batch, index, count, &g->row_begin, &g->row_end);
+        g->slab_rows = batch_aligned(dump_slab_rows(p->d, g->tensor, o->slab_bytes), batch);
+        uint64_t share_rows = g->row_end - g->row_begin;
+        if (g->slab_rows > share_rows) /* one slab holds it all: no buffer beyond the data */
+            g->slab_rows = share_rows ? share_rows : 1;
         size_t n = (size_t)(g->slab_rows * t->row_size);
         if (n * t->elem_size > r->raw_bytes)
             r->raw_bytes = n * t->elem_size;
@@ -422,7 +450,8 @@ static uint64_t total_bytes(const run *r)
 {
     uint64_t total = 0;
     for (size_t i = 0; i < r->n_groups; i++)
-        total += r->groups[i].rows * dump_get(r->p->d, r->groups[i].tensor)->row_size * 4;
+        total += (r->groups[i].row_end - r->groups[i].row_begin) *
+                 dump_get(r->p->d, r->groups[i].tensor)->row_size * 4;
     return total;
 }
 
@@ -433,9 +462,10 @@ static void read_all(run *r, const pass_options *o)
         const group *g = &r->groups[gi];
         uint64_t row_bytes = dump_get(r->p->d, g->tensor)->row_size * 4;
         uint64_t slab = 0;
-        for (uint64_t row = 0; row < g->rows && !r->failed; row += g->slab_rows, slab++) {
+        for (uint64_t row = g->row_begin; row < g->row_end && !r->failed;
+             row += g->slab_rows, slab++) {
             worker *w = &r->workers[slab % (uint64_t)r->n_workers];
-            uint64_t rows = g->rows - row < g->slab_rows ? g->rows - row : g->slab_rows;
+            uint64_t rows = g->row_end - row < g->slab_rows ? g->row_end - row : g->slab_rows;
             void *buf = buffer_take(w);
             qerror e = {0};
             if (dump_read_raw(r->p->d, g->tensor, row, rows, buf, &e)) {
@@ -510,6 +540,22 @@ static void drop_results(pass *p)
         }
 }
 
+static int run_local(run *r, const pass_options *o, qerror *e)
+{
+    if (plan_groups(r, o))
+        return qerror_set(e, QERR_SOFTWARE, "out of memory planning the pass");
+    update_descs(r->p, r, o);
+    int started = start_workers(r) == 0;
+    if (started)
+        read_all(r, o);
+    stop_workers(r);
+    if (!started)
+        return qerror_set(e, QERR_SOFTWARE, "cannot start worker threads");
+    if (r->failed)
+        return e ? (*e = r->err, -1) : -1;
+    return merge_states(r, e);
+}
+
 int pass_run(pass *p, const pass_options *o, qerror *e)
 {
     run r;
@@ -519,25 +565,12 @@ int pass_run(pass *p, const pass_options *o, qerror *e)
     r.n_workers = o->threads > 0 ? o->threads : 1;
     pthread_mutex_init(&r.err_mu, NULL);
     drop_results(p);
-    if (plan_groups(&r, o)) {
-        run_release(&r);
-        return qerror_set(e, QERR_SOFTWARE, "out of memory planning the pass");
-    }
-    update_descs(p, &r, o);
-    int started = start_workers(&r) == 0;
-    if (started)
-        read_all(&r, o);
-    stop_workers(&r);
-    int rc = 0;
-    if (!started)
-        rc = qerror_set(e, QERR_SOFTWARE, "cannot start worker threads");
-    else if (r.failed)
-        rc = (e ? (*e = r.err, -1) : -1);
-    else
-        rc = merge_states(&r, e);
+    int rc = run_local(&r, o, e);
+    run_release(&r);
+    if (o->dist) /* every rank's states into every rank's, or every rank learns of a failure */
+        rc = o->dist->exchange(o->dist, p, rc, e);
     if (rc)
         drop_results(p);
-    run_release(&r);
     return rc;
 }
 
@@ -565,6 +598,28 @@ static int stat_out(pass *p, int h, int serialize, hstat **out, qerror *e)
 int pass_finalize(pass *p, int h, hstat **out, qerror *e) { return stat_out(p, h, 0, out, e); }
 int pass_serialize(pass *p, int h, hstat **out, qerror *e) { return stat_out(p, h, 1, out, e); }
 
+void pass_set_batch_size(pass *p, int h, uint64_t batch_size)
+{
+    p->decls[h].desc.batch_size = batch_size;
+}
+
+int pass_fold(pass *p, int h, const qcal_stat *st, int replace, qerror *e)
+{
+    if (h < 0 || (size_t)h >= p->n_decls)
+        return qerror_set(e, QERR_SOFTWARE, "pass: no observer #%d", h);
+    decl *dc = &p->decls[h];
+    if (replace && dc->merged) {
+        dc->obs->desc.destroy(dc->merged);
+        dc->merged = NULL;
+    }
+    if (!dc->merged && state_create(dc, &dc->merged, e))
+        return -1;
+    qcal_err perr;
+    memset(&perr, 0, sizeof perr);
+    int rc = dc->obs->desc.deserialize(dc->merged, st, &perr);
+    return rc == QCAL_OK ? 0 : plugin_failed(rc, &perr, dc, "deserialize", e);
+}
+
 /* ---- re-estimation from saved states -------------------------------------------------- */
 
 static const result_stat *find_saved(const results *saved, const decl *dc)
@@ -575,7 +630,7 @@ static const result_stat *find_saved(const results *saved, const decl *dc)
     for (size_t i = 0; i < saved->n_stats; i++) {
         const result_stat *s = &saved->stats[i];
         if (!strcmp(s->tensor, dc->desc.name) && !strcmp(s->observer, dc->obs->desc.name) &&
-            !strcmp(s->params, params))
+            !strcmp(s->params, params) && (!s->batch_size || s->axis == dc->desc.channel_axis))
             return s;
     }
     return NULL;
@@ -588,12 +643,22 @@ static int load_decl(decl *dc, const results *saved, const char *from, qerror *e
         return qerror_set(e, QERR_DATA, "%s: no saved state of observer '%s' with these "
                           "parameters for tensor '%s' (run the recipe on the dump instead)",
                           from, dc->obs->desc.name, dc->desc.name);
+    if (s->batch_size) /* as the observer was made when it streamed the dump */
+        dc->desc.batch_size = s->batch_size;
     if (state_create(dc, &dc->merged, e))
         return -1;
     qcal_err perr;
     memset(&perr, 0, sizeof perr);
     int rc = dc->obs->desc.deserialize(dc->merged, &s->state->view, &perr);
     return rc == QCAL_OK ? 0 : plugin_failed(rc, &perr, dc, "deserialize", e);
+}
+
+int pass_saved_all(const pass *p, const results *saved)
+{
+    for (size_t i = 0; i < p->n_decls; i++)
+        if (!find_saved(saved, &p->decls[i]))
+            return 0;
+    return 1;
 }
 
 int pass_load(pass *p, const results *saved, const char *from, qerror *e)

@@ -16,6 +16,13 @@ typedef struct pass_options {
     size_t slab_bytes;   /* target float32 bytes per slab (default 4 MiB) */
     uint64_t batch_size; /* samples per calibration batch for batch-based methods (32) */
     uint64_t max_rows;   /* read only the first max_rows samples; 0 = all */
+    /* Stream only share i of K (share_count 0: all): each tensor's batches are cut into K
+     * consecutive runs, and observers see the rows of run i at their global sample index, so
+     * merging the K shares' states gives exactly the states of one whole pass. */
+    uint64_t share_index, share_count;
+    /* Several processes (MPI): when set, the pass streams share rank/size and then folds the
+     * states of every rank, in rank order, into every rank's (see dist.h). */
+    const struct dist *dist;
     void (*progress)(void *ud, uint64_t bytes_done, uint64_t bytes_total);
     void *progress_ud;
 } pass_options;
@@ -43,10 +50,26 @@ int pass_run(pass *p, const pass_options *o, qerror *e);
  * tensor, observer name and parameters in `saved` (read from the results file `from`). */
 int pass_load(pass *p, const results *saved, const char *from, qerror *e);
 
+/* Whether `saved` holds a state for every declared observer (pass_load would succeed). */
+int pass_saved_all(const pass *p, const results *saved);
+
 size_t pass_count(const pass *p);
 const reg_observer *pass_observer(const pass *p, int handle);
 size_t pass_tensor(const pass *p, int handle);
 const qcal_value *pass_params(const pass *p, int handle);
+/* The tensor as observer `handle` was created for (its channel axis and batch size). */
+const qcal_tensor *pass_desc(const pass *p, int handle);
+
+/* Folds a serialized state (another share's) into the result state of observer h, as merge
+ * would; with `replace`, the result state is first emptied. */
+int pass_fold(pass *p, int h, const qcal_stat *st, int replace, qerror *e);
+
+/* Observer h's states are made for batches of `batch_size` samples (as when it streamed). */
+void pass_set_batch_size(pass *p, int h, uint64_t batch_size);
+
+/* The rows [*begin, *end) of share i of K of `rows` samples cut in batches of `batch`. */
+void pass_share_rows(uint64_t rows, uint64_t batch, uint64_t i, uint64_t k, uint64_t *begin,
+                     uint64_t *end);
 
 /* After pass_run: host-owned copies of the finalized statistic / the serialized state. */
 int pass_finalize(pass *p, int handle, hstat **out, qerror *e);

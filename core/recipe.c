@@ -1,6 +1,8 @@
 /* recipe.c - running Lua recipes in a sandbox with memory and instruction limits */
 #include "recipe.h"
 
+#include "dist.h"
+
 #include "layer.h"
 
 #include <lauxlib.h>
@@ -252,7 +254,7 @@ static int traceback_handler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
-        if (lua_qcal_is_describe_stop(L, 1))
+        if (lua_qcal_is_stop(L, 1))
             return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
@@ -296,7 +298,7 @@ static int run_chunk(lua_State *L, const char *path, const char *name, const lim
     if (status == LUA_OK)
         status = lua_pcall(L, 0, 0, handler);
     if (status != LUA_OK) {
-        if (ctx->describing && lua_qcal_is_describe_stop(L, -1))
+        if ((ctx->describing || ctx->observed) && lua_qcal_is_stop(L, -1))
             return 0;
         return script_failed(L, status, name, lim, o, e);
     }
@@ -311,6 +313,15 @@ static lua_State *new_state(limits *lim, const recipe_options *o)
     if (L)
         lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
     return L;
+}
+
+/* With several processes every rank's outcome is agreed on before rank 0 writes. */
+static int agree_and_commit(lua_qcal_ctx *ctx, int rc, qerror *e)
+{
+    const dist *d = ctx->o->pass.dist;
+    if (rc && d)
+        d->agree(d, rc, e);
+    return rc ? rc : lua_qcal_commit(ctx, e);
 }
 
 /* Runs the script at `path` with ctx; closes the state before returning. */
@@ -329,8 +340,12 @@ static int execute(const char *path, lua_qcal_ctx *ctx, const recipe_options *o,
         rc = script_failed(L, LUA_ERRRUN, ctx->recipe_name, &lim, o, e);
     else
         rc = run_chunk(L, path, ctx->recipe_name, &lim, o, ctx, e);
-    if (!rc && !ctx->describing)
-        rc = lua_qcal_commit(ctx, e);
+    if (!rc && ctx->o->observe && !ctx->observed)
+        rc = qerror_set(e, QERR_DATA, "observe: the statistics already hold every pass of "
+                        "recipe '%s': finish with `qcal run %s --from-statistics FILE`",
+                        ctx->recipe_name, ctx->recipe_name);
+    if (!ctx->describing)
+        rc = agree_and_commit(ctx, rc, e);
     lua_close(L);
     return rc;
 }
@@ -374,6 +389,34 @@ static int open_saved(const char *path, results **saved, dump **d, qerror *e)
     return recipe_saved_dump(*saved, path, d, e);
 }
 
+/* The dump, and the saved statistics: instead of the dump to re-estimate, or besides it for
+ * `qcal observe` (whose passes load what the statistics hold and stream the next one). */
+static int open_inputs(const recipe_options *o, results **saved, dump **d, qerror *e)
+{
+    if (o->from_statistics && !o->observe)
+        return open_saved(o->from_statistics, saved, d, e);
+    if (o->from_statistics && results_read(o->from_statistics, saved, e))
+        return -1;
+    if (o->dump_paths)
+        return dump_open_many(o->dump_paths, o->n_dump_paths, d, e);
+    return dump_open(o->dump_path, d, e);
+}
+
+static int start_results(lua_qcal_ctx *ctx, const char *name, qerror *e)
+{
+    const recipe_options *o = ctx->o;
+    ctx->res = results_new(name, ctx->saved ? ctx->saved->source : dump_source(ctx->d));
+    if (!ctx->res)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    ctx->res->dump_has_weights = ctx->reestimating ? ctx->saved->dump_has_weights
+                                                   : dump_has_weights(ctx->d);
+    if (o->observe) {
+        ctx->res->share_index = o->pass.share_count ? o->pass.share_index : 0;
+        ctx->res->share_count = o->pass.share_count ? o->pass.share_count : 1;
+    }
+    return 0;
+}
+
 int recipe_run(const recipe_options *o, qerror *e)
 {
     char path[PATH_MAX], name[256];
@@ -385,13 +428,15 @@ int recipe_run(const recipe_options *o, qerror *e)
     ctx.o = o;
     ctx.recipe_name = name;
     results *saved = NULL;
-    int rc = o->from_statistics ? open_saved(o->from_statistics, &saved, &ctx.d, e)
-                                : dump_open(o->dump_path, &ctx.d, e);
+    int rc = open_inputs(o, &saved, &ctx.d, e);
     ctx.saved = saved;
-    if (!rc) {
-        ctx.res = results_new(name, o->from_statistics ? o->from_statistics : o->dump_path);
-        rc = ctx.res ? execute(path, &ctx, o, e) : qerror_set(e, QERR_SOFTWARE, "out of memory");
-    }
+    ctx.reestimating = o->from_statistics && !o->observe;
+    if (!rc) /* statistics keep the dumps they came from as their source */
+        rc = start_results(&ctx, name, e);
+    if (!rc)
+        rc = execute(path, &ctx, o, e);
+    else if (o->pass.dist)
+        o->pass.dist->agree(o->pass.dist, rc, e);
     results_free(ctx.res);
     results_free(saved);
     layers_free(ctx.layers, ctx.n_layers);

@@ -14,9 +14,13 @@
 typedef struct recipe_options {
     const char *recipe;          /* a bundled name ("minmax") or a path to a .lua file */
     const char *dump_path;       /* the dump the recipe calibrates, or NULL with: */
+    const char *const *dump_paths; /* or several files read as one (dump_open_many) */
+    size_t n_dump_paths;
     const char *from_statistics; /* a results file whose saved observer states passes load
                                     instead of reading a dump (re-estimation) */
     const char *output;          /* results file; NULL: the recipe writes nothing */
+    int observe;                 /* `qcal observe`: stream the first pass the statistics do not
+                                    hold (over pass.share_*), save the states, stop */
     int force;                   /* overwrite an existing output */
     int unsafe;                  /* lift the sandbox */
     const param_input *params;   /* key=value parameters from the command line */

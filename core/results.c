@@ -32,6 +32,14 @@ static char *iso_now(void)
 {
     char buf[32];
     time_t now = time(NULL);
+    /* Reproducible builds' convention: a fixed clock makes equal inputs give equal bytes. */
+    const char *epoch = getenv("SOURCE_DATE_EPOCH");
+    if (epoch && *epoch) {
+        char *end;
+        long long v = strtoll(epoch, &end, 10);
+        if (!*end && v >= 0)
+            now = (time_t)v;
+    }
     struct tm tm;
     if (!gmtime_r(&now, &tm) || !strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm))
         buf[0] = '\0';
@@ -272,6 +280,18 @@ int results_add_stat(results *r, const char *tensor, const char *observer, const
         return qerror_set(e, QERR_SOFTWARE, "out of memory storing statistics");
     }
     return stat_store(r, &s, e);
+}
+
+result_stat *results_find_stat(results *r, const char *tensor, const char *observer,
+                               const char *params)
+{
+    for (size_t i = 0; i < r->n_stats; i++) {
+        result_stat *s = &r->stats[i];
+        if (!strcmp(s->tensor, tensor) && !strcmp(s->observer, observer) &&
+            !strcmp(s->params, params ? params : ""))
+            return s;
+    }
+    return NULL;
 }
 
 const result_info *results_find_info(const results *r, const char *tensor)
@@ -629,7 +649,10 @@ static int write_stat(hid_t stats, const result_stat *s, int nth, ctx *c)
     int rc = attr_str(g, "tensor", s->tensor, c) || attr_str(g, "observer", s->observer, c) ||
              attr_str(g, "kind", v->kind, c) || attr_i64(g, "kind_version", v->kind_version, c) ||
              attr_i64(g, "channels", (int64_t)v->channels, c) ||
-             attr_str(g, "params", s->params, c);
+             attr_str(g, "params", s->params, c) ||
+             (s->batch_size && (attr_i64(g, "batch_size", (int64_t)s->batch_size, c) ||
+                                attr_i64(g, "axis", s->axis, c))) ||
+             (s->on_share && attr_i64(g, "on_share", 1, c));
     for (uint32_t i = 0; !rc && i < v->n_arrays; i++)
         rc = write_array(g, &v->arrays[i], c);
     H5Gclose(g);
@@ -695,6 +718,11 @@ static int write_body(hid_t f, const results *r, ctx *c)
     snprintf(c->obj, sizeof c->obj, "/");
     if (attr_str(f, "qcal_version", r->qcal_version, c) || attr_str(f, "recipe", r->recipe, c) ||
         attr_str(f, "source", r->source, c) || attr_str(f, "created", r->created, c))
+        return -1;
+    if (attr_i64(f, "dump_has_weights", r->dump_has_weights, c))
+        return -1;
+    if (r->share_count && (attr_i64(f, "share_index", (int64_t)r->share_index, c) ||
+                           attr_i64(f, "share_count", (int64_t)r->share_count, c)))
         return -1;
     hid_t cal = group_at(f, "calibration", H5P_DEFAULT, c);
     hid_t stats = cal < 0 ? -1 : group_at(f, "statistics", H5P_DEFAULT, c);
@@ -1242,10 +1270,23 @@ static int read_stat(hid_t g, const char *rel, results *r, const ctx *c)
     char *observer = NULL; /* the group may be "<observer>#2": the attribute names it */
     if (!rc && has_attr(g, "observer"))
         rc = attr_get_str(g, "observer", &observer, c);
+    int64_t on_share = 0, batch = 0, axis = 0;
+    if (!rc && has_attr(g, "on_share"))
+        rc = attr_get_i64(g, "on_share", &on_share, c);
+    if (!rc && has_attr(g, "batch_size"))
+        rc = attr_get_i64(g, "batch_size", &batch, c) || attr_get_i64(g, "axis", &axis, c);
+    if (!rc && (batch < 0 || axis < -1 || axis >= QCAL_MAX_RANK))
+        rc = qerror_set(c->e, QERR_DATA, "'%s': %s: expected batch_size >= 0 and axis in [-1, %d], "
+                        "found %lld and %lld", c->path, c->obj, QCAL_MAX_RANK - 1,
+                        (long long)batch, (long long)axis);
     if (!rc)
         rc = results_add_stat(r, tensor, observer ? observer : slash + 1, params, h, c->e);
     else
         hstat_free(h);
+    if (!rc) {
+        result_stat *s = results_find_stat(r, tensor, observer ? observer : slash + 1, params);
+        s->on_share = on_share != 0, s->batch_size = (uint64_t)batch, s->axis = (int)axis;
+    }
     arrays_free((qcal_array *)st.arrays, st.n_arrays);
     free(observer);
     free(kind);
@@ -1420,6 +1461,17 @@ static int read_root(hid_t f, results *r, ctx *c)
         attr_get_str(f, "recipe", &r->recipe, c) || attr_get_str(f, "source", &r->source, c) ||
         attr_get_str(f, "created", &r->created, c))
         return -1;
+    int64_t index = 0, count = 0, has_weights = 0;
+    if (has_attr(f, "dump_has_weights") && attr_get_i64(f, "dump_has_weights", &has_weights, c))
+        return -1;
+    r->dump_has_weights = has_weights != 0;
+    if (has_attr(f, "share_count") &&
+        (attr_get_i64(f, "share_index", &index, c) || attr_get_i64(f, "share_count", &count, c)))
+        return -1;
+    if (count < 0 || index < 0 || (count && index >= count))
+        return qerror_set(c->e, QERR_DATA, "'%s': expected share_index in [0, share_count), "
+                          "found %lld of %lld", c->path, (long long)index, (long long)count);
+    r->share_index = (uint64_t)index, r->share_count = (uint64_t)count;
     return 0;
 }
 

@@ -2,7 +2,9 @@
  *
  * File layout (DESIGN.md "Output"; types chosen so h5py returns str, numpy.int64, float64):
  *   /                          attrs qcal_version, recipe, source, created (ISO 8601 UTC,
- *                              "2024-05-01T12:00:00Z"): variable-length UTF-8 strings
+ *                              "2024-05-01T12:00:00Z", or SOURCE_DATE_EPOCH when set):
+ *                              variable-length UTF-8 strings; statistics files of a share
+ *                              (`qcal observe --shard i/K`) add share_index, share_count int64
  *   /calibration/<tensor>      one group per tensor; a '/' in the name nests groups
  *     name, tensor, method, granularity ("per_tensor" | "per_channel"), note (optional): strings
  *     bits, qmin, qmax, zero_point, axis (per channel only): int64
@@ -13,7 +15,9 @@
  *     scalar attributes then hold the overall range (min of mins, max of maxes) and the
  *     scale / zero-point qmath_qparams gives for that range.
  *   /statistics/<tensor>/<observer>   one group per saved observer state
- *     attrs kind, params, tensor, observer (strings), kind_version, channels (int64);
+ *     attrs kind, params, tensor, observer (strings), kind_version, channels (int64),
+ *     batch_size, axis (int64: how the observer was created, for merging and reloading),
+ *     on_share (int64 1, only on states observed over one share of the samples);
  *     one dataset per array, in the array order (the group tracks creation order):
  *     float32 / float64 / int64 / uint64 little-endian, rank 0 -> scalar dataspace.
  * A group is a calibration entry when it has a `method` attribute and a statistic when it
@@ -48,6 +52,10 @@ typedef struct result_stat {
     char *observer;     /* observer name: the dataset group under /statistics/<tensor>/ */
     char *params;       /* "key=value ..." the observer ran with, for re-creating it */
     hstat *state;       /* serialized observer state */
+    uint64_t batch_size;/* the pass's batch size and the channel axis the observer was */
+    int axis;           /* created with (attributes batch_size, axis; 0: not recorded) */
+    int on_share;       /* observed on this file's share only (attribute on_share = 1):
+                           `qcal merge` folds these; the others are whole and must agree */
 } result_stat;
 
 /* How the dump described a tensor, saved on /statistics/<tensor> (attributes shape int64[rank],
@@ -77,6 +85,10 @@ typedef struct result_candidates {
 
 typedef struct results {
     char *recipe, *source, *qcal_version, *created;
+    int dump_has_weights;              /* the dump had /weights (root attribute, int64 0/1), so
+                                          re-estimating knows when weight states are missing */
+    uint64_t share_index, share_count; /* a statistics file of share i of K (root attributes
+                                          share_index, share_count); count 0: not a share */
     result_candidates *cands;
     size_t n_cands, cap_cands;
     result_info *infos;
@@ -110,6 +122,9 @@ void result_scheme_text(const qcal_qspec *s, char *buf, size_t size);
  * Takes ownership of state, also on failure (it is then freed). */
 int results_add_stat(results *r, const char *tensor, const char *observer, const char *params,
                      hstat *state, qerror *e);
+
+result_stat *results_find_stat(results *r, const char *tensor, const char *observer,
+                               const char *params);
 
 /* Adds (or replaces) the candidates of c->tensor (everything is copied). QERR_DATA for a bad
  * name or a chosen index out of range. */
