@@ -1,6 +1,8 @@
 /* evaluate.c - the evaluation pass's internal observer (see evaluate.h) */
 #include "evaluate.h"
 
+#include "xsum.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,18 +128,47 @@ int eval_set_layer(eval_set *s, const layer *l, const qcal_qspec *weight_spec, i
 
 /* ---- the observer ---------------------------------------------------------------------- */
 
+/* Sums over the pass, exact (xsum): the same in any split over threads, slabs or ranks. */
+typedef struct exact_err {
+    uint64_t n;
+    xsum sum[4]; /* sum_sq_err, sum_sq_ref, sum_sq_q, dot */
+} exact_err;
+
+#define SUMS_PER_CANDIDATE 9 /* 4 tensor, 4 layer, the layer ratio */
+
 typedef struct eval_state {
     const eval_set *set;
-    qmath_err *tensor, *layer;   /* [n] */
-    double *ratio_sum;           /* [n]: sum over samples of ||y - y_q||_2 / ||y||_1 */
+    exact_err *tensor, *layer;   /* [n] */
+    xsum *ratio_sum;             /* [n]: sum over samples of ||y - y_q||_2 / ||y||_1 */
     uint64_t samples, skipped;   /* samples in the layer error, and left out of it */
+    qmath_err *row;              /* [n]: one sample's tensor error, before it joins the sums */
     float *buf;                  /* the layer's buffers (NULL without a layer) */
     float *xq, *y_ref, *y_q, *cols;
-    /* finalize's arrays: sums of tensor then layer errors, [n] each */
-    double *out;                 /* 8 n: n, se, sr, sq, dot for tensor; the same for layer */
+    double *out;                 /* finalize: 11 n doubles (see sum_names) */
     double out_samples, out_skipped;
+    uint64_t *ser_counts;        /* serialize: 2 n + 2 counts, 9 n specials, digits */
+    int64_t *ser_digits;
     qcal_array arrays[13];
 } eval_state;
+
+static void exact_add(exact_err *x, const qmath_err *e)
+{
+    x->n += e->n;
+    xsum_add(&x->sum[0], e->sum_sq_err);
+    xsum_add(&x->sum[1], e->sum_sq_ref);
+    xsum_add(&x->sum[2], e->sum_sq_q);
+    xsum_add(&x->sum[3], e->dot);
+}
+
+/* The k-th of a candidate's SUMS_PER_CANDIDATE sums. */
+static xsum *sum_at(const eval_state *s, uint64_t cand, int k)
+{
+    if (k < 4)
+        return &s->tensor[cand].sum[k];
+    if (k < 8)
+        return &s->layer[cand].sum[k - 4];
+    return &s->ratio_sum[cand];
+}
 
 static void e_destroy(void *state)
 {
@@ -146,8 +177,11 @@ static void e_destroy(void *state)
         return;
     free(s->tensor);
     free(s->ratio_sum);
+    free(s->row);
     free(s->buf);
     free(s->out);
+    free(s->ser_counts);
+    free(s->ser_digits);
     free(s);
 }
 
@@ -161,7 +195,8 @@ static int e_create(const qcal_tensor *t, const qcal_value *params, void **state
         lsize = set->geom.in_size + 2 * set->geom.out_size + set->geom.scratch;
     if (!s || !(s->tensor = calloc(2 * n, sizeof *s->tensor)) ||
         !(s->ratio_sum = calloc(n, sizeof *s->ratio_sum)) ||
-        (lsize && !(s->buf = malloc(lsize * sizeof *s->buf))) || !(s->out = calloc(11 * n, sizeof *s->out))) {
+        !(s->row = calloc(n, sizeof *s->row)) ||
+        (lsize && !(s->buf = malloc(lsize * sizeof *s->buf)))) {
         e_destroy(s);
         snprintf(err->msg, sizeof err->msg, "out of memory");
         return QCAL_E_NOMEM;
@@ -213,16 +248,21 @@ static void error_span(const eval_candidate *c, const float *x, uint64_t n, uint
     }
 }
 
-/* Chunk by chunk, every candidate on the chunk while it is in cache. */
+/* Sample by sample (a sample's sums depend on it alone, whatever slab holds it), chunk by
+ * chunk, every candidate on the chunk while it is in cache; then into the exact sums. */
 static void tensor_errors(eval_state *s, const qcal_slab *slab)
 {
+    uint64_t n = s->set->n;
     for (uint64_t r = 0; r < slab->rows; r++) {
         const float *row = slab->data + r * slab->row_size;
+        memset(s->row, 0, n * sizeof *s->row);
         for (uint64_t at = 0; at < slab->row_size; at += CHUNK) {
             uint64_t len = slab->row_size - at < CHUNK ? slab->row_size - at : CHUNK;
-            for (uint64_t k = 0; k < s->set->n; k++)
-                error_span(&s->set->cand[k], row + at, len, at, &s->tensor[k]);
+            for (uint64_t k = 0; k < n; k++)
+                error_span(&s->set->cand[k], row + at, len, at, &s->row[k]);
         }
+        for (uint64_t k = 0; k < n; k++)
+            exact_add(&s->tensor[k], &s->row[k]);
     }
 }
 
@@ -259,8 +299,8 @@ static void layer_errors(eval_state *s, const qcal_slab *slab)
             layer_forward(set->layer, &set->geom, set->w_q, s->xq, s->y_q, s->cols);
             qmath_err one = {0};
             qmath_err_add(&one, s->y_ref, s->y_q, out);
-            s->ratio_sum[k] += sqrt(one.sum_sq_err) / l1;
-            qmath_err_merge(&s->layer[k], &one);
+            xsum_add(&s->ratio_sum[k], sqrt(one.sum_sq_err) / l1);
+            exact_add(&s->layer[k], &one);
         }
     }
 }
@@ -281,9 +321,10 @@ static int e_merge(void *into, const void *from, qcal_err *err)
     const eval_state *o = from;
     (void)err;
     for (uint64_t k = 0; k < s->set->n; k++) {
-        qmath_err_merge(&s->tensor[k], &o->tensor[k]);
-        qmath_err_merge(&s->layer[k], &o->layer[k]);
-        s->ratio_sum[k] += o->ratio_sum[k];
+        s->tensor[k].n += o->tensor[k].n;
+        s->layer[k].n += o->layer[k].n;
+        for (int i = 0; i < SUMS_PER_CANDIDATE; i++)
+            xsum_merge(sum_at(s, k, i), sum_at(o, k, i));
     }
     s->samples += o->samples;
     s->skipped += o->skipped;
@@ -299,17 +340,20 @@ static const char *const sum_names[11] = {
 static int e_finalize(void *state, qcal_stat *out, qcal_err *err)
 {
     eval_state *s = state;
-    (void)err;
     uint64_t n = s->set->n;
-    for (uint64_t k = 0; k < n; k++)
-        for (int side = 0; side < 2; side++) {
-            const qmath_err *a = side ? &s->layer[k] : &s->tensor[k];
-            double *o = s->out + 5 * side * n;
-            o[k] = (double)a->n, o[n + k] = a->sum_sq_err, o[2 * n + k] = a->sum_sq_ref;
-            o[3 * n + k] = a->sum_sq_q, o[4 * n + k] = a->dot;
+    if (!s->out && !(s->out = malloc((11 * n + 1) * sizeof *s->out))) {
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return QCAL_E_NOMEM;
+    }
+    for (uint64_t k = 0; k < n; k++) {
+        s->out[k] = (double)s->tensor[k].n;
+        s->out[5 * n + k] = (double)s->layer[k].n;
+        for (int i = 0; i < 4; i++) {
+            s->out[(1 + (uint64_t)i) * n + k] = xsum_value(&s->tensor[k].sum[i]);
+            s->out[(6 + (uint64_t)i) * n + k] = xsum_value(&s->layer[k].sum[i]);
         }
-    for (uint64_t k = 0; k < n; k++)
-        s->out[10 * n + k] = s->ratio_sum[k];
+        s->out[10 * n + k] = xsum_value(&s->ratio_sum[k]);
+    }
     for (int i = 0; i < 11; i++)
         s->arrays[i] = (qcal_array){sum_names[i], QCAL_DTYPE_F64, 1, {n, 0, 0, 0}, s->out + i * n};
     s->out_samples = (double)s->samples, s->out_skipped = (double)s->skipped;
@@ -319,18 +363,83 @@ static int e_finalize(void *state, qcal_stat *out, qcal_err *err)
     return QCAL_OK;
 }
 
+/* The saved state ("qcal.evaluation_state", for MPI ranks): counts u64 [2n + 2] (tensor n,
+ * layer n per candidate, samples, skipped), special u64 [9n] and digits i64 [9n, LIMBS]: the
+ * canonical digits of every exact sum, candidate by candidate. */
 static int e_serialize(const void *state, qcal_stat *out, qcal_err *err)
 {
-    (void)state, (void)out;
-    snprintf(err->msg, sizeof err->msg, "evaluation states are not saved");
-    return QCAL_E_UNSUP;
+    eval_state *s = (eval_state *)state; /* the serialize buffers are the state's own */
+    uint64_t n = s->set->n, sums = SUMS_PER_CANDIDATE * n;
+    if (!s->ser_counts && !(s->ser_counts = malloc((2 * n + 2 + sums) * sizeof *s->ser_counts)))
+        goto nomem;
+    if (!s->ser_digits && !(s->ser_digits = malloc((sums ? sums : 1) * XSUM_LIMBS * sizeof *s->ser_digits)))
+        goto nomem;
+    uint64_t *counts = s->ser_counts, *special = counts + 2 * n + 2;
+    for (uint64_t k = 0; k < n; k++) {
+        counts[2 * k] = s->tensor[k].n, counts[2 * k + 1] = s->layer[k].n;
+        for (int i = 0; i < SUMS_PER_CANDIDATE; i++) {
+            xsum c = *sum_at(s, k, i);
+            xsum_normalize(&c);
+            uint64_t at = k * SUMS_PER_CANDIDATE + (uint64_t)i;
+            special[at] = c.special;
+            memcpy(s->ser_digits + at * XSUM_LIMBS, c.limb, sizeof c.limb);
+        }
+    }
+    counts[2 * n] = s->samples, counts[2 * n + 1] = s->skipped;
+    s->arrays[0] = (qcal_array){"counts", QCAL_DTYPE_U64, 1, {2 * n + 2, 0, 0, 0}, counts};
+    s->arrays[1] = (qcal_array){"special", QCAL_DTYPE_U64, 1, {sums, 0, 0, 0}, special};
+    s->arrays[2] = (qcal_array){"digits", QCAL_DTYPE_I64, 2, {sums, XSUM_LIMBS, 0, 0}, s->ser_digits};
+    *out = (qcal_stat){"qcal.evaluation_state", 1, 3, 1, s->arrays};
+    return QCAL_OK;
+nomem:
+    snprintf(err->msg, sizeof err->msg, "out of memory");
+    return QCAL_E_NOMEM;
+}
+
+static const qcal_array *array_of(const qcal_stat *in, const char *name, uint32_t dtype,
+                                  uint64_t count)
+{
+    const qcal_array *a = hstat_find(in, name);
+    return a && a->dtype == dtype && hstat_array_count(a) == count && a->data ? a : NULL;
+}
+
+/* Canonical digits only: lower ones in [0, 2^32), the top one small (no overflow when added). */
+static int digits_ok(const int64_t *d)
+{
+    for (int i = 0; i + 1 < XSUM_LIMBS; i++)
+        if (d[i] < 0 || d[i] >= ((int64_t)1 << 32))
+            return 0;
+    return d[XSUM_LIMBS - 1] > -((int64_t)1 << 40) && d[XSUM_LIMBS - 1] < ((int64_t)1 << 40);
 }
 
 static int e_deserialize(void *state, const qcal_stat *in, qcal_err *err)
 {
-    (void)state, (void)in;
-    snprintf(err->msg, sizeof err->msg, "evaluation states are not saved");
-    return QCAL_E_UNSUP;
+    eval_state *s = state;
+    uint64_t n = s->set->n, sums = SUMS_PER_CANDIDATE * n;
+    const qcal_array *c = array_of(in, "counts", QCAL_DTYPE_U64, 2 * n + 2);
+    const qcal_array *sp = array_of(in, "special", QCAL_DTYPE_U64, sums);
+    const qcal_array *dg = array_of(in, "digits", QCAL_DTYPE_I64, sums * XSUM_LIMBS);
+    int ok = strcmp(in->kind, "qcal.evaluation_state") == 0 && c && (sp || !sums) && (dg || !sums);
+    for (uint64_t at = 0; ok && at < sums; at++)
+        ok = digits_ok((const int64_t *)dg->data + at * XSUM_LIMBS) &&
+             ((const uint64_t *)sp->data)[at] < 8;
+    if (!ok) {
+        snprintf(err->msg, sizeof err->msg, "expected an evaluation state of %llu candidates",
+                 (unsigned long long)n);
+        return QCAL_E_DATA;
+    }
+    const uint64_t *counts = c->data;
+    for (uint64_t k = 0; k < n; k++) {
+        s->tensor[k].n += counts[2 * k], s->layer[k].n += counts[2 * k + 1];
+        for (int i = 0; i < SUMS_PER_CANDIDATE; i++) {
+            uint64_t at = k * SUMS_PER_CANDIDATE + (uint64_t)i;
+            xsum x = {.special = (uint32_t)((const uint64_t *)sp->data)[at]};
+            memcpy(x.limb, (const int64_t *)dg->data + at * XSUM_LIMBS, sizeof x.limb);
+            xsum_merge(sum_at(s, k, i), &x);
+        }
+    }
+    s->samples += counts[2 * n], s->skipped += counts[2 * n + 1];
+    return QCAL_OK;
 }
 
 static const qcal_param eval_params[1] = {

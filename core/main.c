@@ -14,6 +14,9 @@
 #include "dist.h"
 #include "dump.h"
 #include "merge.h"
+#ifdef QCAL_WITH_MPI
+#include "dist_mpi.h"
+#endif
 #include "export.h"
 #include "outfile.h"
 #include "report.h"
@@ -910,12 +913,24 @@ static void on_signal(int sig)
 int main(int argc, char **argv)
 {
     qerror e = {0};
+#ifdef QCAL_WITH_MPI
+    if (dist_mpi_launched() && !(the_dist = dist_mpi_init(&argc, &argv))) {
+        fprintf(stderr, "qcal: started by an MPI launcher, but MPI does not initialize\n");
+        return 70;
+    }
+#endif
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGHUP, on_signal);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    if (dispatch(argc, argv, &e) == 0)
-        return 0;
-    fprintf(stderr, "qcal: %s\n", e.msg);
-    return e.code ? e.code : 1;
+    int rc = dispatch(argc, argv, &e) == 0 ? 0 : (e.code ? e.code : 1);
+    if (rc && the_dist) /* every rank reports its own error */
+        fprintf(stderr, "qcal: rank %d of %d: %s\n", the_dist->rank, the_dist->size, e.msg);
+    else if (rc)
+        fprintf(stderr, "qcal: %s\n", e.msg);
+#ifdef QCAL_WITH_MPI
+    if (the_dist)
+        dist_mpi_finish(the_dist, rc);
+#endif
+    return rc;
 }
