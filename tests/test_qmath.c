@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "qmath.h"
+#include "xsum.h"
+#include "fixtures.h"
 #include "references.h"
 
 #define S QCAL_QSPEC_SIGNED
@@ -474,4 +476,86 @@ Test(metrics, anti_correlated)
     cr_expect_float_eq(qmath_cosine(&acc), -1.0, 1e-15);
     cr_expect(qmath_cosine(&acc) >= -1.0, "clamped to [-1, 1]");
     cr_expect_eq(qmath_mse(&acc), 10.0); /* (4 + 16) / 2 */
+}
+
+/* ---- exact sums (xsum) ------------------------------------------------------------------ */
+
+static double xsum_of(const double *v, size_t n)
+{
+    xsum s;
+    memset(&s, 0, sizeof s);
+    for (size_t i = 0; i < n; i++)
+        xsum_add(&s, v[i]);
+    return xsum_value(&s);
+}
+
+Test(xsum, any_order_and_any_split_give_the_same_bits)
+{
+    enum { N = 20000 };
+    static double v[N];
+    uint64_t rng = 99;
+    for (size_t i = 0; i < N; i++) /* magnitudes 2^-120 .. 2^120, both signs */
+        v[i] = ldexp(fx_rand_uniform(&rng) - 0.5, (int)(fx_rand_u64(&rng) % 241) - 120);
+    double forward = xsum_of(v, N);
+    static double shuffled[N];
+    memcpy(shuffled, v, sizeof v);
+    for (size_t i = N - 1; i > 0; i--) {
+        size_t j = (size_t)(fx_rand_u64(&rng) % (i + 1));
+        double t = shuffled[i];
+        shuffled[i] = shuffled[j], shuffled[j] = t;
+    }
+    double again = xsum_of(shuffled, N);
+    cr_expect_eq(memcmp(&forward, &again, sizeof forward), 0, "%.17g vs %.17g", forward, again);
+    /* split in 7 uneven parts, merged last part first */
+    xsum parts[7], total;
+    memset(parts, 0, sizeof parts);
+    memset(&total, 0, sizeof total);
+    for (size_t i = 0; i < N; i++)
+        xsum_add(&parts[(i * i) % 7], v[i]);
+    for (int p = 6; p >= 0; p--)
+        xsum_merge(&total, &parts[p]);
+    double merged = xsum_value(&total);
+    cr_expect_eq(memcmp(&forward, &merged, sizeof forward), 0, "%.17g vs %.17g", forward, merged);
+}
+
+Test(xsum, sums_are_exact_where_floating_point_loses_them)
+{
+    double cancel[] = {1e16, 1.0, -1e16};
+    cr_expect_eq(xsum_of(cancel, 3), 1.0); /* double arithmetic gives 0 */
+    double tiny_negative[] = {1.0, -1.0 - ldexp(1, -52), ldexp(1, -100)};
+    cr_expect_eq(xsum_of(tiny_negative, 3), -ldexp(1, -52) + ldexp(1, -100));
+    /* 0.1 ten times: the exact sum of ten copies of the double 0.1 is 1 + 2^-54 + 2^-56 +
+     * 2^-59 ..., nearest double 1.0; within one ulp either way */
+    double tenth[10];
+    for (int i = 0; i < 10; i++)
+        tenth[i] = 0.1;
+    long double exact = 10.0L * (long double)0.1; /* 57 bits: exact in x87 extended */
+    double got = xsum_of(tenth, 10);
+    cr_expect(fabs(got - (double)exact) <= ldexp(1, -52), "%.17g vs %.17Lg", got, exact);
+    double squares[1000];
+    long double ref = 0;
+    for (int i = 0; i < 1000; i++) { /* float32 squares: exact in double and in the sum */
+        float x = (float)(i * 0.37 - 100.0);
+        squares[i] = (double)x * x;
+        ref += (long double)squares[i];
+    }
+    cr_expect_eq(xsum_of(squares, 1000), (double)ref);
+}
+
+Test(xsum, nan_and_infinities_behave_as_in_float_addition)
+{
+    double with_nan[] = {1.0, NAN, 2.0};
+    cr_expect(isnan(xsum_of(with_nan, 3)));
+    double pos[] = {1.0, INFINITY};
+    cr_expect_eq(xsum_of(pos, 2), INFINITY);
+    double neg[] = {-INFINITY, 5.0};
+    cr_expect_eq(xsum_of(neg, 2), -INFINITY);
+    double both[] = {INFINITY, -INFINITY};
+    cr_expect(isnan(xsum_of(both, 2)));
+    double huge[] = {ldexp(1, 400), 1.0}; /* beyond the fixed-point range: +inf, not garbage */
+    cr_expect_eq(xsum_of(huge, 2), INFINITY);
+    double below[] = {ldexp(1, -200), ldexp(1, -200)}; /* under the grid: rounds to 0 */
+    cr_expect_eq(xsum_of(below, 2), 0.0);
+    double none[] = {0.0};
+    cr_expect_eq(xsum_of(none, 0), 0.0);
 }
