@@ -347,7 +347,7 @@ void pass_share_rows(uint64_t rows, uint64_t batch, uint64_t i, uint64_t k, uint
         return;
     }
     uint64_t batches = rows / batch + (rows % batch != 0);
-    /* batches * i / k without overflow: batches < 2^64 / 2^32 is not guaranteed, so split */
+    /* floor(batches * i / k) without the product overflowing: batches = q k + r */
     uint64_t b0 = batches / k * i + batches % k * i / k;
     uint64_t b1 = batches / k * (i + 1) + batches % k * (i + 1) / k;
     *begin = b0 * batch < rows ? b0 * batch : rows;

@@ -301,12 +301,15 @@ static int h_serialize(const void *state, qcal_stat *out, qcal_err *err)
 
 const void *hist_array(const qcal_stat *in, const char *name, uint32_t dtype, uint64_t n)
 {
+    static const uint64_t no_elements[1]; /* an empty array may come without data */
     for (uint32_t i = 0; i < in->n_arrays; i++) {
         const qcal_array *a = &in->arrays[i];
         uint64_t count = a->rank == 0 ? 1 : a->shape[0];
-        if (!strcmp(a->name, name))
-            return a->dtype == dtype && a->rank <= 1 && (n == UINT64_MAX || count == n) && a->data
-                       ? a->data : NULL;
+        if (strcmp(a->name, name))
+            continue;
+        if (a->dtype != dtype || a->rank > 1 || (n != UINT64_MAX && count != n))
+            return NULL;
+        return a->data ? a->data : count == 0 ? (const void *)no_elements : NULL;
     }
     return NULL;
 }

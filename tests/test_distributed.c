@@ -211,6 +211,8 @@ Test(distributed, files_that_disagree_are_refused_naming_file_and_tensor)
 
 /* ---- shares and merge --------------------------------------------------------------------- */
 
+static const char *batch_option = "--batch-size 8";
+
 /* Observes every share of `recipe` (rounds: passes the recipe needs), merges them in a
  * scrambled order, finishes from the statistics into `out`. */
 static void by_shares(const char *recipe, int k, int rounds, const char *dumps, const char *out)
@@ -222,8 +224,8 @@ static void by_shares(const char *recipe, int k, int rounds, const char *dumps, 
             snprintf(from, sizeof from, "--from-statistics %s", merged);
         char files[512] = "";
         for (int i = k - 1; i >= 0; i--) { /* merge order: last share first */
-            snprintf(args, sizeof args, "observe %s %s --shard %d/%d -o s%d.h5 --force "
-                     "--batch-size 8 %s", recipe, dumps, i, k, i, from);
+            snprintf(args, sizeof args, "observe %s %s --shard %d/%d -o s%d.h5 --force %s %s",
+                     recipe, dumps, i, k, i, batch_option, from);
             cr_assert_eq(qcal(args), 0, "%s", err_text);
             size_t len = strlen(files);
             snprintf(files + len, sizeof files - len, " s%d.h5", i);
@@ -232,8 +234,8 @@ static void by_shares(const char *recipe, int k, int rounds, const char *dumps, 
         snprintf(args, sizeof args, "merge%s -o %s --force", files, merged);
         cr_assert_eq(qcal(args), 0, "%s", err_text);
     }
-    snprintf(args, sizeof args, "run %s --from-statistics %s -o %s --force --batch-size 8",
-             recipe, merged, out);
+    snprintf(args, sizeof args, "run %s --from-statistics %s -o %s --force %s", recipe, merged,
+             out, batch_option);
     cr_assert_eq(qcal(args), 0, "%s", err_text);
 }
 
@@ -251,6 +253,22 @@ Test(distributed, shares_merged_give_the_single_run_byte_for_byte)
             by_shares(cases[c].recipe, k, cases[c].rounds, "whole.h5", "sharded.h5");
             cr_expect(same_bytes("single.h5", "sharded.h5"), "%s, %d shares", cases[c].recipe, k);
         }
+    }
+}
+
+Test(distributed, more_shares_than_batches_leaves_some_empty)
+{
+    /* 60 samples in batches of 32: 2 batches over 5 shares, so 3 shares observe nothing and
+     * their (empty) states must merge as nothing */
+    batch_option = "--batch-size 32";
+    const char *recipes[] = {"percentile", "pot", "minmax"};
+    for (size_t r = 0; r < 3; r++) {
+        char args[512];
+        snprintf(args, sizeof args, "run %s whole.h5 -o single.h5 --force --batch-size 32",
+                 recipes[r]);
+        cr_assert_eq(qcal(args), 0, "%s", err_text);
+        by_shares(recipes[r], 5, 1, "whole.h5", "sharded.h5");
+        cr_expect(same_bytes("single.h5", "sharded.h5"), "%s", recipes[r]);
     }
 }
 
