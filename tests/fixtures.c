@@ -331,3 +331,12 @@ int fx_write_layer(const char *path, const fx_layer *l)
     H5Fclose(f);
     return rc ? -1 : 0;
 }
+
+void fx_read_text(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+}

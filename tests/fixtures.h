@@ -37,6 +37,9 @@ typedef struct fx_layer {
 } fx_layer;
 int fx_write_layer(const char *path, const fx_layer *l);
 
+/* The text of a file into buf (at most size - 1 bytes, NUL-terminated; "" when unreadable). */
+void fx_read_text(const char *path, char *buf, size_t size);
+
 /* A fresh private directory under /tmp (malloc'd path), removed by fx_rmtree. */
 char *fx_tmpdir(void);
 void fx_rmtree(const char *dir);

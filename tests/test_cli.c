@@ -34,15 +34,6 @@ static void teardown(void)
 
 TestSuite(cli, .init = setup, .fini = teardown);
 
-static void slurp(const char *path, char *buf, size_t size)
-{
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-    buf[n] = '\0';
-    if (f)
-        fclose(f);
-}
-
 /* Runs `qcal ARGS` (ARGS already shell-quoted), returns the exit status. */
 static int qcal(const char *env, const char *args)
 {
@@ -52,8 +43,8 @@ static int qcal(const char *env, const char *args)
     snprintf(cmd, sizeof cmd, "%s '%s' %s > '%s' 2> '%s' < /dev/null", env ? env : "",
              TEST_QCAL_EXE, args, out, err);
     int status = system(cmd);
-    slurp(out, out_text, sizeof out_text);
-    slurp(err, err_text, sizeof err_text);
+    fx_read_text(out, out_text, sizeof out_text);
+    fx_read_text(err, err_text, sizeof err_text);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 

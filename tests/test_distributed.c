@@ -66,15 +66,6 @@ static void teardown(void)
 
 TestSuite(distributed, .init = setup, .fini = teardown, .timeout = 300);
 
-static void slurp(const char *path, char *buf, size_t size)
-{
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-    buf[n] = '\0';
-    if (f)
-        fclose(f);
-}
-
 /* Runs `PREFIX qcal ARGS` in dir (ARGS shell-quoted by the caller); the exit status. */
 static int sh(const char *prefix, const char *args)
 {
@@ -84,9 +75,9 @@ static int sh(const char *prefix, const char *args)
     int status = system(cmd);
     char path[1024];
     snprintf(path, sizeof path, "%s/stdout", dir);
-    slurp(path, out_text, sizeof out_text);
+    fx_read_text(path, out_text, sizeof out_text);
     snprintf(path, sizeof path, "%s/stderr", dir);
-    slurp(path, err_text, sizeof err_text);
+    fx_read_text(path, err_text, sizeof err_text);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 

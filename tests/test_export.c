@@ -32,15 +32,6 @@ static const char *const recipe =
 
 static const double w_t[3] = {3, 7, 0.5};
 
-static void slurp(const char *path, char *buf, size_t size)
-{
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-    buf[n] = '\0';
-    if (f)
-        fclose(f);
-}
-
 /* Runs `qcal ARGS`; stdout into text, stderr into err_text; returns the exit status. */
 static int qcal(const char *args)
 {
@@ -49,8 +40,8 @@ static int qcal(const char *args)
     snprintf(err, sizeof err, "%s/stderr", dir);
     snprintf(cmd, sizeof cmd, "'%s' %s > '%s' 2> '%s' < /dev/null", TEST_QCAL_EXE, args, out, err);
     int status = system(cmd);
-    slurp(out, text, sizeof text);
-    slurp(err, err_text, sizeof err_text);
+    fx_read_text(out, text, sizeof text);
+    fx_read_text(err, err_text, sizeof err_text);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -323,7 +314,7 @@ Test(export, csv_one_row_per_tensor_and_channel)
     char args[1024];
     snprintf(args, sizeof args, "--format csv -o '%s'", path);
     export_to_text(args);
-    slurp(path, text, sizeof text);
+    fx_read_text(path, text, sizeof text);
     char *save, *line = strtok_r(text, "\n", &save);
     char *f[32];
     cr_assert_eq(fields(line, f, 32), 18);
