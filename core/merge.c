@@ -10,22 +10,15 @@
 #include "recipe.h"
 #include "results.h"
 
+/* The shares' files by share index, known from their headers; each is read whole only while
+ * it is folded, so memory holds two files at a time, whatever K. */
 typedef struct shares {
     const char **paths;  /* by share index */
-    results **files;     /* by share index */
     size_t k;
 } shares;
 
-static void shares_free(shares *s)
-{
-    for (size_t i = 0; s->files && i < s->k; i++)
-        results_free(s->files[i]);
-    free(s->files);
-    free(s->paths);
-}
-
-/* Places file `r` at its share index; refuses another count, a repeated or missing share. */
-static int place_share(shares *s, const char *path, results *r, qerror *e)
+/* Places file `path` (header r) at its share index; refuses another count, a repeated share. */
+static int place_share(shares *s, const char *path, const results *r, qerror *e)
 {
     if (!r->share_count)
         return qerror_set(e, QERR_DATA, "%s: expected the statistics of one share (made by `qcal "
@@ -35,79 +28,65 @@ static int place_share(shares *s, const char *path, results *r, qerror *e)
         return qerror_set(e, QERR_DATA, "%s: expected share i/%zu like the others, found share "
                           "%llu/%llu", path, s->k, (unsigned long long)r->share_index,
                           (unsigned long long)r->share_count);
-    if (s->files[r->share_index])
+    if (s->paths[r->share_index])
         return qerror_set(e, QERR_DATA, "%s: share %llu/%zu is also %s", path,
                           (unsigned long long)r->share_index, s->k, s->paths[r->share_index]);
-    s->files[r->share_index] = r;
     s->paths[r->share_index] = path;
     return 0;
 }
 
-static int read_shares(const char *const *paths, size_t n, shares *s, qerror *e)
+static int order_shares(const char *const *paths, size_t n, shares *s, qerror *e)
 {
-    results *first = NULL;
-    if (results_read(paths[0], &first, e))
-        return -1;
-    s->k = first->share_count ? (size_t)first->share_count : 1;
-    s->files = calloc(s->k, sizeof *s->files);
-    s->paths = calloc(s->k, sizeof *s->paths);
-    if (!s->files || !s->paths) {
-        results_free(first);
-        return qerror_set(e, QERR_SOFTWARE, "out of memory");
-    }
-    if (place_share(s, paths[0], first, e)) {
-        results_free(first);
-        return -1;
-    }
-    if (n != s->k)
-        return qerror_set(e, QERR_USAGE, "merge: expected the %zu shares of %s, found %zu file%s",
-                          s->k, paths[0], n, n == 1 ? "" : "s");
-    for (size_t i = 1; i < n; i++) {
-        results *r = NULL;
-        if (results_read(paths[i], &r, e))
-            return -1;
-        if (place_share(s, paths[i], r, e)) {
-            results_free(r);
-            return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        results *head = NULL;
+        rc = results_read_header(paths[i], &head, e);
+        if (!rc && i == 0) {
+            s->k = head->share_count ? (size_t)head->share_count : 1;
+            if (!(s->paths = calloc(s->k, sizeof *s->paths)))
+                rc = qerror_set(e, QERR_SOFTWARE, "out of memory");
         }
+        if (!rc)
+            rc = place_share(s, paths[i], head, e);
+        if (!rc && i == 0 && n != s->k)
+            rc = qerror_set(e, QERR_USAGE, "merge: expected the %zu shares of %s, found %zu "
+                            "file%s", s->k, paths[0], n, n == 1 ? "" : "s");
+        results_free(head);
     }
+    return rc;
+}
+
+/* Share `b` must come from the same recipe on the same dump as the first, with as many states. */
+static int check_alike(const results *a, const char *a_path, const results *b, const char *b_path,
+                       qerror *e)
+{
+    if (strcmp(a->recipe, b->recipe) || strcmp(a->source, b->source) ||
+        a->dump_has_weights != b->dump_has_weights)
+        return qerror_set(e, QERR_DATA, "%s: expected recipe '%s' on '%s' as in %s, found recipe "
+                          "'%s' on '%s'", b_path, a->recipe, a->source, a_path, b->recipe,
+                          b->source);
+    if (b->n_stats != a->n_stats || b->n_infos != a->n_infos)
+        return qerror_set(e, QERR_DATA, "%s: expected %zu saved states as in %s, found %zu",
+                          b_path, a->n_stats, a_path, b->n_stats);
     return 0;
 }
 
-/* Every share must come from the same recipe on the same dump, with the same states. */
-static int check_alike(const shares *s, qerror *e)
+/* The state of `st` (of the first share) in share file `r`, checked to be the same entry. */
+static const result_stat *state_in(results *r, const char *path, const result_stat *st,
+                                   const char *first_path, qerror *e)
 {
-    const results *a = s->files[0];
-    for (size_t i = 1; i < s->k; i++) {
-        const results *b = s->files[i];
-        if (strcmp(a->recipe, b->recipe) || strcmp(a->source, b->source) ||
-            a->dump_has_weights != b->dump_has_weights)
-            return qerror_set(e, QERR_DATA, "%s: expected recipe '%s' on '%s' as in %s, found "
-                              "recipe '%s' on '%s'", s->paths[i], a->recipe, a->source,
-                              s->paths[0], b->recipe, b->source);
-        if (b->n_stats != a->n_stats || b->n_infos != a->n_infos)
-            return qerror_set(e, QERR_DATA, "%s: expected %zu saved states as in %s, found %zu",
-                              s->paths[i], a->n_stats, s->paths[0], b->n_stats);
-    }
-    return 0;
-}
-
-/* The state of `st` in share i, checked to be the same kind of entry. */
-static const result_stat *state_in(const shares *s, size_t i, const result_stat *st, qerror *e)
-{
-    const result_stat *o = results_find_stat(s->files[i], st->tensor, st->observer, st->params);
+    const result_stat *o = results_find_stat(r, st->tensor, st->observer, st->params);
     if (!o)
         qerror_set(e, QERR_DATA, "%s: expected a state of observer '%s' (%s) on tensor '%s' as "
-                   "in %s, found none", s->paths[i], st->observer, st->params, st->tensor,
-                   s->paths[0]);
+                   "in %s, found none", path, st->observer, st->params, st->tensor, first_path);
     else if (o->on_share != st->on_share || o->batch_size != st->batch_size || o->axis != st->axis)
         qerror_set(e, QERR_DATA, "%s: observer '%s' on tensor '%s': expected it observed as in "
-                   "%s (share, batch size, axis), found it otherwise", s->paths[i], st->observer,
-                   st->tensor, s->paths[0]);
+                   "%s (share, batch size, axis), found it otherwise", path, st->observer,
+                   st->tensor, first_path);
     else if (!st->on_share && !hstat_equal(&o->state->view, &st->state->view))
         qerror_set(e, QERR_DATA, "%s: observer '%s' on tensor '%s': expected the same whole "
-                   "state as in %s (loaded from the same statistics), found another", s->paths[i],
-                   st->observer, st->tensor, s->paths[0]);
+                   "state as in %s (loaded from the same statistics), found another", path,
+                   st->observer, st->tensor, first_path);
     else
         return o;
     return NULL;
@@ -144,46 +123,77 @@ static int declare(pass *p, dump *d, registry *reg, const result_stat *st, const
     return h;
 }
 
-/* The merged state of `st`: the shares folded in share order (or the agreed whole state). */
-static int merge_one(const shares *s, pass *p, dump *d, registry *reg, const result_stat *st,
-                     results *out, qerror *e)
+/* The states of the first share: the observers of its share states declared (handles[i],
+ * -1 for whole states) and the first share folded in. */
+static int start_merge(const results *first, const char *path, pass *p, dump *d, registry *reg,
+                       int *handles, qerror *e)
 {
-    const result_stat *per[s->k];
-    for (size_t i = 0; i < s->k; i++)
-        if (!(per[i] = state_in(s, i, st, e)))
+    for (size_t i = 0; i < first->n_stats; i++) {
+        const result_stat *st = &first->stats[i];
+        handles[i] = -1;
+        if (!st->on_share)
+            continue;
+        if ((handles[i] = declare(p, d, reg, st, path, e)) < 0)
             return -1;
-    hstat *state = NULL;
-    if (st->on_share) {
-        int h = declare(p, d, reg, st, s->paths[0], e);
-        if (h < 0)
-            return -1;
-        for (size_t i = 0; i < s->k; i++)
-            if (pass_fold(p, h, &per[i]->state->view, 0, e))
-                return qerror_prefix(e, "%s", s->paths[i]);
-        if (pass_serialize(p, h, &state, e))
-            return -1;
-    } else if (hstat_copy(&st->state->view, &state, e)) {
-        return -1;
+        if (pass_fold(p, handles[i], &st->state->view, 0, e))
+            return qerror_prefix(e, "%s", path);
     }
-    if (results_add_stat(out, st->tensor, st->observer, st->params, state, e))
-        return -1;
-    result_stat *kept = results_find_stat(out, st->tensor, st->observer, st->params);
-    kept->batch_size = st->batch_size, kept->axis = st->axis;
     return 0;
 }
 
-static int merge_all(const shares *s, registry *reg, results *out, qerror *e)
+/* Share file `path` folded into p (after checking it against the first). */
+static int fold_share(const results *first, const char *first_path, const char *path, pass *p,
+                      const int *handles, qerror *e)
 {
-    const results *first = s->files[0];
+    results *r = NULL;
+    int rc = results_read(path, &r, e) || check_alike(first, first_path, r, path, e);
+    for (size_t i = 0; !rc && i < first->n_stats; i++) {
+        const result_stat *o = state_in(r, path, &first->stats[i], first_path, e);
+        if (!o)
+            rc = -1;
+        else if (handles[i] >= 0 && pass_fold(p, handles[i], &o->state->view, 0, e))
+            rc = qerror_prefix(e, "%s", path);
+    }
+    results_free(r);
+    return rc ? -1 : 0;
+}
+
+/* The merged statistics, in the first share's order: folded share states, whole states kept. */
+static int collect(const results *first, pass *p, const int *handles, results *out, qerror *e)
+{
+    for (size_t i = 0; i < first->n_stats; i++) {
+        const result_stat *st = &first->stats[i];
+        hstat *state = NULL;
+        if (handles[i] >= 0 ? pass_serialize(p, handles[i], &state, e)
+                            : hstat_copy(&st->state->view, &state, e))
+            return -1;
+        if (results_add_stat(out, st->tensor, st->observer, st->params, state, e))
+            return -1;
+        result_stat *kept = results_find_stat(out, st->tensor, st->observer, st->params);
+        kept->batch_size = st->batch_size, kept->axis = st->axis;
+    }
+    for (size_t i = 0; i < first->n_infos; i++)
+        if (results_add_info(out, &first->infos[i], e))
+            return -1;
+    return 0;
+}
+
+static int merge_all(const shares *s, const results *first, registry *reg, results *out,
+                     qerror *e)
+{
     dump *d = NULL;
     if (recipe_saved_dump(first, s->paths[0], &d, e))
         return -1;
     pass *p = pass_new(d);
-    int rc = p ? 0 : qerror_set(e, QERR_SOFTWARE, "out of memory");
-    for (size_t i = 0; !rc && i < first->n_stats; i++)
-        rc = merge_one(s, p, d, reg, &first->stats[i], out, e);
-    for (size_t i = 0; !rc && i < first->n_infos; i++)
-        rc = results_add_info(out, &first->infos[i], e);
+    int *handles = calloc(first->n_stats ? first->n_stats : 1, sizeof *handles);
+    int rc = p && handles ? 0 : qerror_set(e, QERR_SOFTWARE, "out of memory");
+    if (!rc)
+        rc = start_merge(first, s->paths[0], p, d, reg, handles, e);
+    for (size_t i = 1; !rc && i < s->k; i++) /* share order */
+        rc = fold_share(first, s->paths[0], s->paths[i], p, handles, e);
+    if (!rc)
+        rc = collect(first, p, handles, out, e);
+    free(handles);
     pass_free(p);
     dump_close(d);
     return rc;
@@ -195,15 +205,16 @@ int stats_merge(const char *const *paths, size_t n, registry *reg, const char *o
     if (n == 0)
         return qerror_set(e, QERR_USAGE, "merge: expected the statistics files of every share");
     shares s = {0};
-    int rc = read_shares(paths, n, &s, e) || check_alike(&s, e);
-    results *out = rc ? NULL : results_new(s.files[0]->recipe, s.files[0]->source);
-    if (!rc && !out)
+    results *first = NULL, *out = NULL;
+    int rc = order_shares(paths, n, &s, e) || results_read(s.paths[0], &first, e);
+    if (!rc && !(out = results_new(first->recipe, first->source)))
         rc = qerror_set(e, QERR_SOFTWARE, "out of memory");
-    if (!rc)
-        out->dump_has_weights = s.files[0]->dump_has_weights;
-    if (!rc)
-        rc = merge_all(&s, reg, out, e) || results_write(out, output, force, e);
+    if (!rc) {
+        out->dump_has_weights = first->dump_has_weights;
+        rc = merge_all(&s, first, reg, out, e) || results_write(out, output, force, e);
+    }
     results_free(out);
-    shares_free(&s);
+    results_free(first);
+    free(s.paths);
     return rc ? -1 : 0;
 }

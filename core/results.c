@@ -1475,7 +1475,7 @@ static int read_root(hid_t f, results *r, ctx *c)
     return 0;
 }
 
-static int read_file(const char *path, results **out, ctx *c)
+static int read_file(const char *path, int header_only, results **out, ctx *c)
 {
     if (access(path, R_OK) != 0)
         return sys_failed(c, QERR_NOINPUT, "open");
@@ -1489,13 +1489,13 @@ static int read_file(const char *path, results **out, ctx *c)
     }
     results *r = calloc(1, sizeof *r);
     int rc = r ? read_root(f, r, c) : qerror_set(c->e, QERR_SOFTWARE, "out of memory");
-    if (!rc)
+    if (!rc && !header_only)
         rc = read_section(f, "calibration", "method", read_tensor, r, c);
-    if (!rc)
+    if (!rc && !header_only)
         rc = read_section(f, "statistics", "kind", read_stat, r, c);
-    if (!rc)
+    if (!rc && !header_only)
         rc = read_section(f, "statistics", "shape", read_info, r, c);
-    if (!rc)
+    if (!rc && !header_only)
         rc = read_section(f, "candidates", "chosen", read_candidates, r, c);
     H5Fclose(f);
     if (rc) {
@@ -1506,17 +1506,27 @@ static int read_file(const char *path, results **out, ctx *c)
     return 0;
 }
 
-int results_read(const char *path, results **out, qerror *e)
+static int read_guarded(const char *path, int header_only, results **out, qerror *e)
 {
     ctx c = {.path = path, .e = e};
     int rc;
     *out = NULL;
     H5E_BEGIN_TRY
     {
-        rc = read_file(path, out, &c);
+        rc = read_file(path, header_only, out, &c);
     }
     H5E_END_TRY;
     return rc;
+}
+
+int results_read(const char *path, results **out, qerror *e)
+{
+    return read_guarded(path, 0, out, e);
+}
+
+int results_read_header(const char *path, results **out, qerror *e)
+{
+    return read_guarded(path, 1, out, e);
 }
 
 void result_overall_range(const result_tensor *t, double *lo, double *hi)

@@ -151,5 +151,7 @@ void results_abandon_temp(void);
  * scale > 0, zero-point on the grid). Errors: QERR_NOINPUT (cannot open), QERR_DATA (not a
  * qcal results file, or a malformed entry: the line names the file and the HDF5 object). */
 int results_read(const char *path, results **out, qerror *e);
+/* The root attributes only (recipe, source, share_index, ...): no entries, no statistics. */
+int results_read_header(const char *path, results **out, qerror *e);
 
 #endif
