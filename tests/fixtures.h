@@ -40,6 +40,10 @@ int fx_write_layer(const char *path, const fx_layer *l);
 /* The text of a file into buf (at most size - 1 bytes, NUL-terminated; "" when unreadable). */
 void fx_read_text(const char *path, char *buf, size_t size);
 
+/* The whole file, NUL-terminated, malloc'd; its length into *size when size is not NULL.
+ * NULL when it cannot be read. */
+char *fx_read_file(const char *path, size_t *size);
+
 /* A fresh private directory under /tmp (malloc'd path), removed by fx_rmtree. */
 char *fx_tmpdir(void);
 void fx_rmtree(const char *dir);

@@ -96,19 +96,10 @@ static int exists(const char *name)
 static int same_bytes(const char *a, const char *b)
 {
     char *pa = fx_path(dir, a), *pb = fx_path(dir, b);
-    FILE *fa = fopen(pa, "rb"), *fb = fopen(pb, "rb");
-    int same = fa && fb;
-    while (same) {
-        int x = fgetc(fa), y = fgetc(fb);
-        same = x == y;
-        if (x == EOF || y == EOF)
-            break;
-    }
-    if (fa)
-        fclose(fa);
-    if (fb)
-        fclose(fb);
-    free(pa), free(pb);
+    size_t na = 0, nb = 0;
+    char *x = fx_read_file(pa, &na), *y = fx_read_file(pb, &nb);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x), free(y), free(pa), free(pb);
     return same;
 }
 

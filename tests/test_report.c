@@ -36,22 +36,6 @@ static int sh(const char *cmd)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static char *slurp(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    if (size)
-        *size = (size_t)n;
-    return buf;
-}
-
 /* 1000 tensors t0000..t0999 of different scales, calibrated by mix (so every tensor has
  * candidates and saved histograms). */
 static void setup(void)
@@ -106,7 +90,8 @@ static void render(const char *fragment)
              "'file://%s%s' > '%s'", browser(), dir, page, fragment, out);
     cr_assert_eq(sh(cmd), 0, "%s", err_text);
     free(dom);
-    dom = slurp(out, NULL);
+    dom = fx_read_file(out, NULL);
+    cr_assert_not_null(dom, "cannot read the file");
 }
 
 static void make_report(const char *extra)
@@ -121,9 +106,11 @@ Test(report, page_is_self_contained_and_the_same_from_saved_statistics_or_the_du
 {
     make_report(dump_file);
     size_t n_dump, n_saved;
-    char *from_dump = slurp(page, &n_dump);
+    char *from_dump = fx_read_file(page, &n_dump);
+    cr_assert_not_null(from_dump, "cannot read the file");
     make_report("");
-    char *from_saved = slurp(page, &n_saved);
+    char *from_saved = fx_read_file(page, &n_saved);
+    cr_assert_not_null(from_saved, "cannot read the file");
     cr_expect(n_dump == n_saved && !memcmp(from_dump, from_saved, n_dump),
               "the saved histogram states give the page the dump gives");
     /* nothing fetched from elsewhere */
@@ -166,7 +153,8 @@ Test(report, screenshot_of_the_rendered_page)
              "--screenshot='%s' 'file://%s#tensor=t0003' > /dev/null", browser(), dir, shot, page);
     cr_assert_eq(sh(cmd), 0, "%s", err_text);
     size_t n;
-    char *png = slurp(shot, &n);
+    char *png = fx_read_file(shot, &n);
+    cr_assert_not_null(png, "cannot read the file");
     cr_expect(n > 20000, "a screenshot of a drawn page, not a blank one (%zu bytes)", n);
     cr_expect(!memcmp(png, "\x89PNG\r\n\x1a\n", 8), "PNG signature");
     free(png);

@@ -14,6 +14,7 @@
 
 #include "hstat.h"
 #include "qmath.h"
+#include "fixtures.h"
 #include "results.h"
 
 /* ---- scaffolding ------------------------------------------------------------------------ */
@@ -72,20 +73,6 @@ static int has_temp_files(void)
         found |= strstr(de->d_name, ".tmp.") != NULL;
     closedir(d);
     return found;
-}
-
-static char *slurp(const char *p, size_t *n)
-{
-    FILE *f = fopen(p, "rb");
-    cr_assert(f, "open %s", p);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    cr_assert_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
 }
 
 static qcal_qspec mkspec(int bits, uint32_t flags, int axis)
@@ -575,14 +562,16 @@ Test(results, refuses_overwrite_without_force)
     results *r = one_tensor("first");
     write_ok(r, path_in("out.h5"), 0);
     size_t n0, n1;
-    char *before = slurp(path_in("out.h5"), &n0);
+    char *before = fx_read_file(path_in("out.h5"), &n0);
+    cr_assert_not_null(before, "cannot read the file");
     results *r2 = one_tensor("second");
     qerror e = {0};
     cr_expect_eq(results_write(r2, path_in("out.h5"), 0, &e), -1);
     cr_expect_eq(e.code, QERR_CANTCREAT);
     cr_expect(strstr(e.msg, "refusing to overwrite existing '") &&
               strstr(e.msg, "out.h5' (use --force)"), "%s", e.msg);
-    char *after = slurp(path_in("out.h5"), &n1);
+    char *after = fx_read_file(path_in("out.h5"), &n1);
+    cr_assert_not_null(after, "cannot read the file");
     cr_expect(n0 == n1 && memcmp(before, after, n0) == 0, "the old file changed");
     cr_expect_eq(dir_entries(), 1u, "temp files left behind");
 
@@ -603,7 +592,8 @@ Test(results, failed_write_leaves_target_untouched)
     results *r = one_tensor("first");
     write_ok(r, path_in("out.h5"), 0);
     size_t n0, n1;
-    char *before = slurp(path_in("out.h5"), &n0);
+    char *before = fx_read_file(path_in("out.h5"), &n0);
+    cr_assert_not_null(before, "cannot read the file");
 
     /* A statistic corrupted after validation makes the writer fail half-way through. */
     qerror e = {0};
@@ -612,7 +602,8 @@ Test(results, failed_write_leaves_target_untouched)
     cr_assert_eq(results_add_stat(r, "x", "minmax", "", h, &e), 0);
     cr_expect_eq(results_write(r, path_in("out.h5"), 1, &e), -1);
     cr_expect(strstr(e.msg, "out.h5") && strstr(e.msg, "grid"), "%s", e.msg);
-    char *after = slurp(path_in("out.h5"), &n1);
+    char *after = fx_read_file(path_in("out.h5"), &n1);
+    cr_assert_not_null(after, "cannot read the file");
     cr_expect(n0 == n1 && memcmp(before, after, n0) == 0, "the old file changed");
     cr_expect(!has_temp_files(), "temp file left behind");
     cr_expect_eq(dir_entries(), 1u);
