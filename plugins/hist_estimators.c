@@ -44,19 +44,24 @@ int hist_view_for(const qcal_stat *st, const qcal_qspec *spec, uint64_t n_ranges
     return hist_view(st, v, err);
 }
 
+/* fmin / fmax without the libm call (gcc keeps them out of line for their NaN rules; no
+ * operand here is NaN) */
+static inline double lesser(double a, double b) { return a < b ? a : b; }
+static inline double greater(double a, double b) { return a > b ? a : b; }
+
 /* Adds c, uniform over [a, b), to the bins of width W from lo it overlaps. Overlaps below
  * 1e-9 of [a, b) are rounding slivers (same layouts computed twice): they get nothing, or an
  * identical layout would leave 1e-13 counts in neighbouring bins and turn empty bins non-empty. */
 static void spread(double c, double a, double b, double lo, double W, uint64_t bins, double *ref)
 {
     double kept = 0, sliver = 1e-9 * (b - a);
-    uint64_t first = (uint64_t)fmax(0.0, floor((a - lo) / W) - 1), j;
+    uint64_t first = (uint64_t)greater(0.0, floor((a - lo) / W) - 1), j;
     for (j = first; j < bins && lo + (double)j * W < b; j++) {
-        double from = fmax(a, lo + (double)j * W), to = fmin(b, lo + (double)(j + 1) * W);
+        double from = greater(a, lo + (double)j * W), to = lesser(b, lo + (double)(j + 1) * W);
         kept += to - from > sliver ? to - from : 0;
     }
     for (j = first; kept > 0 && j < bins && lo + (double)j * W < b; j++) {
-        double from = fmax(a, lo + (double)j * W), to = fmin(b, lo + (double)(j + 1) * W);
+        double from = greater(a, lo + (double)j * W), to = lesser(b, lo + (double)(j + 1) * W);
         if (to - from > sliver)
             ref[j] += c * (to - from) / kept;
     }
@@ -70,8 +75,8 @@ void hist_rebin(const hview *v, double lo, double hi, uint64_t bins, double *ref
         double c = (double)v->counts[i];
         if (c == 0)
             continue;
-        double a = fmax(v->lo + v->width * (double)i, lo);
-        double b = fmin(v->lo + v->width * (double)(i + 1), hi);
+        double a = greater(v->lo + v->width * (double)i, lo);
+        double b = lesser(v->lo + v->width * (double)(i + 1), hi);
         if (!(b > a) || !(W > 0)) { /* a point mass (constant tensor) or the top edge */
             double j = W > 0 ? floor((a - lo) / W) : 0;
             ref[j < 0 ? 0 : j >= (double)bins ? bins - 1 : (uint64_t)j] += c;

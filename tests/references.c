@@ -11,6 +11,11 @@
  * H[1], i up to 2048 inclusive, last argmin, threshold i W. eps: ORT smoothing (trt only). */
 double ref_kl_trt(const float *x, size_t n, int nvpq, double eps)
 {
+    return ref_kl_trt_curve(x, n, nvpq, eps, NULL);
+}
+
+double ref_kl_trt_curve(const float *x, size_t n, int nvpq, double eps, double *curve)
+{
     enum { B = 2048, L = 128 };
     static double h[B], p[B], q[B];
     double amax = 0;
@@ -54,6 +59,8 @@ double ref_kl_trt(const float *x, size_t n, int nvpq, double eps)
         for (int j = 0; j < i && isfinite(kl); j++)
             if (p[j] > 0)
                 kl = q[j] > 0 ? kl + p[j] / sp * log(p[j] / sp * sq / q[j]) : INFINITY;
+        if (curve)
+            curve[i] = kl;
         if (isfinite(kl) && (nvpq ? kl <= best : kl < best)) {
             best = kl;
             t = nvpq ? i * W : (i + 0.5) * W;

@@ -8,6 +8,9 @@
 /* TensorRT entropy threshold (nvpq = 0: Migacz 2017 as published, eps = smoothing; nvpq = 1:
  * NVIDIA pytorch-quantization) on 2048 bins of |x| over [0, max|x|], 128 levels. */
 double ref_kl_trt(const float *x, size_t n, int nvpq, double eps);
+/* The same, with curve[i] := the divergence of candidate i (INFINITY where it has none) for
+ * each candidate i (curve holds 2049 entries; NULL: not wanted). */
+double ref_kl_trt_curve(const float *x, size_t n, int nvpq, double eps, double *curve);
 /* tpu-mlir's KL threshold on |x| without exact zeros (2048 centred bins, 128 levels). */
 double ref_kl_tpu(const float *x, size_t n);
 

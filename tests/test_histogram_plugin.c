@@ -490,6 +490,47 @@ Test(histogram, kl_matches_each_reference_within_a_bin)
     }
 }
 
+/* Sparse histograms: a few point masses (and a little noise around them) leave most bins
+ * empty, which exercises what dense data never reaches: smoothing that takes from bins
+ * holding less than it, literal candidates with infinite divergence, ties between candidates. */
+Test(histogram, kl_matches_each_reference_on_sparse_histograms)
+{
+    enum { N = 20000, ROUNDS = 40 };
+    static float x[N];
+    uint64_t seed = 12345;
+    for (int round = 0; round < ROUNDS; round++) {
+        int points = 1 + (int)(fx_rand_u64(&seed) % 40), n = 50 + (int)(fx_rand_u64(&seed) % (N - 50));
+        float at[40], spread = round % 3 == 0 ? 0.0f : round % 3 == 1 ? 0.01f : 3.0f;
+        for (int k = 0; k < points; k++)
+            at[k] = (float)(fx_rand_u64(&seed) % 100000) / 1000.0f * (k % 2 ? 1.0f : -1.0f);
+        for (int k = 0; k < n; k++)
+            x[k] = at[fx_rand_u64(&seed) % (uint64_t)points] + spread * (float)fx_rand_uniform(&seed);
+        double amax = 0;
+        for (int k = 0; k < n; k++)
+            amax = fmax(amax, fabs((double)x[k]));
+        for (int c = KL_TRT_SMOOTH; c <= KL_NVPQ; c++) {
+            double eps = c == KL_TRT_SMOOTH ? 0.0001 : 0.0, W = amax / 2048, curve[2049];
+            for (int i = 0; i <= 2048; i++)
+                curve[i] = INFINITY;
+            double want = ref_kl_trt_curve(x, (size_t)n, c == KL_NVPQ, eps, curve);
+            double got = kl_threshold_of(x, (size_t)n, c == KL_NVPQ, eps, NULL, 0);
+            /* candidates whose divergences are equal but for rounding may go either way: then
+             * the reference's divergence at qcal's candidate must equal its own minimum */
+            double shift = c == KL_NVPQ ? 0.0 : 0.5;
+            int i_got = (int)lround(got / W - shift), i_want = (int)lround(want / W - shift);
+            int tie = i_got >= 0 && i_got <= 2048 && isfinite(curve[i_got]) &&
+                      fabs(curve[i_got] - curve[i_want]) <= 1e-9 * curve[i_want] + 1e-12;
+            cr_expect(fabs(got - want) <= W || tie, "round %d (%d points, spread %g), %s: %g "
+                      "(KL %g) vs reference %g (KL %g)", round, points, spread, kl_case_names[c],
+                      got, i_got >= 0 && i_got <= 2048 ? curve[i_got] : NAN, want, curve[i_want]);
+            /* from the observer's finer histogram: fractional bins after re-binning */
+            got = kl_threshold_of(x, (size_t)n, c == KL_NVPQ, eps, NULL, 1);
+            cr_expect(got > 0 && got <= amax, "round %d, %s, one pass: %g", round,
+                      kl_case_names[c], got);
+        }
+    }
+}
+
 Test(histogram, kl_tpu_leaves_zeros_out_and_cuts_sparse_outliers)
 {
     enum { N = 40000 };
