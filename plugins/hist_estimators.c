@@ -184,13 +184,6 @@ static double round_even(double x)
     return (x + 0x1.8p52) - 0x1.8p52;
 }
 
-static double fake_quant(double x, double scale, double zp, double qmin, double qmax)
-{
-    double q = round_even(x / scale) + zp;
-    q = q < qmin ? qmin : q > qmax ? qmax : q;
-    return (q - zp) * scale;
-}
-
 /* torch's (scale, zero-point) of a range on the spec's grid, in double. */
 static void grid_of(const qcal_qspec *spec, double lo, double hi, double *scale, double *zp)
 {
@@ -208,18 +201,55 @@ static void grid_of(const qcal_qspec *spec, double lo, double hi, double *scale,
     *zp = z < qmin ? qmin : z > qmax ? qmax : z;
 }
 
-static double hist_error(const hview *v, const qcal_qspec *spec, double lo, double hi)
+/* The histogram as the search reads it: the centres of the non-empty bins (clamped to the
+ * exact extrema) and their counts, so that each candidate's loop has neither branches nor
+ * libm calls. */
+typedef struct bin_list {
+    double *centre, *count;
+    uint64_t n;
+} bin_list;
+
+static int bin_list_make(const hview *v, bin_list *b)
 {
-    double scale, zp, err = 0;
-    grid_of(spec, lo, hi, &scale, &zp);
+    b->centre = malloc(2 * (v->n ? v->n : 1) * sizeof *b->centre);
+    if (!b->centre)
+        return 0;
+    b->count = b->centre + v->n, b->n = 0;
     for (uint64_t i = 0; i < v->n; i++) {
         if (!v->counts[i])
             continue;
-        double c = fmin(fmax(v->lo + v->width * ((double)i + 0.5), v->min), v->max);
-        double d = c - fake_quant(c, scale, zp, (double)spec->qmin, (double)spec->qmax);
-        err += (double)v->counts[i] * d * d;
+        double c = v->lo + v->width * ((double)i + 0.5);
+        b->centre[b->n] = c < v->min ? v->min : c > v->max ? v->max : c;
+        b->count[b->n++] = (double)v->counts[i];
     }
-    return err;
+    return 1;
+}
+
+/* sum over bins of count (c - fq(c))^2, fq the quantize-dequantize of the range's grid with
+ * c times 1 / scale as torch's kernel computes it. The quotient is clamped before rounding
+ * (to levels - zp, integers: the same as clamping the rounded level), which also keeps it
+ * inside round_even's exact range; four partial sums let the additions overlap. */
+static double hist_error(const bin_list *b, const qcal_qspec *spec, double lo, double hi)
+{
+    double scale, zp, sum[4] = {0};
+    grid_of(spec, lo, hi, &scale, &zp);
+    double inv_scale = 1 / scale;
+    double qmin = (double)spec->qmin - zp, qmax = (double)spec->qmax - zp; /* levels - zp */
+    uint64_t i = 0;
+    for (; i + 4 <= b->n; i += 4)
+        for (int k = 0; k < 4; k++) {
+            double x = b->centre[i + k] * inv_scale;
+            x = x < qmin ? qmin : x > qmax ? qmax : x;
+            double d = b->centre[i + k] - round_even(x) * scale;
+            sum[k] += b->count[i + k] * d * d;
+        }
+    for (; i < b->n; i++) {
+        double x = b->centre[i] * inv_scale;
+        x = x < qmin ? qmin : x > qmax ? qmax : x;
+        double d = b->centre[i] - round_even(x) * scale;
+        sum[0] += b->count[i] * d * d;
+    }
+    return (sum[0] + sum[1]) + (sum[2] + sum[3]);
 }
 
 static int mse_estimate(const qcal_stat *stat, const qcal_value *params, const qcal_qspec *spec,
@@ -238,11 +268,15 @@ static int mse_estimate(const qcal_stat *stat, const qcal_value *params, const q
     if (symmetric)
         hi = fmax(fabs(lo), fabs(hi)), lo = -hi;
     double best = INFINITY, best_f = 1;
+    bin_list bins;
+    if (!bin_list_make(&v, &bins))
+        return fail(err, QCAL_E_NOMEM, "out of memory");
     for (int64_t k = 100; k > 0; k -= params[0].i) {
-        double f = (double)k / 100.0, e = hist_error(&v, spec, lo * f, hi * f);
+        double f = (double)k / 100.0, e = hist_error(&bins, spec, lo * f, hi * f);
         if (e < best)
             best = e, best_f = f;
     }
+    free(bins.centre);
     int is_signed = (spec->flags & QCAL_QSPEC_SIGNED) != 0;
     if (symmetric)
         ranges[0] = (qcal_range){is_signed ? -hi * best_f : 0.0, hi * best_f};
