@@ -1,9 +1,15 @@
 /* bench_read.c - benchmark helper: make a large dump, read it with plain HDF5 calls (the
  * baseline), and time a command with its peak resident memory.
  *
- *   bench_read make DUMP GIB [TENSORS]   write a float32 dump of about GIB GiB
- *   bench_read read DUMP                 plain HDF5 read of every tensor, in whole chunks
- *   bench_read time -- CMD ARGS...       run CMD (stdout discarded); print "seconds peak_rss_kib"
+ *   bench_read make DUMP GIB [TENSORS [KIND]]  write a dump of about GIB GiB of values (as
+ *                      float32); KIND: f32 (default), f16, bf16, gzip (deflate level 1),
+ *                      gzip-shuffle (shuffle, then deflate), small (2,000 tensors of 4 KiB rows)
+ *   bench_read read DUMP    plain HDF5 read of every tensor in whole chunks, in the file's own
+ *                           type (16-bit values stay raw; filters run in HDF5's pipeline)
+ *   bench_read inflate DUMP the chunks of a gzip dump read raw (H5Dread_chunk) and inflated with
+ *                           zlib alone, unshuffled where shuffled: what decompression costs
+ *   bench_read evict DUMP   drop the file's pages from the page cache (a cold read follows)
+ *   bench_read time -- CMD ARGS...  run CMD (stdout discarded); print "seconds peak_rss_kib"
  */
 #include <fcntl.h>
 #include <hdf5.h>
@@ -16,6 +22,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef HAVE_ZLIB
+#include <zlib.h>
+#endif
+
+enum { KIND_F32, KIND_F16, KIND_BF16, KIND_GZIP, KIND_GZIP_SHUFFLE, KIND_SMALL };
 
 static double now(void)
 {
@@ -53,26 +64,93 @@ static void fill_block(float *x, size_t n, int kind, uint64_t seed)
     }
 }
 
-static int make_tensor(hid_t group, const char *name, const hsize_t dims[3], int kind)
+/* float32 to IEEE binary16, rounding to nearest even (values here are far from its limits). */
+static uint16_t to_f16(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    uint32_t sign = (b >> 16) & 0x8000u, mag = b & 0x7fffffffu;
+    if (mag >= 0x47800000u) /* overflow to inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (mag < 0x38800000u) { /* subnormal or zero: scale into place */
+        float a = fabsf(f) * 16777216.0f; /* 2^24: units of the least subnormal */
+        return (uint16_t)(sign | (uint32_t)lrintf(a));
+    }
+    uint32_t r = mag - 0x38000000u; /* rebias 127 -> 15 */
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (uint16_t)(sign | (r >> 13));
+}
+
+static uint16_t to_bf16(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return (uint16_t)(b >> 16);
+}
+
+/* The file type of a kind: float32, or 16-bit floats described field by field. */
+static hid_t file_type(int kind)
+{
+    if (kind != KIND_F16 && kind != KIND_BF16)
+        return H5Tcopy(H5T_IEEE_F32LE);
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    int mant = kind == KIND_F16 ? 10 : 7, exp = kind == KIND_F16 ? 5 : 8;
+    H5Tset_fields(t, 15, (size_t)mant, (size_t)exp, 0, (size_t)mant);
+    H5Tset_size(t, 2);
+    H5Tset_ebias(t, kind == KIND_F16 ? 15 : 127);
+    return t;
+}
+
+/* Writes one chunk-row block of values: float32 as is, 16-bit kinds converted here (HDF5's own
+ * float16 conversion is far too slow to write gigabytes). */
+static void write_rows(hid_t ds, hid_t space, hid_t ftype, int kind, const hsize_t start[3],
+                       const hsize_t count[3], const float *x, size_t n, uint16_t *half)
+{
+    hid_t mem = H5Screate_simple(3, count, NULL);
+    H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (kind == KIND_F16 || kind == KIND_BF16) {
+        for (size_t i = 0; i < n; i++)
+            half[i] = kind == KIND_F16 ? to_f16(x[i]) : to_bf16(x[i]);
+        H5Dwrite(ds, ftype, mem, space, H5P_DEFAULT, half);
+    } else {
+        H5Dwrite(ds, H5T_NATIVE_FLOAT, mem, space, H5P_DEFAULT, x);
+    }
+    H5Sclose(mem);
+}
+
+static hid_t creation_plist(int kind, const hsize_t chunk[3])
+{
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 3, chunk);
+    if (kind == KIND_GZIP_SHUFFLE)
+        H5Pset_shuffle(dcpl);
+    if (kind == KIND_GZIP || kind == KIND_GZIP_SHUFFLE)
+        H5Pset_deflate(dcpl, 1);
+    return dcpl;
+}
+
+static int make_tensor(hid_t group, const char *name, const hsize_t dims[3], int dist, int kind)
 {
     hsize_t row = dims[1] * dims[2];
     hsize_t chunk_rows = row * 4 >= (1 << 20) ? 1 : (1 << 20) / (row * 4);
+    chunk_rows = chunk_rows < dims[0] ? chunk_rows : dims[0]; /* about 1 MiB, within the tensor */
     hsize_t chunk[3] = {chunk_rows, dims[1], dims[2]};
-    hid_t space = H5Screate_simple(3, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 3, chunk);
-    hid_t ds = H5Dcreate2(group, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    hid_t space = H5Screate_simple(3, dims, NULL), dcpl = creation_plist(kind, chunk);
+    hid_t ftype = file_type(kind);
+    hid_t ds = H5Dcreate2(group, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (ds < 0)
+        return -1;
     size_t n = (size_t)(chunk_rows * row);
     float *block = malloc(n * sizeof *block), *scaled = malloc(n * sizeof *scaled);
-    fill_block(block, n, kind, (uint64_t)kind * 977 + dims[0]);
+    uint16_t *half = malloc(n * sizeof *half);
+    fill_block(block, n, dist, (uint64_t)dist * 977 + dims[0]);
     for (hsize_t r0 = 0; r0 < dims[0]; r0 += chunk_rows) {
         hsize_t start[3] = {r0, 0, 0}, count[3] = {dims[0] - r0 < chunk_rows ? dims[0] - r0 : chunk_rows, dims[1], dims[2]};
         float s = 1.0f + 0.001f * (float)(r0 % 97);
         for (size_t i = 0; i < n; i++)
             scaled[i] = block[i] * s;
-        hid_t mem = H5Screate_simple(3, count, NULL);
-        H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
-        H5Dwrite(ds, H5T_NATIVE_FLOAT, mem, space, H5P_DEFAULT, scaled);
-        H5Sclose(mem);
+        write_rows(ds, space, ftype, kind, start, count, scaled, (size_t)(count[0] * row), half);
     }
     hid_t aspace = H5Screate(H5S_SCALAR), attr;
     long long axis = 1;
@@ -82,30 +160,42 @@ static int make_tensor(hid_t group, const char *name, const hsize_t dims[3], int
     H5Sclose(aspace);
     free(block);
     free(scaled);
+    free(half);
     H5Dclose(ds);
+    H5Tclose(ftype);
     H5Pclose(dcpl);
     H5Sclose(space);
     return 0;
 }
 
-static int cmd_make(const char *path, double gib, int tensors)
+static int kind_of(const char *name)
+{
+    static const char *const names[] = {"f32", "f16", "bf16", "gzip", "gzip-shuffle", "small"};
+    for (int k = 0; k < 6; k++)
+        if (!strcmp(name, names[k]))
+            return k;
+    return -1;
+}
+
+static int cmd_make(const char *path, double gib, int tensors, int kind)
 {
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0)
+    if (f < 0 || kind < 0 || tensors < 1)
         return 1;
     hid_t g = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     double per_tensor = gib * 1073741824.0 / tensors;
     static const hsize_t shapes[3][2] = {{64, 28 * 28}, {128, 768}, {256, 196}};
+    static const hsize_t small[3][2] = {{16, 64}, {8, 128}, {32, 32}}; /* 4 KiB rows */
     for (int t = 0; t < tensors; t++) {
-        const hsize_t *s = shapes[t % 3];
+        const hsize_t *s = kind == KIND_SMALL ? small[t % 3] : shapes[t % 3];
         hsize_t dims[3] = {(hsize_t)ceil(per_tensor / (4.0 * (double)(s[0] * s[1]))), s[0], s[1]};
         char name[64];
         snprintf(name, sizeof name, "layers.%d.%s", t, t % 3 == 0 ? "conv.input" : t % 3 == 1 ? "mlp.fc2.input" : "attn.out");
-        make_tensor(g, name, dims, t % 3);
+        if (make_tensor(g, name, dims, t % 3, kind == KIND_SMALL ? KIND_F32 : kind))
+            return 1;
     }
     H5Gclose(g);
-    H5Fclose(f);
-    return 0;
+    return H5Fclose(f) < 0;
 }
 
 static herr_t read_one(hid_t group, const char *name, const H5L_info_t *info, void *total)
@@ -123,18 +213,21 @@ static herr_t read_one(hid_t group, const char *name, const H5L_info_t *info, vo
         rows = chunk[0];
     while ((rows + chunk[0]) * row * 4 <= (4u << 20))
         rows += chunk[0];
-    float *buf = malloc(rows * row * sizeof *buf);
+    hid_t type = H5Dget_type(ds); /* the file's own: no conversion, the read limit */
+    size_t esize = H5Tget_size(type);
+    char *buf = malloc(rows * row * esize);
     for (hsize_t r0 = 0; r0 < dims[0]; r0 += rows) {
         hsize_t start[8] = {r0}, count[8];
         for (int i = 0; i < rank; i++)
             count[i] = i ? dims[i] : (dims[0] - r0 < rows ? dims[0] - r0 : rows);
         hid_t mem = H5Screate_simple(rank, count, NULL);
         H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
-        H5Dread(ds, H5T_NATIVE_FLOAT, mem, space, H5P_DEFAULT, buf);
+        H5Dread(ds, type, mem, space, H5P_DEFAULT, buf);
         H5Sclose(mem);
-        *(double *)total += (double)(count[0] * row * 4);
+        *(double *)total += (double)(count[0] * row * esize);
     }
     free(buf);
+    H5Tclose(type);
     H5Pclose(dcpl);
     H5Pclose(dapl);
     H5Sclose(space);
@@ -154,6 +247,74 @@ static int cmd_read(const char *path)
     H5Fclose(f);
     fprintf(stderr, "read %.0f MiB\n", total / 1048576.0);
     return 0;
+}
+
+#ifdef HAVE_ZLIB
+/* Undoes HDF5's shuffle filter: byte j of element i was stored at j * n + i. */
+static void unshuffle(const unsigned char *in, unsigned char *out, size_t n, size_t esize)
+{
+    for (size_t j = 0; j < esize; j++)
+        for (size_t i = 0; i < n; i++)
+            out[i * esize + j] = in[j * n + i];
+}
+
+static herr_t inflate_one(hid_t group, const char *name, const H5L_info_t *info, void *total)
+{
+    (void)info;
+    hid_t ds = H5Dopen2(group, name, H5P_DEFAULT), dcpl = H5Dget_create_plist(ds);
+    hid_t space = H5Dget_space(ds), type = H5Dget_type(ds);
+    hsize_t dims[8], chunk[8], n_chunks = 0;
+    int rank = H5Sget_simple_extent_dims(space, dims, NULL);
+    H5Pget_chunk(dcpl, 8, chunk);
+    int shuffled = H5Pget_nfilters(dcpl) > 1;
+    size_t esize = H5Tget_size(type), values = 1;
+    for (int i = 0; i < rank; i++)
+        values *= chunk[i];
+    unsigned char *raw = malloc(compressBound(values * esize)), *out = malloc(values * esize);
+    unsigned char *tmp = malloc(values * esize);
+    H5Dget_num_chunks(ds, space, &n_chunks);
+    for (hsize_t c = 0; c < n_chunks; c++) {
+        hsize_t offset[8], size;
+        unsigned mask;
+        haddr_t addr;
+        H5Dget_chunk_info(ds, space, c, offset, &mask, &addr, &size);
+        uint32_t filters;
+        H5Dread_chunk(ds, H5P_DEFAULT, offset, &filters, raw);
+        uLongf len = values * esize;
+        uncompress(shuffled ? tmp : out, &len, raw, size);
+        if (shuffled)
+            unshuffle(tmp, out, len / esize, esize);
+        *(double *)total += (double)len;
+    }
+    free(raw), free(out), free(tmp);
+    H5Tclose(type), H5Sclose(space), H5Pclose(dcpl), H5Dclose(ds);
+    return 0;
+}
+
+static int cmd_inflate(const char *path)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        return 1;
+    hid_t g = H5Gopen2(f, "activations", H5P_DEFAULT);
+    double total = 0;
+    H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, inflate_one, &total);
+    H5Gclose(g);
+    H5Fclose(f);
+    fprintf(stderr, "inflated %.0f MiB\n", total / 1048576.0);
+    return 0;
+}
+#endif
+
+static int cmd_evict(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return 1;
+    fdatasync(fd);
+    int rc = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+    return rc != 0;
 }
 
 static int cmd_time(char **argv)
@@ -176,11 +337,19 @@ static int cmd_time(char **argv)
 int main(int argc, char **argv)
 {
     if (argc >= 4 && !strcmp(argv[1], "make"))
-        return cmd_make(argv[2], atof(argv[3]), argc >= 5 ? atoi(argv[4]) : 12);
+        return cmd_make(argv[2], atof(argv[3]), argc >= 5 ? atoi(argv[4]) : 12,
+                        argc >= 6 ? kind_of(argv[5]) : KIND_F32);
     if (argc == 3 && !strcmp(argv[1], "read"))
         return cmd_read(argv[2]);
+#ifdef HAVE_ZLIB
+    if (argc == 3 && !strcmp(argv[1], "inflate"))
+        return cmd_inflate(argv[2]);
+#endif
+    if (argc == 3 && !strcmp(argv[1], "evict"))
+        return cmd_evict(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "time") && !strcmp(argv[2], "--"))
         return cmd_time(argv + 3);
-    fprintf(stderr, "usage: bench_read make DUMP GIB [TENSORS] | read DUMP | time -- CMD...\n");
+    fprintf(stderr, "usage: bench_read make DUMP GIB [TENSORS [KIND]] | read DUMP | "
+            "inflate DUMP | evict DUMP | time -- CMD...\n");
     return 64;
 }

@@ -1,80 +1,152 @@
 #!/usr/bin/env bash
-# run.sh - benchmarks, as ratios against a baseline measured in the same run (never asserted).
+# run.sh - the benchmark: every figure as a ratio against a baseline measured in the same run
+# (never asserted), printed as one table: figure, qcal, baseline, ratio, target (issue #7).
 #   bash tests/bench/run.sh BUILD_DIR [GIB]
-# Prints one table: figure, qcal, baseline, ratio. Page cache warm (each file is read once
-# before timing); rounds interleave qcal and the baseline so drift hits both alike.
+# Generates its dumps under BUILD_DIR/bench once (GIB GiB of float32, default 2; a gzip pair,
+# float16 and bfloat16, 2,000 small tensors, and a 4 GiB one for memory; BIG=0 skips that).
+# Warm figures read each file once before timing; cold ones drop the file's pages from the
+# page cache (posix_fadvise) before every timed command, baseline and qcal alike. Rounds
+# interleave qcal and its baseline so drift hits both alike; each figure is a median.
 set -euo pipefail
 BUILD=${1:-build-release}
-GIB=${2:-1.0}
+GIB=${2:-2.0}
 ROUNDS=${ROUNDS:-3}
+BIG=${BIG:-4}
 OUT="$BUILD/bench"
-mkdir -p "$OUT"
-DUMP="$OUT/bench-${GIB}g.h5"
+HERE=$(dirname "$0")
 B="$BUILD/tests/bench_read"
 QCAL="$BUILD/core/qcal"
+PY=/usr/bin/python3
+mkdir -p "$OUT"
 
-[ -f "$DUMP" ] || { echo "bench: generating $DUMP ($GIB GiB)" >&2; "$B" make "$DUMP" "$GIB"; }
-cat "$DUMP" > /dev/null # warm the page cache
+dump() { # dump NAME GIB TENSORS KIND -> path (generated once)
+    local path="$OUT/$1.h5"
+    [ -f "$path" ] || { echo "bench: generating $path" >&2; "$B" make "$path" "$2" "$3" "$4"; }
+    echo "$path"
+}
+F32=$(dump "f32-${GIB}g" "$GIB" 12 f32)
+GZ=$(dump gzip-0.5g 0.5 12 gzip)
+GZS=$(dump gzip-shuffle-0.5g 0.5 12 gzip-shuffle)
+F16=$(dump f16-1g 1 12 f16)
+BF16=$(dump bf16-1g 1 12 bf16)
+SMALL=$(dump small-2000 0.25 2000 small)
+[ "$BIG" = 0 ] || BIGD=$(dump "f32-${BIG}g" "$BIG" 12 f32)
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+# The peer: PyTorch's observers from Debian's packages (the one thing only the benchmark needs).
+if ! "$PY" -c 'import torch, h5py' 2> /dev/null; then
+    echo "bench: installing python3-torch and python3-h5py" >&2
+    apt-get install -y --no-install-recommends python3-torch python3-h5py > /dev/null 2>&1 ||
+        sudo apt-get install -y --no-install-recommends python3-torch python3-h5py > /dev/null 2>&1 ||
+        echo "bench: PyTorch unavailable; its rows are skipped" >&2
+fi
+HAVE_TORCH=$("$PY" -c 'import torch, h5py; print(1)' 2> /dev/null || echo 0)
 
-HIST="$(dirname "$0")/hist_pass.lua"
-EVAL="$(dirname "$0")/eval_pass.lua"
-declare -a base_t qcal_t qcal_rss qcal1_t hist_t pot_t kl_t ev0_t ev1_t mpi_t
-# MPI: the same pot run split over 2 ranks (when qcal was built with Open MPI).
+declare -A T # T[key]="t1 t2 ..." timings; R[key]: peak RSS KiB (largest)
+declare -A R
+timed() { # timed KEY COLD|WARM FILE CMD... : appends the time, keeps the largest RSS
+    local key=$1 mode=$2 file=$3 t rss
+    shift 3
+    [ "$mode" = COLD ] && "$B" evict "$file"
+    read -r t rss < <("$B" time -- "$@" 2> /dev/null)
+    T[$key]="${T[$key]:-} $t"
+    [ "${R[$key]:-0}" -ge "$rss" ] || R[$key]=$rss
+}
+run() { echo "$QCAL" run "$@" --force; }
+
+for f in "$F32" "$GZ" "$GZS" "$F16" "$BF16" "$SMALL"; do cat "$f" > /dev/null; done
+HIST="$HERE/hist_pass.lua"
+EVAL="$HERE/eval_pass.lua"
 MPIRUN=""
 if command -v mpirun > /dev/null && ldd "$QCAL" | grep -q libmpi; then
     MPIRUN="mpirun --allow-run-as-root --oversubscribe --bind-to none -n 2"
 fi
 for ((r = 0; r < ROUNDS; r++)); do
-    read -r t _ < <("$B" time -- "$B" read "$DUMP" 2>/dev/null)
-    base_t+=("$t")
-    read -r t rss < <("$B" time -- "$QCAL" run minmax "$DUMP" -o "$OUT/minmax.h5" --force)
-    qcal_t+=("$t"); qcal_rss+=("$rss")
-    read -r t _ < <("$B" time -- "$QCAL" run minmax "$DUMP" -o "$OUT/minmax.h5" --force --threads 1)
-    qcal1_t+=("$t")
-    read -r t _ < <("$B" time -- "$QCAL" run "$HIST" "$DUMP" -o "$OUT/hist.h5" --force)
-    hist_t+=("$t")
-    read -r t _ < <("$B" time -- "$QCAL" run pot "$DUMP" -o "$OUT/pot.h5" --force range_estimator=quantile)
-    pot_t+=("$t")
-    if [ -n "$MPIRUN" ]; then
-        read -r t _ < <("$B" time -- $MPIRUN "$QCAL" run pot "$DUMP" -o "$OUT/pot-mpi.h5" --force range_estimator=quantile)
-        mpi_t+=("$t")
+    echo "bench: round $((r + 1)) of $ROUNDS" >&2
+    timed read WARM "$F32" "$B" read "$F32"
+    timed hist WARM "$F32" $(run "$HIST" "$F32" -o "$OUT/hist.h5")
+    timed read_cold COLD "$F32" "$B" read "$F32"
+    timed hist_cold COLD "$F32" $(run "$HIST" "$F32" -o "$OUT/hist.h5")
+    cat "$F32" > /dev/null
+    timed minmax WARM "$F32" $(run minmax "$F32" -o "$OUT/minmax.h5")
+    timed minmax1 WARM "$F32" $(run minmax "$F32" -o "$OUT/minmax.h5" --threads 1)
+    timed pot WARM "$F32" $(run pot "$F32" -o "$OUT/pot.h5" range_estimator=quantile)
+    [ -z "$MPIRUN" ] || timed mpi WARM "$F32" $MPIRUN $(run pot "$F32" -o "$OUT/pot-mpi.h5" range_estimator=quantile)
+    timed kl WARM "$F32" $(run kl "$F32" -o "$OUT/kl.h5")
+    timed ev0 WARM "$F32" $(run "$EVAL" "$F32" -o "$OUT/eval0.h5" evaluate=false)
+    timed ev1 WARM "$F32" $(run "$EVAL" "$F32" -o "$OUT/eval.h5" candidates=10)
+    for g in GZ GZS; do
+        file=${!g}
+        timed "${g}_read" WARM "$file" "$B" read "$file"
+        timed "${g}_zlib" WARM "$file" "$B" inflate "$file"
+        for th in 1 2 4; do
+            timed "${g}_$th" WARM "$file" $(run minmax "$file" -o "$OUT/gz.h5" --threads $th)
+        done
+    done
+    for h in F16 BF16; do
+        file=${!h}
+        timed "${h}_read" WARM "$file" "$B" read "$file"
+        timed "${h}_run" WARM "$file" $(run minmax "$file" -o "$OUT/half.h5")
+    done
+    timed small_read WARM "$SMALL" "$B" read "$SMALL"
+    timed small WARM "$SMALL" $(run "$HIST" "$SMALL" -o "$OUT/small.h5")
+    if [ "$HAVE_TORCH" = 1 ]; then
+        timed torch_minmax WARM "$F32" "$PY" "$HERE/torch_observers.py" minmax "$F32"
+        timed torch_hist WARM "$F32" "$PY" "$HERE/torch_observers.py" histogram "$F32"
     fi
-    read -r t _ < <("$B" time -- "$QCAL" run kl "$DUMP" -o "$OUT/kl.h5" --force)
-    kl_t+=("$t")
-    read -r t _ < <("$B" time -- "$QCAL" run "$EVAL" "$DUMP" -o "$OUT/eval0.h5" --force evaluate=false)
-    ev0_t+=("$t")
-    read -r t _ < <("$B" time -- "$QCAL" run "$EVAL" "$DUMP" -o "$OUT/eval.h5" --force candidates=10)
-    ev1_t+=("$t")
-done 2>/dev/null
+done
+if [ "$BIG" != 0 ]; then # memory: one run of each pass kind on the big dump
+    echo "bench: the ${BIG} GiB dump" >&2
+    timed big_hist COLD "$BIGD" $(run "$HIST" "$BIGD" -o "$OUT/big.h5")
+    timed big_kl COLD "$BIGD" $(run kl "$BIGD" -o "$OUT/big.h5")
+fi
 
-bt=$(printf '%s\n' "${base_t[@]}" | median)
-qt=$(printf '%s\n' "${qcal_t[@]}" | median)
-q1=$(printf '%s\n' "${qcal1_t[@]}" | median)
-ht=$(printf '%s\n' "${hist_t[@]}" | median)
-pt=$(printf '%s\n' "${pot_t[@]}" | median)
-kt=$(printf '%s\n' "${kl_t[@]}" | median)
-e0=$(printf '%s\n' "${ev0_t[@]}" | median)
-e1=$(printf '%s\n' "${ev1_t[@]}" | median)
-mt=$( [ -n "$MPIRUN" ] && printf '%s\n' "${mpi_t[@]}" | median || echo 0)
-rss=$(printf '%s\n' "${qcal_rss[@]}" | sort -n | tail -1)
-size=$(stat -c %s "$DUMP")
-awk -v bt="$bt" -v qt="$qt" -v q1="$q1" -v ht="$ht" -v pt="$pt" -v kt="$kt" -v e0="$e0" -v e1="$e1" -v mt="$mt" -v rss="$rss" -v size="$size" -v rounds="$ROUNDS" -v cores="$(nproc)" 'BEGIN {
-    printf "\n%-46s %10s %10s %8s\n", "figure (median of " rounds ", " cores " cores)", "qcal", "baseline", "ratio"
-    printf "%-46s %9.3fs %9.3fs %8.2f\n", "minmax run (default threads) / plain HDF5 read", qt, bt, qt / bt
-    printf "%-46s %9.3fs %9.3fs %8.2f\n", "minmax run (--threads 1) / plain HDF5 read", q1, bt, q1 / bt
-    printf "%-46s %9.3fs %9.3fs %8.2f\n", "minmax + histogram pass / plain HDF5 read", ht, bt, ht / bt
-    printf "%-46s %9.3fs %9.3fs %8.2f\n", "pot (batch_stats, quantiles) / plain HDF5 read", pt, bt, pt / bt
-    printf "%-46s %9.3fs %9.3fs %8.2f\n", "kl recipe (minmax + fixed_histogram passes) / read", kt, bt, kt / bt
-    printf "%-46s %9.3fs %9.3fs %8.2f\n", "evaluation pass, 10 candidates/tensor / read", e1 - e0, bt, (e1 - e0) / bt
-    printf "%-46s %9.3fs %9.3fs %8.2f\n", "  (whole run: minmax pass + evaluation) / read", e1, bt, e1 / bt
-    if (mt > 0)
-        printf "%-46s %9.3fs %9.3fs %8.2f\n", "pot, mpirun -n 2 / the same single process", mt, pt, mt / pt
-    printf "%-46s %7.0fMiB %7.0fMiB %8.3f\n", "peak RSS of the run / dump size", rss / 1024, size / 1048576, rss * 1024 / size
-    printf "throughput: plain read %.0f MiB/s, qcal %.0f MiB/s\n", size / bt / 1048576, size / qt / 1048576
-}'
+med() { printf '%s\n' ${T[$1]:-0} | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+row() { # row FIGURE QCAL_KEY BASE_KEY TARGET
+    awk -v f="$1" -v q="$(med "$2")" -v b="$(med "$3")" -v t="$4" \
+        'BEGIN { printf "%-52s %9.3fs %9.3fs %7.2f  %s\n", f, q, b, (b > 0 ? q / b : 0), t }'
+}
+diff_row() { # the evaluation's own time: a run with it minus the same run without
+    awk -v f="$1" -v q="$(med ev1)" -v z="$(med ev0)" -v b="$(med read)" -v t="$2" \
+        'BEGIN { printf "%-52s %9.3fs %9.3fs %7.2f  %s\n", f, q - z, b, (q - z) / b, t }'
+}
+mem_row() { # mem_row FIGURE KEY FILE
+    awk -v f="$1" -v r="${R[$2]:-0}" -v s="$(stat -c %s "$3")" \
+        'BEGIN { printf "%-52s %7.0fMiB %7.0fMiB %7.3f  <= 256 MiB\n", f, r / 1024, s / 1048576, r * 1024 / s }'
+}
 
 echo
-echo "estimators: time per tensor through the plugin ABI (2048-bin histogram of 1M gaussian values)"
+echo "qcal benchmark: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), median of $ROUNDS"
+printf '%-52s %10s %10s %7s  %s\n' "figure" "qcal" "baseline" "ratio" "target"
+row "minmax + histogram pass / plain read, warm ($GIB GiB)" hist read "<= 1.25"
+row "minmax + histogram pass / plain read, cold" hist_cold read_cold "<= 1.25"
+for g in GZ GZS; do
+    name=$([ $g = GZ ] && echo "gzip" || echo "gzip+shuffle")
+    for th in 1 2 4; do
+        row "$name minmax pass, --threads $th / zlib alone" "${g}_$th" "${g}_zlib" "$([ $th = 1 ] && echo '<= 1.15' || echo 'reported')"
+    done
+    row "  ($name: HDF5's own filtered read / zlib alone)" "${g}_read" "${g}_zlib" "-"
+done
+row "float16 minmax run / raw 16-bit read" F16_run F16_read "memory speed"
+row "bfloat16 minmax run / raw 16-bit read" BF16_run BF16_read "memory speed"
+mem_row "peak RSS, histogram pass, 2,000 tensors / dump" small "$SMALL"
+if [ "$BIG" != 0 ]; then
+    mem_row "peak RSS, histogram pass, $BIG GiB / dump" big_hist "$BIGD"
+    mem_row "peak RSS, kl recipe (2 passes), $BIG GiB / dump" big_kl "$BIGD"
+fi
+diff_row "evaluation pass, 10 candidates per tensor / read" "<= 2"
+if [ "$HAVE_TORCH" = 1 ]; then
+    row "qcal minmax run / torch MinMaxObserver" minmax torch_minmax "< 1"
+    row "qcal histogram pass / torch HistogramObserver" hist torch_hist "<= 0.05"
+fi
+row "minmax run (default threads) / plain read" minmax read "-"
+row "minmax run (--threads 1) / plain read" minmax1 read "-"
+row "pot (batch_stats, quantiles) / plain read" pot read "-"
+row "kl recipe (2 passes) / plain read" kl read "-"
+row "histogram pass, 2,000 tensors / plain read" small small_read "-"
+[ -z "$MPIRUN" ] || row "pot, mpirun -n 2 / the same single process" mpi pot "-"
+mem_row "peak RSS, minmax run ($GIB GiB) / dump" minmax "$F32"
+
+echo
+echo "estimators: ms per tensor through the plugin ABI (2048-bin histogram of 1M gaussian"
+echo "values; best of 5 batches); target <= 1 ms for percentile, kl and mse"
 "$BUILD/tests/bench_estimators" "$BUILD/plugins" "${CALLS:-20}"
