@@ -37,7 +37,6 @@ typedef struct hist {
     int k;                  /* bin width 2^k */
     int64_t base;           /* global index of counts[0] */
     uint64_t *counts;       /* [capacity] */
-    uint64_t *scratch;      /* [capacity], for re-windowing */
     float min, max, smin, smax;
     uint64_t count, nan, inf, zeros; /* zeros: finite values equal to 0 */
     /* what finalize / serialize hand out (owned here) */
@@ -77,39 +76,44 @@ static int fitting_exponent(float lo, float hi, uint64_t capacity)
     return k;
 }
 
-/* Moves the counts to exponent k >= s->k with the window starting at the bin of lo. */
-static void rewindow(hist *s, int k, float lo)
+/* Moves the counts to exponent k >= s->k with the window starting at the bin of lo. The new
+ * window is allocated here, not kept beside each state: a pass over thousands of tensors holds
+ * thousands of states, and windows move rarely. QCAL_E_NOMEM if it cannot be. */
+static int rewindow(hist *s, int k, float lo)
 {
     int64_t base = bin_of(lo, k);
     int shift = k - s->k;
-    memset(s->scratch, 0, s->capacity * sizeof *s->scratch);
+    uint64_t *moved = calloc(s->capacity, sizeof *moved);
+    if (!moved)
+        return QCAL_E_NOMEM;
     for (uint64_t i = 0; i < s->capacity; i++)
         if (s->counts[i])
-            s->scratch[floor_shift(s->base + (int64_t)i, shift) - base] += s->counts[i];
-    uint64_t *t = s->counts;
-    s->counts = s->scratch;
-    s->scratch = t;
+            moved[floor_shift(s->base + (int64_t)i, shift) - base] += s->counts[i];
+    free(s->counts);
+    s->counts = moved;
     s->k = k;
     s->base = base;
+    return QCAL_OK;
 }
 
 /* Widens the state to hold [lo, hi] (finite), merging bins as needed. */
-static void cover(hist *s, float lo, float hi)
+static int cover(hist *s, float lo, float hi)
 {
     if (!s->has_data) {
         s->has_data = 1;
         s->min = lo, s->max = hi;
         s->k = fitting_exponent(lo, hi, s->capacity);
         s->base = bin_of(lo, s->k);
-        return;
+        return QCAL_OK;
     }
     float nlo = lo < s->min ? lo : s->min, nhi = hi > s->max ? hi : s->max;
     int k = fitting_exponent(nlo, nhi, s->capacity);
     if (k < s->k)
         k = s->k; /* never finer than what is already merged */
-    if (k != s->k || bin_of(nlo, k) != s->base)
-        rewindow(s, k, nlo);
+    if ((k != s->k || bin_of(nlo, k) != s->base) && rewindow(s, k, nlo))
+        return QCAL_E_NOMEM;
     s->min = nlo, s->max = nhi;
+    return QCAL_OK;
 }
 
 /* ---- observing ------------------------------------------------------------------------ */
@@ -190,20 +194,22 @@ static uint64_t bin_skipping_nonfinite(hist *s, const float *x, uint64_t n, doub
 }
 
 /* One block: its extrema widen the window, then its values are counted. */
-static void observe_block(hist *s, const float *x, uint64_t n)
+static int observe_block(hist *s, const float *x, uint64_t n)
 {
     uint64_t nan = 0, inf = 0;
     float ext[4];
     hist_scan(s->abs, x, n, ext, &nan, &inf);
     s->nan += nan, s->inf += inf;
     if (nan + inf == n)
-        return;
+        return QCAL_OK;
     s->smin = s->has_data && s->smin < ext[2] ? s->smin : ext[2];
     s->smax = s->has_data && s->smax > ext[3] ? s->smax : ext[3];
-    cover(s, ext[0], ext[1]);
+    if (cover(s, ext[0], ext[1]))
+        return QCAL_E_NOMEM;
     double scale = ldexp(1.0, -s->k);
     s->zeros += nan + inf ? bin_skipping_nonfinite(s, x, n, scale) : bin_finite(s, x, n, scale);
     s->count += n - nan - inf;
+    return QCAL_OK;
 }
 
 /* Blocks of 32 Ki values (128 KiB): the counting loop reads what the scan has just brought
@@ -214,8 +220,8 @@ static int h_observe(void *state, const qcal_slab *slab, qcal_err *err)
 {
     uint64_t n = slab->rows * slab->row_size;
     for (uint64_t at = 0; at < n; at += BLOCK)
-        observe_block(state, slab->data + at, n - at < BLOCK ? n - at : BLOCK);
-    (void)err;
+        if (observe_block(state, slab->data + at, n - at < BLOCK ? n - at : BLOCK))
+            return fail(err, QCAL_E_NOMEM, "out of memory re-windowing the histogram");
     return QCAL_OK;
 }
 
@@ -227,7 +233,6 @@ static void h_destroy(void *state)
     if (!s)
         return;
     free(s->counts);
-    free(s->scratch);
     free(s);
 }
 
@@ -236,7 +241,7 @@ static int h_create(const qcal_tensor *t, const qcal_value *params, void **state
     (void)t;
     uint64_t capacity = (uint64_t)params[P_BINS].i * (uint64_t)params[P_FACTOR].i;
     hist *s = calloc(1, sizeof *s);
-    if (!s || !(s->counts = calloc(capacity, 8)) || !(s->scratch = calloc(capacity, 8))) {
+    if (!s || !(s->counts = calloc(capacity, 8))) {
         h_destroy(s);
         return fail(err, QCAL_E_NOMEM, "cannot hold %llu bins", (unsigned long long)capacity);
     }
@@ -247,21 +252,23 @@ static int h_create(const qcal_tensor *t, const qcal_value *params, void **state
 }
 
 /* Folds a described state (k, first bin, counts, extrema) into s. */
-static void fold(hist *s, int k, int64_t first, const uint64_t *counts, uint64_t n,
-                 const float ext[4], uint64_t count, uint64_t nan, uint64_t inf, uint64_t zeros)
+static int fold(hist *s, int k, int64_t first, const uint64_t *counts, uint64_t n,
+                const float ext[4], uint64_t count, uint64_t nan, uint64_t inf, uint64_t zeros,
+                qcal_err *err)
 {
     s->nan += nan, s->inf += inf, s->zeros += zeros;
     if (!count)
-        return;
+        return QCAL_OK;
     s->smin = s->has_data && s->smin < ext[2] ? s->smin : ext[2];
     s->smax = s->has_data && s->smax > ext[3] ? s->smax : ext[3];
-    cover(s, ext[0], ext[1]);
-    if (k > s->k) /* the other is coarser: come to its exponent */
-        rewindow(s, k, s->min);
+    /* the other coarser: come to its exponent */
+    if (cover(s, ext[0], ext[1]) || (k > s->k && rewindow(s, k, s->min)))
+        return fail(err, QCAL_E_NOMEM, "out of memory re-windowing the histogram");
     for (uint64_t i = 0; i < n; i++)
         if (counts[i])
             s->counts[floor_shift(first + (int64_t)i, s->k - k) - s->base] += counts[i];
     s->count += count;
+    return QCAL_OK;
 }
 
 static int h_merge(void *into, const void *from, qcal_err *err)
@@ -271,8 +278,8 @@ static int h_merge(void *into, const void *from, qcal_err *err)
     if (o->capacity != s->capacity || o->abs != s->abs)
         return fail(err, QCAL_E_INVAL, "merging histograms of different parameters");
     float ext[4] = {o->min, o->max, o->smin, o->smax};
-    fold(s, o->k, o->base, o->counts, o->capacity, ext, o->count, o->nan, o->inf, o->zeros);
-    return QCAL_OK;
+    return fold(s, o->k, o->base, o->counts, o->capacity, ext, o->count, o->nan, o->inf,
+                o->zeros, err);
 }
 
 /* The occupied bins [first, last] of the window. */
@@ -411,8 +418,7 @@ static int h_deserialize(void *state, const qcal_stat *in, qcal_err *err)
                        *k == fitting_exponent(ext[0], ext[1], s->capacity) && *zeros <= *count;
     if (!consistent)
         return fail(err, QCAL_E_DATA, "histogram state: counts, extrema and bin exponent disagree");
-    fold(s, (int)*k, *first, counts, n, ext, *count, nf[0], nf[1], *zeros);
-    return QCAL_OK;
+    return fold(s, (int)*k, *first, counts, n, ext, *count, nf[0], nf[1], *zeros, err);
 }
 
 const char *const histogram_kinds[] = {"qcal.histogram", NULL};
