@@ -235,17 +235,20 @@ static herr_t read_one(hid_t group, const char *name, const H5L_info_t *info, vo
     return 0;
 }
 
-static int cmd_read(const char *path)
+/* Runs op on every tensor of the dump (op adds the bytes it produced), then says how many. */
+static int each_tensor(const char *path, H5L_iterate_t op, const char *verb)
 {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0)
         return 1;
     hid_t g = H5Gopen2(f, "activations", H5P_DEFAULT);
     double total = 0;
-    H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, read_one, &total);
+    herr_t rc = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, op, &total);
     H5Gclose(g);
     H5Fclose(f);
-    fprintf(stderr, "read %.0f MiB\n", total / 1048576.0);
+    if (rc < 0)
+        return 1;
+    fprintf(stderr, "%s %.0f MiB\n", verb, total / 1048576.0);
     return 0;
 }
 
@@ -273,6 +276,7 @@ static herr_t inflate_one(hid_t group, const char *name, const H5L_info_t *info,
     unsigned char *raw = malloc(compressBound(values * esize)), *out = malloc(values * esize);
     unsigned char *tmp = malloc(values * esize);
     H5Dget_num_chunks(ds, space, &n_chunks);
+    int failed = 0;
     for (hsize_t c = 0; c < n_chunks; c++) {
         hsize_t offset[8], size;
         unsigned mask;
@@ -281,29 +285,20 @@ static herr_t inflate_one(hid_t group, const char *name, const H5L_info_t *info,
         uint32_t filters;
         H5Dread_chunk(ds, H5P_DEFAULT, offset, &filters, raw);
         uLongf len = values * esize;
-        uncompress(shuffled ? tmp : out, &len, raw, size);
+        if (uncompress(shuffled ? tmp : out, &len, raw, size) != Z_OK) {
+            fprintf(stderr, "bench_read: %s: a chunk that zlib cannot inflate (not gzip?)\n", name);
+            failed = 1;
+            break;
+        }
         if (shuffled)
             unshuffle(tmp, out, len / esize, esize);
         *(double *)total += (double)len;
     }
     free(raw), free(out), free(tmp);
     H5Tclose(type), H5Sclose(space), H5Pclose(dcpl), H5Dclose(ds);
-    return 0;
+    return failed ? -1 : 0; /* negative: stops the iteration */
 }
 
-static int cmd_inflate(const char *path)
-{
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0)
-        return 1;
-    hid_t g = H5Gopen2(f, "activations", H5P_DEFAULT);
-    double total = 0;
-    H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, inflate_one, &total);
-    H5Gclose(g);
-    H5Fclose(f);
-    fprintf(stderr, "inflated %.0f MiB\n", total / 1048576.0);
-    return 0;
-}
 #endif
 
 static int cmd_evict(const char *path)
@@ -340,10 +335,10 @@ int main(int argc, char **argv)
         return cmd_make(argv[2], atof(argv[3]), argc >= 5 ? atoi(argv[4]) : 12,
                         argc >= 6 ? kind_of(argv[5]) : KIND_F32);
     if (argc == 3 && !strcmp(argv[1], "read"))
-        return cmd_read(argv[2]);
+        return each_tensor(argv[2], read_one, "read");
 #ifdef HAVE_ZLIB
     if (argc == 3 && !strcmp(argv[1], "inflate"))
-        return cmd_inflate(argv[2]);
+        return each_tensor(argv[2], inflate_one, "inflated");
 #endif
     if (argc == 3 && !strcmp(argv[1], "evict"))
         return cmd_evict(argv[2]);
