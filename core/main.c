@@ -739,7 +739,7 @@ static void fill_recipe_options(const cli *c, registry *reg, const char *out, re
 
 /* Runs the recipe for run and observe: DUMP... from positional[1] on (none with
  * --from-statistics for run). */
-static int run_recipe(const cli *c, const char *out, int observe, qerror *e)
+static int run_recipe(const cli *c, const char *out, int observe, results **written, qerror *e)
 {
     file_list dumps = {0};
     if (c->n_positional > 1 && expand_files(c, 1, &dumps, e)) {
@@ -763,6 +763,7 @@ static int run_recipe(const cli *c, const char *out, int observe, qerror *e)
         o.pass.share_index = c->shard_index, o.pass.share_count = c->shard_count;
     if (the_dist && the_dist->rank != 0)
         o.output = NULL; /* rank 0 writes */
+    o.written = written;
     int rc = recipe_run(&o, e);
     registry_free(reg);
     list_free(&dumps);
@@ -781,9 +782,10 @@ static int cmd_run(const cli *c, qerror *e)
         snprintf(out, sizeof out, "%s", c->output);
     else
         default_output(c, out, sizeof out);
-    int rc = run_recipe(c, out, 0, e);
-    results *r = NULL;
-    if (!rc && (!the_dist || the_dist->rank == 0) && !results_read(out, &r, e)) {
+    results *r = NULL; /* printed from memory: reading 2,000 tensors back took a second */
+    int rc = run_recipe(c, out, 0, &r, e);
+    if (!rc && r) {
+        results_sort_as_file(r);
         printf("# %s\n", out);
         print_table(r, 0);
     }
@@ -802,7 +804,7 @@ static int cmd_observe(const cli *c, qerror *e)
         return usage_error(e, "observe: %s", "-o STATS.h5 is required (one file per share)");
     if (the_dist)
         return usage_error(e, "observe: %s", "under MPI use `qcal run`: ranks are the shares");
-    if (run_recipe(c, c->output, 1, e))
+    if (run_recipe(c, c->output, 1, NULL, e))
         return -1;
     fprintf(stderr, "qcal: saved the states of share %llu/%llu of the next pass to %s: merge the "
             "shares, then `qcal run %s --from-statistics MERGED` (if it asks for another pass, "

@@ -437,6 +437,12 @@ int recipe_run(const recipe_options *o, qerror *e)
         rc = execute(path, &ctx, o, e);
     else if (o->pass.dist)
         o->pass.dist->agree(o->pass.dist, rc, e);
+    if (o->written)
+        *o->written = NULL;
+    if (!rc && o->written && o->output) {
+        *o->written = ctx.res;
+        ctx.res = NULL;
+    }
     results_free(ctx.res);
     results_free(saved);
     layers_free(ctx.layers, ctx.n_layers);

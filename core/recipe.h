@@ -25,6 +25,8 @@ typedef struct recipe_options {
     int unsafe;                  /* lift the sandbox */
     const param_input *params;   /* key=value parameters from the command line */
     size_t n_params;
+    results **written;           /* when set: receives what was written to output (the
+                                    caller frees it), NULL when nothing was */
     pass_options pass;           /* threads, slab size, batch size for every pass */
     registry *reg;
     size_t memory_limit;         /* bytes the Lua state may hold; 0: default (1 GiB) */

@@ -151,6 +151,9 @@ void results_abandon_temp(void);
  * scale > 0, zero-point on the grid). Errors: QERR_NOINPUT (cannot open), QERR_DATA (not a
  * qcal results file, or a malformed entry: the line names the file and the HDF5 object). */
 int results_read(const char *path, results **out, qerror *e);
+/* Orders the tensors as results_read lists them from the file: by path, component by
+ * component (what printing straight from memory needs to match a read-back). */
+void results_sort_as_file(results *r);
 /* The root attributes only (recipe, source, share_index, ...): no entries, no statistics. */
 int results_read_header(const char *path, results **out, qerror *e);
 

@@ -80,6 +80,45 @@ Test(cli, run_writes_results_and_prints_the_table)
     cr_expect(strstr(out_text, "block.0/fc.input") && strstr(out_text, "uint8 aff"), "%s", out_text);
 }
 
+/* The row of each tensor in a printed table (the first column), in order. */
+static int table_names(const char *text, char names[][32], int cap)
+{
+    int n = 0;
+    for (const char *line = strchr(text, '\n'); line && line[1] && n < cap;
+         line = strchr(line + 1, '\n')) {
+        if (!strncmp(line + 1, "tensor ", 7))
+            continue;
+        sscanf(line + 1, "%31s", names[n++]);
+    }
+    return n;
+}
+
+Test(cli, run_prints_the_table_show_reads_back)
+{
+    static float v[8 * 3];
+    fx_fill_gauss(v, 24, 5, 0.0f, 1.0f);
+    /* names whose flat byte order differs from the file's group-by-group order */
+    const char *const names[] = {"ab", "a.b", "a/c", "Z", "a/b"};
+    fx_dataset ds[5];
+    for (int i = 0; i < 5; i++)
+        ds[i] = (fx_dataset){.name = names[i], .dtype = DUMP_F32, .rank = 2, .dims = {8, 3},
+                             .data = v, .channel_axis = FX_NO_ATTR};
+    char *many = fx_path(dir, "many.h5"), args[1024], run_text[65536];
+    cr_assert_eq(fx_write_dump(many, ds, 5, 0), 0);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' per_channel=true", many, out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    snprintf(run_text, sizeof run_text, "%s", strchr(out_text, '\n'));
+    snprintf(args, sizeof args, "show '%s'", out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    cr_expect_str_eq(run_text, strchr(out_text, '\n'));
+    char rows[8][32];
+    const char *const file_order[] = {"Z", "a/b", "a/c", "a.b", "ab"};
+    cr_assert_eq(table_names(run_text, rows, 8), 5, "%s", run_text);
+    for (int i = 0; i < 5; i++)
+        cr_expect_str_eq(rows[i], file_order[i]);
+    free(many);
+}
+
 Test(cli, existing_results_kept_without_force)
 {
     char args[1024];
