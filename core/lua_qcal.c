@@ -4,6 +4,7 @@
 #include "dist.h"
 
 #include <lauxlib.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,6 +341,19 @@ static lstat *push_stat(lua_State *L, const char *tensor)
     return ls;
 }
 
+/* A statistic's arrays live outside Lua's heap, so its collector does not see them: report
+ * them as if Lua had allocated them, or a loop over 2,000 tensors keeps every histogram until
+ * the collector happens to run. */
+static void account_stat(lua_State *L, const hstat *s)
+{
+    size_t bytes = 0;
+    for (uint32_t i = 0; s && i < s->view.n_arrays; i++)
+        bytes += (size_t)hstat_array_count(&s->view.arrays[i]) *
+                 hstat_dtype_size(s->view.arrays[i].dtype);
+    if (bytes >= 1024)
+        lua_gc(L, LUA_GCSTEP, (int)(bytes / 1024 > INT_MAX ? INT_MAX : bytes / 1024));
+}
+
 static int stat_gc(lua_State *L)
 {
     lstat *ls = luaL_checkudata(L, 1, STAT_MT);
@@ -545,7 +559,26 @@ static void save_states(lua_State *L, lua_qcal_ctx *ctx, const lpass *lp, int on
         const qcal_tensor *desc = pass_desc(p, (int)h);
         saved->on_share = on_share;
         saved->batch_size = desc->batch_size, saved->axis = desc->channel_axis;
+        pass_release(p, (int)h); /* kept once, serialized: restored on demand (restore_state) */
     }
+}
+
+/* Brings back observer h's state from its serialized copy in the results (save_states). */
+static int restore_state(lua_qcal_ctx *ctx, const lpass *lp, int h, qerror *e)
+{
+    pass *p = lp->p;
+    if (pass_has_state(p, h))
+        return 0;
+    const reg_observer *obs = pass_observer(p, h);
+    char params[1024];
+    params_format_all(obs->desc.params, obs->desc.n_params, pass_params(p, h), params,
+                      sizeof params);
+    const char *tensor = dump_get(lp->d, pass_tensor(p, h))->name;
+    result_stat *saved = results_find_stat(ctx->res, tensor, obs->desc.name, params);
+    if (!saved)
+        return qerror_set(e, QERR_SOFTWARE, "pass: the state of observer '%s' on tensor '%s' "
+                          "is no longer held", obs->desc.name, tensor);
+    return pass_fold(p, h, &saved->state->view, 1, e);
 }
 
 static int pass_run_l(lua_State *L)
@@ -587,9 +620,13 @@ static int pass_stat_l(lua_State *L, int serialized)
     int h = (int)id - 1;
     lstat *ls = push_stat(L, dump_get(lp->d, pass_tensor(lp->p, h))->name);
     qerror e = {0};
-    int rc = serialized ? pass_serialize(lp->p, h, &ls->s, &e) : pass_finalize(lp->p, h, &ls->s, &e);
+    int rc = restore_state(get_ctx(L), lp, h, &e);
+    if (!rc)
+        rc = serialized ? pass_serialize(lp->p, h, &ls->s, &e) : pass_finalize(lp->p, h, &ls->s, &e);
+    pass_release(lp->p, h);
     if (rc)
         return raise(L, &e);
+    account_stat(L, ls->s);
     return 1;
 }
 

@@ -1,5 +1,8 @@
 /* main.c - the qcal command: run, list, info, show */
 #include <hdf5.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <lua.h>
 #include <limits.h>
 #include <math.h>
@@ -925,6 +928,15 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     signal(SIGHUP, on_signal);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    /* HDF5 keeps freed objects on free lists without bound (tens of MiB after opening 2,000
+     * datasets and writing their results): cap them at 1 MiB per kind, 64 KiB per list. */
+    H5set_free_list_limits(1 << 20, 64 << 10, 1 << 20, 64 << 10, 1 << 20, 64 << 10);
+#ifdef __GLIBC__
+    /* One malloc arena: observer states are made on worker threads and freed, serialized, on
+     * the main one; with an arena per thread the two high-water marks add up (2,000 tensors:
+     * 282 MiB instead of 184). Nothing allocates in the inner loops, so nothing contends. */
+    mallopt(M_ARENA_MAX, 1);
+#endif
     int rc = dispatch(argc, argv, &e) == 0 ? 0 : (e.code ? e.code : 1);
     if (rc && the_dist) /* every rank reports its own error */
         fprintf(stderr, "qcal: rank %d of %d: %s\n", the_dist->rank, the_dist->size, e.msg);

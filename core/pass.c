@@ -181,6 +181,8 @@ typedef struct group {
     uint64_t rows;       /* samples of the tensor in this pass (what observers are told) */
     uint64_t row_begin, row_end; /* the rows this process streams: its share */
     uint64_t slab_rows;
+    atomic_uint_least64_t slabs_left; /* slabs not yet observed; the worker that observes the
+                                         last one merges the group's states (merge_group) */
 } group;
 
 struct run;
@@ -274,6 +276,47 @@ static int feed_decl(worker *w, size_t di, const qcal_slab *slab, qerror *e)
     return rc == QCAL_OK ? 0 : plugin_failed(rc, &perr, dc, "observe", e);
 }
 
+/* Merges declaration di's worker states into its result state, in worker order (the order
+ * every run uses, so results do not depend on which thread finished last). */
+static int merge_decl(run *r, size_t di, qerror *e)
+{
+    decl *dc = &r->p->decls[di];
+    for (int wi = 0; wi < r->n_workers; wi++) {
+        void **st = &r->workers[wi].states[di];
+        if (!*st)
+            continue;
+        if (!dc->merged) {
+            dc->merged = *st; /* the pass takes the first state over */
+            *st = NULL;
+            continue;
+        }
+        qcal_err perr;
+        memset(&perr, 0, sizeof perr);
+        int rc = dc->obs->desc.merge(dc->merged, *st, &perr);
+        dc->obs->desc.destroy(*st);
+        *st = NULL;
+        if (rc != QCAL_OK)
+            return plugin_failed(rc, &perr, dc, "merge", e);
+    }
+    return 0;
+}
+
+/* Once every slab of a group is observed, no worker touches its states again: merging them
+ * then (not after the whole pass) keeps one state per declaration instead of one per worker. */
+static void slab_done(worker *w, const job *j)
+{
+    run *r = w->run;
+    group *g = &r->groups[j->group];
+    if (atomic_fetch_sub(&g->slabs_left, 1) != 1 || r->failed)
+        return;
+    qerror e = {0};
+    for (size_t k = 0; k < g->n_decls; k++)
+        if (merge_decl(r, g->decls[k], &e)) {
+            run_fail(r, &e);
+            return;
+        }
+}
+
 static void process_job(worker *w, const job *j)
 {
     run *r = w->run;
@@ -302,34 +345,43 @@ static void *worker_main(void *arg)
         if (!w->run->failed)
             process_job(w, &j);
         buffer_give(w, j.raw);
+        slab_done(w, &j);
     }
 }
 
 /* ---- setting up and tearing down a run ------------------------------------------------ */
 
-static int add_to_group(run *r, size_t di)
+/* Declarations by tensor: groups[t] collects those on tensor t (tensor indices are dense), then
+ * the empty groups are dropped. Each group's list is sized by a first count. */
+static int plan_by_tensor(run *r)
 {
-    size_t tensor = r->p->decls[di].tensor;
-    group *g = NULL;
-    for (size_t i = 0; i < r->n_groups; i++)
-        if (r->groups[i].tensor == tensor)
-            g = &r->groups[i];
-    if (!g) {
-        g = &r->groups[r->n_groups++];
+    pass *p = r->p;
+    size_t n_tensors = dump_count(p->d);
+    size_t *count = calloc(n_tensors ? n_tensors : 1, sizeof *count);
+    if (!count)
+        return -1;
+    for (size_t i = 0; i < p->n_decls; i++)
+        count[p->decls[i].tensor]++;
+    int rc = 0;
+    size_t *slot = calloc(n_tensors ? n_tensors : 1, sizeof *slot); /* group of tensor t */
+    for (size_t t = 0; slot && t < n_tensors; t++) {
+        if (!count[t])
+            continue;
+        group *g = &r->groups[r->n_groups];
         memset(g, 0, sizeof *g);
-        g->tensor = tensor;
-        g->decls = calloc(r->p->n_decls, sizeof *g->decls);
-        if (!g->decls)
-            return -1;
+        g->tensor = t;
+        if (!(g->decls = malloc(count[t] * sizeof *g->decls)))
+            rc = -1;
+        slot[t] = r->n_groups++;
     }
-    g->decls[g->n_decls++] = di;
-    return 0;
-}
-
-static int cmp_group(const void *a, const void *b)
-{
-    const group *x = a, *y = b;
-    return (x->tensor > y->tensor) - (x->tensor < y->tensor);
+    for (size_t i = 0; !rc && slot && i < p->n_decls; i++) {
+        group *g = &r->groups[slot[p->decls[i].tensor]];
+        g->decls[g->n_decls++] = i;
+    }
+    rc = slot ? rc : -1;
+    free(slot);
+    free(count);
+    return rc;
 }
 
 /* Whole batches per slab (plugin.h promises observers that a slab never splits a batch);
@@ -368,10 +420,8 @@ static int plan_groups(run *r, const pass_options *o)
     r->groups = calloc(p->n_decls ? p->n_decls : 1, sizeof *r->groups);
     if (!r->groups)
         return -1;
-    for (size_t i = 0; i < p->n_decls; i++)
-        if (add_to_group(r, i))
-            return -1;
-    qsort(r->groups, r->n_groups, sizeof *r->groups, cmp_group);
+    if (plan_by_tensor(r))
+        return -1;
     for (size_t i = 0; i < r->n_groups; i++) {
         group *g = &r->groups[i];
         const dump_tensor *t = dump_get(p->d, g->tensor);
@@ -383,6 +433,7 @@ static int plan_groups(run *r, const pass_options *o)
         uint64_t share_rows = g->row_end - g->row_begin;
         if (g->slab_rows > share_rows) /* one slab holds it all: no buffer beyond the data */
             g->slab_rows = share_rows ? share_rows : 1;
+        atomic_init(&g->slabs_left, (share_rows + g->slab_rows - 1) / g->slab_rows);
         size_t n = (size_t)(g->slab_rows * t->row_size);
         if (n * t->elem_size > r->raw_bytes)
             r->raw_bytes = n * t->elem_size;
@@ -504,28 +555,15 @@ static void stop_workers(run *r)
     }
 }
 
-/* Merges worker states into one per declaration, in worker order. */
+/* Merges what slab_done has not (a failed run aside: nothing), and gives a declaration that
+ * saw no slab (an empty share) an empty state. */
 static int merge_states(run *r, qerror *e)
 {
     pass *p = r->p;
     for (size_t di = 0; di < p->n_decls; di++) {
-        decl *dc = &p->decls[di];
-        for (int wi = 0; wi < r->n_workers; wi++) {
-            void **st = &r->workers[wi].states[di];
-            if (!*st)
-                continue;
-            if (!dc->merged) {
-                dc->merged = *st; /* the pass takes the first state over */
-                *st = NULL;
-                continue;
-            }
-            qcal_err perr;
-            memset(&perr, 0, sizeof perr);
-            int rc = dc->obs->desc.merge(dc->merged, *st, &perr);
-            if (rc != QCAL_OK)
-                return plugin_failed(rc, &perr, dc, "merge", e);
-        }
-        if (!dc->merged && state_create(dc, &dc->merged, e))
+        if (merge_decl(r, di, e))
+            return -1;
+        if (!p->decls[di].merged && state_create(&p->decls[di], &p->decls[di].merged, e))
             return -1;
     }
     return 0;
@@ -597,6 +635,16 @@ static int stat_out(pass *p, int h, int serialize, hstat **out, qerror *e)
 
 int pass_finalize(pass *p, int h, hstat **out, qerror *e) { return stat_out(p, h, 0, out, e); }
 int pass_serialize(pass *p, int h, hstat **out, qerror *e) { return stat_out(p, h, 1, out, e); }
+
+void pass_release(pass *p, int h)
+{
+    decl *dc = &p->decls[h];
+    if (dc->merged)
+        dc->obs->desc.destroy(dc->merged);
+    dc->merged = NULL;
+}
+
+int pass_has_state(const pass *p, int h) { return p->decls[h].merged != NULL; }
 
 void pass_set_batch_size(pass *p, int h, uint64_t batch_size)
 {

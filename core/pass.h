@@ -74,5 +74,9 @@ void pass_share_rows(uint64_t rows, uint64_t batch, uint64_t i, uint64_t k, uint
 /* After pass_run: host-owned copies of the finalized statistic / the serialized state. */
 int pass_finalize(pass *p, int handle, hstat **out, qerror *e);
 int pass_serialize(pass *p, int handle, hstat **out, qerror *e);
+/* Frees observer h's result state once the caller keeps it serialized (a pass over 2,000
+ * tensors would otherwise hold every state twice); pass_fold(.., replace) brings it back. */
+void pass_release(pass *p, int handle);
+int pass_has_state(const pass *p, int handle);
 
 #endif

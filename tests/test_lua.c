@@ -587,6 +587,37 @@ Test(lua, percentile_recipe_at_100_is_the_observed_range)
     cr_expect_eq(read_attr("/calibration/layer.input", "max"), (double)hi);
 }
 
+/* After pass:run the pass keeps each state once, serialized in the results; asking for a
+ * statistic again (of a histogram and of min/max) gives the same one. */
+static const char *const statistic_twice =
+    "local qcal = require('qcal')\n"
+    "local pass = qcal.pass()\n"
+    "local t = qcal.tensors()[1]\n"
+    "local h = pass:observe(t, 'histogram', { bins = 2048 })\n"
+    "local m = pass:observe(t, 'minmax')\n"
+    "pass:run{ threads = 2 }\n"
+    "local spec = qcal.spec{}\n"
+    "local p = { percentile = 100 }\n"
+    "local a = qcal.estimate('percentile', pass:statistic(h), spec, p)\n"
+    "local am = qcal.estimate('minmax', pass:statistic(m), spec)\n"
+    "local b = qcal.estimate('percentile', pass:statistic(h), spec, p)\n"
+    "local bm = qcal.estimate('minmax', pass:statistic(m), spec)\n"
+    "assert(a.lo == b.lo and a.hi == b.hi, 'histogram differs the second time')\n"
+    "assert(am.lo == bm.lo and am.hi == bm.hi, 'min/max differs the second time')\n"
+    "assert(a.lo == am.lo and a.hi == am.hi, 'percentile 100 is not the range')\n"
+    "qcal.put(t, { method = 'twice', spec = spec, range = b })\n";
+
+Test(lua, statistic_asked_twice_after_the_run_is_the_same)
+{
+    qerror e = {0};
+    cr_assert_eq(run_text(statistic_twice, NULL, 0, 0, &e), 0, "%s\n%s", e.msg, log_text);
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < N * C; i++)
+        lo = fminf(lo, values[i]), hi = fmaxf(hi, values[i]);
+    cr_expect_eq(read_attr("/calibration/layer.input", "min"), (double)lo);
+    cr_expect_eq(read_attr("/calibration/layer.input", "max"), (double)hi);
+}
+
 /* The kl recipe runs end to end: a symmetric threshold no larger than max |x|. */
 Test(lua, kl_recipe_gives_a_symmetric_threshold_within_the_data)
 {
