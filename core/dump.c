@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "h5attr.h"
+#include "packed.h"
 
 #define MAX_DEPTH 32
 #define MAX_ROW_ELEMS ((uint64_t)1 << 40)
@@ -15,9 +16,13 @@
 
 typedef struct dump_item {
     dump_tensor t;
-    hid_t dataset;  /* open for the life of the dump; -1 for virtual tensors */
+    char *path;     /* the dataset's path in the file; NULL for virtual tensors */
+    hid_t dataset;  /* open while its tensor is being read, else -1 (see open_item) */
     hid_t memtype;  /* stored type in native byte order: HDF5 does no conversion */
-    hid_t space;    /* the file dataspace, reused for every hyperslab */
+    hid_t space;    /* the file dataspace while open, reused for every hyperslab */
+    size_t cache_slots, cache_bytes; /* its chunk cache (cache_bytes 0: HDF5's default) */
+    int packable;       /* gzip'd chunks qcal inflates itself (packed.h), as `form` says */
+    packed_form form;
 } dump_item;
 
 struct dump {
@@ -29,6 +34,7 @@ struct dump {
     dump **parts;   /* several files read as one (samples concatenated), or NULL */
     size_t n_parts;
     char *source;   /* every file, joined by ", " (results record it) */
+    size_t open;    /* the item whose dataset is open, or SIZE_MAX */
 };
 
 /* ---- errors --------------------------------------------------------------------------- */
@@ -255,17 +261,19 @@ static int read_attrs(dump_item *it, hid_t ds, const dump *d, qerror *e)
     return it->t.channel_axis == -2 ? -1 : 0;
 }
 
-static hid_t access_plist(hid_t dcpl, const dump_tensor *t)
+/* The chunk cache a dataset is read with: none for unfiltered chunks (measured fastest);
+ * for filtered ones every chunk one slab touches, plus the row of chunks a slab boundary may
+ * split, so no chunk is inflated twice. */
+static void chunk_cache_of(hid_t dcpl, dump_item *it)
 {
-    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    it->cache_slots = it->cache_bytes = 0;
     if (H5Pget_layout(dcpl) != H5D_CHUNKED)
-        return dapl;
+        return;
     if (H5Pget_nfilters(dcpl) == 0) {
-        H5Pset_chunk_cache(dapl, 0, 0, 1.0); /* measured fastest for unfiltered chunks */
-        return dapl;
+        it->cache_slots = 1; /* no cache: 0 bytes */
+        return;
     }
-    /* Filtered: hold every chunk one slab touches, plus the row of chunks a slab boundary
-     * may split, so no chunk is inflated twice. */
+    const dump_tensor *t = &it->t;
     hsize_t chunk[H5S_MAX_RANK];
     int rank = H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk);
     double per_block = 1, chunk_bytes = (double)t->elem_size;
@@ -278,12 +286,97 @@ static hid_t access_plist(hid_t dcpl, const dump_tensor *t)
     double bytes = blocks * per_block * chunk_bytes;
     bytes = bytes < (1 << 20) ? (1 << 20) : bytes > (256.0 * (1 << 20)) ? 256.0 * (1 << 20) : bytes;
     size_t slots = (size_t)(blocks * per_block * 100) | 1;
-    H5Pset_chunk_cache(dapl, slots < 521 ? 521 : slots, (size_t)bytes, 1.0);
-    return dapl;
+    it->cache_slots = slots < 521 ? 521 : slots;
+    it->cache_bytes = (size_t)bytes;
 }
 
-/* Reads a dataset's description, then reopens it with the access plist it needs (chunk cache
- * settings only apply to a dataset's first open, hence open, close, open). */
+static void close_item(dump_item *it)
+{
+    if (it->space >= 0)
+        H5Sclose(it->space);
+    if (it->dataset >= 0)
+        H5Dclose(it->dataset);
+    it->space = it->dataset = -1;
+}
+
+/* Opens item i for reading, closing the one open before: a dump keeps one dataset open, not
+ * all of them (HDF5 holds ~46 KiB of metadata per open dataset: 90 MiB for 2,000 tensors).
+ * A pass reads its tensors one after another, so each is opened once per pass. */
+static int open_item(dump *d, size_t i, qerror *e)
+{
+    dump_item *it = &d->items[i];
+    if (d->open == i)
+        return 0;
+    if (d->open != SIZE_MAX)
+        close_item(&d->items[d->open]);
+    d->open = SIZE_MAX;
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (dapl >= 0 && it->cache_slots)
+        H5Pset_chunk_cache(dapl, it->cache_slots, it->cache_bytes, 1.0);
+    it->dataset = dapl < 0 ? -1 : H5Dopen2(d->file, it->path, dapl);
+    if (dapl >= 0)
+        H5Pclose(dapl);
+    it->space = it->dataset < 0 ? -1 : H5Dget_space(it->dataset);
+    if (it->space < 0) {
+        char why[256];
+        h5_reason(why, sizeof why);
+        close_item(it);
+        return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot open: %s", d->path, it->t.name,
+                          why);
+    }
+    d->open = i;
+    return 0;
+}
+
+#define PACKED_CHUNK_MAX ((size_t)4 << 20) /* larger chunks: HDF5 inflates them */
+
+/* Whether the pipeline is one qcal inflates itself: deflate, or shuffle then deflate. */
+static int known_pipeline(hid_t dcpl, int *deflate_at, int *shuffle_at)
+{
+    int n = H5Pget_nfilters(dcpl);
+    *deflate_at = *shuffle_at = -1;
+    for (int i = 0; i < n; i++) {
+        unsigned flags, conf;
+        size_t nelem = 0;
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nelem, NULL, 0, NULL, &conf);
+        if (id == H5Z_FILTER_DEFLATE && *deflate_at < 0)
+            *deflate_at = i;
+        else if (id == H5Z_FILTER_SHUFFLE && *shuffle_at < 0 && *deflate_at < 0)
+            *shuffle_at = i;
+        else
+            return 0;
+    }
+    return *deflate_at >= 0;
+}
+
+/* Whether tensor it's chunks can be read as stored and inflated by qcal (packed.h): a known
+ * pipeline, chunks of whole rows, the stored type byte for byte what reads deliver. */
+static void packed_form_of(hid_t ds, hid_t dcpl, dump_item *it)
+{
+    const dump_tensor *t = &it->t;
+    hsize_t chunk[H5S_MAX_RANK];
+    int deflate_at, shuffle_at;
+    it->packable = 0;
+    if (H5Pget_layout(dcpl) != H5D_CHUNKED || H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk) != t->rank ||
+        !known_pipeline(dcpl, &deflate_at, &shuffle_at))
+        return;
+    for (int k = 1; k < t->rank; k++)
+        if (chunk[k] != t->dims[k])
+            return;
+    hid_t stored = H5Dget_type(ds);
+    int same = stored >= 0 && H5Tequal(stored, it->memtype) > 0;
+    if (stored >= 0)
+        H5Tclose(stored);
+    size_t row_bytes = (size_t)t->row_size * t->elem_size;
+    if (!same || chunk[0] > PACKED_CHUNK_MAX / row_bytes)
+        return;
+    it->form = (packed_form){.rows = t->dims[0], .chunk_rows = chunk[0], .row_bytes = row_bytes,
+                             .elem_size = t->elem_size, .deflate_at = deflate_at,
+                             .shuffle_at = shuffle_at};
+    it->packable = 1;
+}
+
+/* Reads a dataset's description and the chunk cache it will be read with. */
 static int describe(dump *d, dump_item *it, const char *full, qerror *e)
 {
     hid_t ds = H5Dopen2(d->file, full, H5P_DEFAULT);
@@ -293,28 +386,24 @@ static int describe(dump *d, dump_item *it, const char *full, qerror *e)
     rc = rc ? rc : check_shape(&it->t, space, d, e);
     rc = rc ? rc : check_filters(dcpl, d, it->t.name, e);
     rc = rc ? rc : read_attrs(it, ds, d, e);
-    hid_t dapl = -1;
     if (!rc && !d->weights && H5Pget_layout(dcpl) == H5D_CHUNKED) {
         hsize_t chunk[H5S_MAX_RANK];
         H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk);
         it->t.chunk_rows = chunk[0];
     }
     if (!rc)
-        dapl = access_plist(dcpl, &it->t);
+        chunk_cache_of(dcpl, it);
+    if (!rc && !d->weights)
+        packed_form_of(ds, dcpl, it);
+    if (!rc && !(it->path = strdup(full)))
+        rc = qerror_set(e, QERR_SOFTWARE, "out of memory");
     if (dcpl >= 0)
         H5Pclose(dcpl);
     if (space >= 0)
         H5Sclose(space);
     if (ds >= 0)
         H5Dclose(ds);
-    if (rc)
-        return -1;
-    it->dataset = H5Dopen2(d->file, full, dapl);
-    H5Pclose(dapl);
-    it->space = it->dataset < 0 ? -1 : H5Dget_space(it->dataset);
-    if (it->space < 0)
-        return qerror_set(e, QERR_DATA, "%s: tensor '%s': cannot open", d->path, it->t.name);
-    return 0;
+    return rc ? -1 : 0;
 }
 
 /* ---- walking the file ----------------------------------------------------------------- */
@@ -350,12 +439,10 @@ static void item_release(dump_item *it)
     free(it->t.name);
     free(it->t.orig_name);
     free(it->t.op_type);
-    if (it->space >= 0)
-        H5Sclose(it->space);
+    free(it->path);
+    close_item(it);
     if (it->memtype >= 0)
         H5Tclose(it->memtype);
-    if (it->dataset >= 0)
-        H5Dclose(it->dataset);
 }
 
 static int is_numeric(hid_t ds)
@@ -594,6 +681,7 @@ static int open_at(const char *path, int weights, dump **out, qerror *e)
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
     d->file = -1;
+    d->open = SIZE_MAX;
     d->weights = weights;
     const char *group = weights ? "weights" : "activations";
     int rc = open_file(d, e);
@@ -649,6 +737,7 @@ int dump_new_virtual(const char *label, dump **out, qerror *e)
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
     d->file = -1;
+    d->open = SIZE_MAX;
     *out = d;
     return 0;
 }
@@ -709,7 +798,7 @@ int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, q
     dump_item *it = &d->items[i];
     if (d->n_parts)
         return read_parts(d, i, row0, nrows, raw, e);
-    if (it->dataset < 0)
+    if (!it->path)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': only saved statistics, no values to "
                           "read", d->path, it->t.name);
     if (nrows == 0 || row0 > it->t.dims[0] || nrows > it->t.dims[0] - row0) /* no wrap */
@@ -717,6 +806,8 @@ int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, q
                           "found %llu rows from row %llu", d->path, it->t.name,
                           (unsigned long long)it->t.dims[0], (unsigned long long)nrows,
                           (unsigned long long)row0);
+    if (open_item(d, i, e))
+        return -1;
     hsize_t start[QCAL_MAX_RANK] = {row0}, count[QCAL_MAX_RANK];
     for (int k = 0; k < it->t.rank; k++)
         count[k] = k ? it->t.dims[k] : nrows;
@@ -736,6 +827,56 @@ int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, q
         return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot read samples %llu to %llu: %s",
                           d->path, it->t.name, (unsigned long long)row0,
                           (unsigned long long)(row0 + nrows - 1), why);
+    }
+    return 0;
+}
+
+const packed_form *dump_packed_form(const dump *d, size_t i)
+{
+    return d->n_parts || d->weights || !d->items[i].packable ? NULL : &d->items[i].form;
+}
+
+/* One stored chunk of the slab into the buffer: 0, 1 when it is not there to copy (never
+ * written: HDF5 supplies the fill value) or does not fit, -1 on error. */
+static int copy_chunk(dump *d, dump_item *it, uint64_t row0, packed_chunk *c,
+                      unsigned char *data, size_t room, qerror *e)
+{
+    hsize_t offset[QCAL_MAX_RANK] = {row0}, bytes = 0;
+    if (H5Dget_chunk_storage_size(it->dataset, offset, &bytes) < 0 || bytes == 0 || bytes > room)
+        return 1;
+    uint32_t mask = 0;
+    if (H5Dread_chunk(it->dataset, H5P_DEFAULT, offset, &mask, data) < 0) {
+        char why[256];
+        h5_reason(why, sizeof why);
+        return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot read the chunk at sample %llu: %s",
+                          d->path, it->t.name, (unsigned long long)row0, why);
+    }
+    *c = (packed_chunk){.row0 = row0, .bytes = bytes, .mask = mask};
+    return 0;
+}
+
+int dump_read_packed(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *buf, size_t cap,
+                     qerror *e)
+{
+    dump_item *it = &d->items[i];
+    if (!dump_packed_form(d, i) || nrows == 0 || row0 > it->t.dims[0] ||
+        nrows > it->t.dims[0] - row0)
+        return 1;
+    uint64_t c0, c1;
+    packed_chunk_span(&it->form, row0, nrows, &c0, &c1);
+    size_t used = packed_head_bytes(c1 - c0);
+    if (used > cap || open_item(d, i, e))
+        return used > cap ? 1 : -1;
+    packed_slab *head = buf;
+    *head = (packed_slab){.row0 = row0, .nrows = nrows, .n_chunks = c1 - c0};
+    packed_chunk *chunks = (packed_chunk *)(head + 1);
+    for (uint64_t c = c0; c < c1; c++) {
+        packed_chunk *chunk = &chunks[c - c0];
+        int rc = copy_chunk(d, it, c * it->form.chunk_rows, chunk, (unsigned char *)buf + used,
+                            cap - used, e);
+        if (rc)
+            return rc;
+        used += chunk->bytes;
     }
     return 0;
 }
@@ -890,6 +1031,7 @@ int dump_open_many(const char *const *paths, size_t n, dump **out, qerror *e)
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
     d->file = -1;
+    d->open = SIZE_MAX;
     int rc = 0;
     for (size_t k = 0; k < n && !rc; k++, d->n_parts++)
         rc = dump_open(paths[k], &d->parts[k], e) || (k && check_part(d->parts[0], d->parts[k], e));

@@ -85,6 +85,15 @@ uint64_t dump_slab_rows(const dump *d, size_t i, size_t slab_bytes);
  * one thread makes every HDF5 call. */
 int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e);
 
+/* Tensor i's chunks as qcal can inflate them itself (packed.h), or NULL: HDF5 must (an
+ * unknown filter, chunks that split rows, another byte order, several files). */
+const struct packed_form *dump_packed_form(const dump *d, size_t i);
+/* Copies the stored chunks that rows [row0, row0 + nrows) of tensor i touch into buf (cap
+ * bytes) as a packed slab: 0; 1 when this slab cannot go that way (a chunk never written,
+ * or more bytes than cap): read it with dump_read_raw; -1 on error. NOT thread-safe. */
+int dump_read_packed(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *buf, size_t cap,
+                     qerror *e);
+
 /* Converts n raw elements of `dtype` to float32. Thread-safe, no HDF5 calls. */
 void dump_convert(int dtype, const void *raw, size_t n, float *out);
 

@@ -2,6 +2,7 @@
 #include "pass.h"
 
 #include "dist.h"
+#include "packed.h"
 #include "params.h"
 
 #include <pthread.h>
@@ -170,7 +171,8 @@ typedef struct job {
     size_t group;       /* index into run.groups; SIZE_MAX = stop */
     uint64_t first_row;
     uint64_t rows;
-    void *raw;
+    void *raw;          /* the raw values, or a packed slab (packed.h) when `packed` */
+    int packed;
 } job;
 
 /* The declarations on one tensor, fed together from one read of each slab. */
@@ -181,6 +183,7 @@ typedef struct group {
     uint64_t rows;       /* samples of the tensor in this pass (what observers are told) */
     uint64_t row_begin, row_end; /* the rows this process streams: its share */
     uint64_t slab_rows;
+    const packed_form *packed; /* chunks the workers inflate, or NULL (HDF5 reads) */
     atomic_uint_least64_t slabs_left; /* slabs not yet observed; the worker that observes the
                                          last one merges the group's states (merge_group) */
 } group;
@@ -197,6 +200,8 @@ typedef struct worker {
     void *free_bufs[BUFS_PER_WORKER];
     size_t n_free;
     float *values;       /* conversion buffer */
+    void *unpacked;      /* a packed slab's raw values */
+    void *scratch;       /* two chunks, for inflating and unshuffling */
     void **states;       /* per declaration, created on first use */
 } worker;
 
@@ -208,6 +213,8 @@ typedef struct run {
     int n_workers;
     int n_started;       /* worker threads running */
     size_t raw_bytes, value_bytes;
+    size_t unpacked_bytes, scratch_bytes; /* 0 when no tensor is packed */
+    atomic_uint_least64_t packed_slabs, packed_chunks, plain_slabs;
     pthread_mutex_t err_mu;
     qerror err;          /* first error of any thread */
     atomic_int failed;   /* set once by any thread; workers skip their work after it */
@@ -317,15 +324,35 @@ static void slab_done(worker *w, const job *j)
         }
 }
 
+/* A packed slab inflated into w->unpacked; NULL (the run failed) if a chunk is bad. */
+static const void *unpack_job(worker *w, const group *g, const job *j)
+{
+    run *r = w->run;
+    char why[256];
+    if (packed_unpack(g->packed, j->raw, w->unpacked, w->scratch, why, sizeof why)) {
+        const dump_tensor *t = dump_get(r->p->d, g->tensor);
+        qerror e = {0};
+        qerror_set(&e, QERR_DATA, "%s: tensor '%s': %s", dump_path(r->p->d), t->name, why);
+        run_fail(r, &e);
+        return NULL;
+    }
+    atomic_fetch_add(&r->packed_slabs, 1);
+    atomic_fetch_add(&r->packed_chunks, ((const packed_slab *)j->raw)->n_chunks);
+    return w->unpacked;
+}
+
 static void process_job(worker *w, const job *j)
 {
     run *r = w->run;
     const group *g = &r->groups[j->group];
     const dump_tensor *t = dump_get(r->p->d, g->tensor);
     uint64_t n = j->rows * t->row_size;
-    const float *values = j->raw;
+    const void *raw = j->packed ? unpack_job(w, g, j) : j->raw;
+    if (!raw)
+        return;
+    const float *values = raw;
     if (t->dtype != DUMP_F32) {
-        dump_convert(t->dtype, j->raw, (size_t)n, w->values);
+        dump_convert(t->dtype, raw, (size_t)n, w->values);
         values = w->values;
     }
     qcal_slab slab = {values, j->rows, t->row_size, j->first_row};
@@ -413,6 +440,36 @@ static void share_of(const pass_options *o, uint64_t *index, uint64_t *count)
         *index = (uint64_t)o->dist->rank, *count = (uint64_t)o->dist->size;
 }
 
+static void grow(size_t *size, size_t at_least) { *size = *size > at_least ? *size : at_least; }
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b, b = t;
+    }
+    return a;
+}
+
+/* A packed group's slabs hold whole chunks when the batch allows it (a chunk cut by a slab
+ * boundary would be read and inflated twice), and its buffers fit every chunk a slab touches:
+ * stored chunks may be slightly larger than inflated ones (deflate's worst case). */
+static void plan_packed(run *r, group *g, const pass_options *o, uint64_t batch)
+{
+    const packed_form *f = g->packed;
+    uint64_t unit = f->chunk_rows / gcd(f->chunk_rows, batch) * batch; /* lcm */
+    uint64_t share_rows = g->row_end - g->row_begin;
+    if (unit <= (4 * o->slab_bytes) / f->row_bytes && unit < share_rows)
+        g->slab_rows = g->slab_rows < unit ? unit : g->slab_rows - g->slab_rows % unit;
+    if (g->slab_rows > share_rows)
+        g->slab_rows = share_rows;
+    size_t chunk = packed_chunk_bytes(f);
+    uint64_t chunks = g->slab_rows / f->chunk_rows + 2;
+    grow(&r->raw_bytes, packed_head_bytes(chunks) + chunks * (chunk + chunk / 256 + 64));
+    grow(&r->unpacked_bytes, (size_t)g->slab_rows * f->row_bytes);
+    grow(&r->scratch_bytes, 2 * chunk);
+}
+
 /* Groups declarations by tensor, in dump order, and sizes the buffers. */
 static int plan_groups(run *r, const pass_options *o)
 {
@@ -433,12 +490,14 @@ static int plan_groups(run *r, const pass_options *o)
         uint64_t share_rows = g->row_end - g->row_begin;
         if (g->slab_rows > share_rows) /* one slab holds it all: no buffer beyond the data */
             g->slab_rows = share_rows ? share_rows : 1;
+        g->packed = dump_packed_form(p->d, g->tensor);
+        if (g->packed)
+            plan_packed(r, g, o, batch);
         atomic_init(&g->slabs_left, (share_rows + g->slab_rows - 1) / g->slab_rows);
         size_t n = (size_t)(g->slab_rows * t->row_size);
-        if (n * t->elem_size > r->raw_bytes)
-            r->raw_bytes = n * t->elem_size;
-        if (t->dtype != DUMP_F32 && n * sizeof(float) > r->value_bytes)
-            r->value_bytes = n * sizeof(float);
+        grow(&r->raw_bytes, n * t->elem_size);
+        if (t->dtype != DUMP_F32)
+            grow(&r->value_bytes, n * sizeof(float));
     }
     return 0;
 }
@@ -465,6 +524,9 @@ static int worker_init(run *r, worker *w)
         return -1;
     if (r->value_bytes && !(w->values = malloc(r->value_bytes)))
         return -1;
+    if (r->unpacked_bytes && (!(w->unpacked = malloc(r->unpacked_bytes)) ||
+                              !(w->scratch = malloc(r->scratch_bytes))))
+        return -1;
     for (; w->n_free < BUFS_PER_WORKER; w->n_free++)
         if (!(w->free_bufs[w->n_free] = malloc(r->raw_bytes ? r->raw_bytes : 1)))
             return -1;
@@ -480,6 +542,8 @@ static void worker_release(run *r, worker *w)
             r->p->decls[i].obs->desc.destroy(w->states[i]);
     free(w->states);
     free(w->values);
+    free(w->unpacked);
+    free(w->scratch);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
 }
@@ -506,6 +570,19 @@ static uint64_t total_bytes(const run *r)
     return total;
 }
 
+/* A slab as stored chunks for a worker to inflate when its tensor allows, else through HDF5. */
+static int read_slab(run *r, const group *g, job *j, qerror *e)
+{
+    if (g->packed) {
+        int rc = dump_read_packed(r->p->d, g->tensor, j->first_row, j->rows, j->raw,
+                                  r->raw_bytes, e);
+        if (rc <= 0)
+            return j->packed = rc == 0, rc;
+    }
+    atomic_fetch_add(&r->plain_slabs, 1);
+    return dump_read_raw(r->p->d, g->tensor, j->first_row, j->rows, j->raw, e);
+}
+
 static void read_all(run *r, const pass_options *o)
 {
     uint64_t done = 0, total = total_bytes(r);
@@ -517,14 +594,14 @@ static void read_all(run *r, const pass_options *o)
              row += g->slab_rows, slab++) {
             worker *w = &r->workers[slab % (uint64_t)r->n_workers];
             uint64_t rows = g->row_end - row < g->slab_rows ? g->row_end - row : g->slab_rows;
-            void *buf = buffer_take(w);
+            job j = {gi, row, rows, buffer_take(w), 0};
             qerror e = {0};
-            if (dump_read_raw(r->p->d, g->tensor, row, rows, buf, &e)) {
+            if (read_slab(r, g, &j, &e)) {
                 run_fail(r, &e);
-                buffer_give(w, buf);
+                buffer_give(w, j.raw);
                 break;
             }
-            queue_push(w, (job){gi, row, rows, buf});
+            queue_push(w, j);
             done += rows * row_bytes;
             if (o->progress)
                 o->progress(o->progress_ud, done, total);
@@ -550,7 +627,7 @@ static int start_workers(run *r)
 static void stop_workers(run *r)
 {
     for (int i = 0; i < r->n_started; i++) {
-        queue_push(&r->workers[i], (job){SIZE_MAX, 0, 0, NULL});
+        queue_push(&r->workers[i], (job){SIZE_MAX, 0, 0, NULL, 0});
         pthread_join(r->workers[i].thread, NULL);
     }
 }
@@ -599,11 +676,17 @@ int pass_run(pass *p, const pass_options *o, qerror *e)
     run r;
     memset(&r, 0, sizeof r);
     atomic_init(&r.failed, 0);
+    atomic_init(&r.packed_slabs, 0);
+    atomic_init(&r.packed_chunks, 0);
+    atomic_init(&r.plain_slabs, 0);
     r.p = p;
     r.n_workers = o->threads > 0 ? o->threads : 1;
     pthread_mutex_init(&r.err_mu, NULL);
     drop_results(p);
     int rc = run_local(&r, o, e);
+    if (o->counts)
+        *o->counts = (pass_counts){atomic_load(&r.packed_slabs), atomic_load(&r.packed_chunks),
+                                   atomic_load(&r.plain_slabs)};
     run_release(&r);
     if (o->dist) /* every rank's states into every rank's, or every rank learns of a failure */
         rc = o->dist->exchange(o->dist, p, rc, e);

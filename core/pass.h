@@ -25,7 +25,16 @@ typedef struct pass_options {
     const struct dist *dist;
     void (*progress)(void *ud, uint64_t bytes_done, uint64_t bytes_total);
     void *progress_ud;
+    /* When set, receives how slabs were read: stored gzip chunks inflated by the workers
+     * (packed.h) and slabs HDF5 read and inflated itself. */
+    struct pass_counts *counts;
 } pass_options;
+
+typedef struct pass_counts {
+    uint64_t packed_slabs;   /* slabs whose chunks a worker inflated */
+    uint64_t packed_chunks;  /* chunks inflated by workers */
+    uint64_t plain_slabs;    /* slabs read through HDF5's own pipeline */
+} pass_counts;
 
 void pass_defaults(pass_options *o);
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-PACKAGES="gcc libc6-dev binutils pkg-config meson ninja-build libhdf5-dev liblua5.4-dev libcriterion-dev libjansson-dev libopenmpi-dev openmpi-bin"
+PACKAGES="gcc libc6-dev binutils pkg-config meson ninja-build libhdf5-dev zlib1g-dev liblua5.4-dev libcriterion-dev libjansson-dev libopenmpi-dev openmpi-bin"
 
 missing_packages() {
     for p in $PACKAGES "$@"; do

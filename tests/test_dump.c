@@ -12,6 +12,7 @@
 
 #include "dump.h"
 #include "fixtures.h"
+#include "packed.h"
 
 static char *dir;
 
@@ -393,6 +394,210 @@ Test(dump, float32_reads_back_exactly)
     for (int i = 0; i < 6; i++)
         cr_expect_eq(bits_of(out[i]), bits[i], "%d: 0x%08x", i, bits_of(out[i]));
     dump_close(d);
+    free(path);
+}
+
+/* ---- gzip'd chunks read as stored (packed.h) ------------------------------------------ */
+
+enum { P_DEFLATE, P_SHUFFLE_DEFLATE, P_DEFLATE_SHUFFLE, P_FLETCHER_DEFLATE };
+
+/* A 2-D chunked dataset at `where` with the given pipeline, written with the raw HDF5 API
+ * (data NULL: no chunk is written). */
+static void add_filtered(const char *path, const char *where, hid_t ftype, hid_t mtype,
+                         const hsize_t dims[2], const hsize_t chunk[2], int pipeline,
+                         const void *data)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    if (pipeline == P_SHUFFLE_DEFLATE)
+        H5Pset_shuffle(dcpl);
+    if (pipeline == P_FLETCHER_DEFLATE)
+        H5Pset_fletcher32(dcpl);
+    H5Pset_deflate(dcpl, 4);
+    if (pipeline == P_DEFLATE_SHUFFLE)
+        H5Pset_shuffle(dcpl);
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t ds = H5Dcreate2(f, where, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    cr_assert_geq(ds, 0, "fixture %s", where);
+    if (data)
+        cr_assert_geq(H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), 0);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    H5Pclose(dcpl);
+    H5Fclose(f);
+}
+
+/* Replaces the chunk at `row` with its values stored as they are, every filter skipped
+ * (what HDF5 does when deflate cannot shrink a chunk). */
+static void store_chunk_unfiltered(const char *path, const char *where, hsize_t row,
+                                   const void *bytes, size_t n)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, where, H5P_DEFAULT);
+    hsize_t offset[2] = {row, 0};
+    cr_assert_geq(H5Dwrite_chunk(ds, H5P_DEFAULT, 0x3, offset, n, bytes), 0);
+    H5Dclose(ds);
+    H5Fclose(f);
+}
+
+/* Rows [row0, row0 + n) of tensor `name` read packed and inflated as a worker would. */
+static void read_packed_rows(dump *d, const char *name, uint64_t row0, uint64_t n, void *out)
+{
+    long i = dump_find(d, name);
+    cr_assert_geq(i, 0, "no tensor %s", name);
+    const packed_form *form = dump_packed_form(d, (size_t)i);
+    cr_assert_not_null(form, "%s is not read packed", name);
+    static unsigned char buf[1 << 16], scratch[1 << 16];
+    qerror e = {0};
+    cr_assert_eq(dump_read_packed(d, (size_t)i, row0, n, buf, sizeof buf, &e), 0, "%s", e.msg);
+    char why[256] = "";
+    cr_assert_eq(packed_unpack(form, buf, out, scratch, why, sizeof why), 0, "%s", why);
+}
+
+Test(dump, gzip_chunks_read_as_stored_inflate_to_the_values)
+{
+    enum { ROWS = 10, COLS = 6 };
+    float v[ROWS * COLS];
+    int8_t small[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++)
+        v[i] = 0.5f * (float)i - 7.0f, small[i] = (int8_t)(i * 37);
+    fx_dataset plain = {.name = "plain", .dtype = DUMP_F32, .rank = 2, .dims = {ROWS, COLS},
+                        .data = v, .channel_axis = FX_NO_ATTR};
+    char *path = write_ok("packed.h5", &plain, 1, 0);
+    hsize_t dims[2] = {ROWS, COLS}, chunk[2] = {3, COLS};
+    add_filtered(path, "/activations/sd", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims, chunk,
+                 P_SHUFFLE_DEFLATE, v);
+    store_chunk_unfiltered(path, "/activations/sd", 3, v + 3 * COLS, 3 * COLS * sizeof(float));
+    add_filtered(path, "/activations/d", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims, chunk,
+                 P_DEFLATE, v);
+    add_filtered(path, "/activations/i8", H5T_STD_I8LE, H5T_NATIVE_INT8, dims, chunk,
+                 P_SHUFFLE_DEFLATE, small);
+    dump *d = open_ok(path);
+    const uint64_t spans[][2] = {{0, ROWS}, {1, 5}, {4, 6}, {9, 1}, {3, 3}};
+    for (size_t s = 0; s < sizeof spans / sizeof *spans; s++) {
+        uint64_t row0 = spans[s][0], n = spans[s][1];
+        float got[ROWS * COLS];
+        int8_t got8[ROWS * COLS];
+        read_packed_rows(d, "sd", row0, n, got);
+        cr_expect(memcmp(got, v + row0 * COLS, n * COLS * sizeof *got) == 0, "sd rows %llu+%llu",
+                  (unsigned long long)row0, (unsigned long long)n);
+        read_packed_rows(d, "d", row0, n, got);
+        cr_expect(memcmp(got, v + row0 * COLS, n * COLS * sizeof *got) == 0, "d rows %llu+%llu",
+                  (unsigned long long)row0, (unsigned long long)n);
+        read_packed_rows(d, "i8", row0, n, got8);
+        cr_expect(memcmp(got8, small + row0 * COLS, n * COLS) == 0, "i8 rows %llu+%llu",
+                  (unsigned long long)row0, (unsigned long long)n);
+    }
+    cr_expect_null(dump_packed_form(d, (size_t)dump_find(d, "plain")));
+    dump_close(d);
+    free(path);
+}
+
+/* What HDF5 must read itself: pipelines qcal does not know, chunks that split rows, another
+ * byte order; and a chunk never written (its fill value comes from HDF5). */
+Test(dump, gzip_chunks_qcal_cannot_inflate_go_through_hdf5)
+{
+    enum { ROWS = 6, COLS = 4 };
+    float v[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++)
+        v[i] = (float)i - 3.25f;
+    fx_dataset plain = {.name = "plain", .dtype = DUMP_F32, .rank = 2, .dims = {ROWS, COLS},
+                        .data = v, .channel_axis = FX_NO_ATTR};
+    char *path = write_ok("unpacked.h5", &plain, 1, 0);
+    hsize_t dims[2] = {ROWS, COLS}, rows[2] = {2, COLS}, split[2] = {2, 2};
+    add_filtered(path, "/activations/fletcher", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims, rows,
+                 P_FLETCHER_DEFLATE, v);
+    add_filtered(path, "/activations/order", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims, rows,
+                 P_DEFLATE_SHUFFLE, v);
+    add_filtered(path, "/activations/split", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims, split,
+                 P_DEFLATE, v);
+    add_filtered(path, "/activations/big", H5T_IEEE_F32BE, H5T_NATIVE_FLOAT, dims, rows,
+                 P_DEFLATE, v);
+    add_filtered(path, "/activations/unwritten", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims, rows,
+                 P_DEFLATE, NULL);
+    dump *d = open_ok(path);
+    const char *const hdf5_reads[] = {"fletcher", "order", "split", "big"};
+    for (int k = 0; k < 4; k++) {
+        cr_expect_null(dump_packed_form(d, (size_t)dump_find(d, hdf5_reads[k])), "%s",
+                       hdf5_reads[k]);
+        float got[ROWS * COLS];
+        read_rows(d, hdf5_reads[k], 0, ROWS, got);
+        cr_expect(memcmp(got, v, sizeof v) == 0, "%s", hdf5_reads[k]);
+    }
+    size_t i = (size_t)dump_find(d, "unwritten");
+    cr_assert_not_null(dump_packed_form(d, i));
+    static unsigned char buf[1 << 12];
+    qerror e = {0};
+    cr_expect_eq(dump_read_packed(d, i, 0, ROWS, buf, sizeof buf, &e), 1, "%s", e.msg);
+    float fill[ROWS * COLS];
+    read_rows(d, "unwritten", 0, ROWS, fill);
+    for (int k = 0; k < ROWS * COLS; k++)
+        cr_expect_eq(fill[k], 0.0f);
+    dump_close(d);
+    free(path);
+}
+
+/* A stored chunk zlib cannot inflate is an error naming its row, not garbage values. */
+Test(dump, corrupt_gzip_chunk_names_its_row)
+{
+    enum { ROWS = 6, COLS = 4 };
+    float v[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++)
+        v[i] = (float)(i * i) * 0.125f;
+    fx_dataset ds = {.name = "x", .dtype = DUMP_F32, .rank = 2, .dims = {ROWS, COLS},
+                     .chunk_rows = 2, .gzip = 5, .data = v, .channel_axis = FX_NO_ATTR};
+    char *path = write_ok("corrupt.h5", &ds, 1, 0);
+    dump *d = open_ok(path);
+    const packed_form *form = dump_packed_form(d, 0);
+    cr_assert_not_null(form);
+    static unsigned char buf[1 << 12], scratch[1 << 12];
+    qerror e = {0};
+    cr_assert_eq(dump_read_packed(d, 0, 0, ROWS, buf, sizeof buf, &e), 0, "%s", e.msg);
+    const packed_chunk *chunks = (const packed_chunk *)((const packed_slab *)buf + 1);
+    unsigned char *third = buf + packed_head_bytes(3) + chunks[0].bytes + chunks[1].bytes;
+    for (uint64_t k = 2; k < chunks[2].bytes; k++) /* past zlib's two-byte header */
+        third[k] ^= 0x5a;
+    float out[ROWS * COLS];
+    char why[256] = "";
+    cr_expect_eq(packed_unpack(form, buf, out, scratch, why, sizeof why), -1);
+    cr_expect(strstr(why, "row 4"), "%s", why);
+    dump_close(d);
+    free(path);
+}
+
+/* The dump holds one dataset open at a time (HDF5 keeps ~46 KiB per open dataset), and
+ * switching back and forth between tensors, with a gzip one among them, reads every value. */
+Test(dump, one_dataset_open_while_reading_tensors_in_turn)
+{
+    enum { ROWS = 6, COLS = 5, N = 3 };
+    static float v[N][ROWS * COLS];
+    fx_dataset ds[N];
+    const char *const names[N] = {"a", "b/c", "d"};
+    for (int k = 0; k < N; k++) {
+        for (int i = 0; i < ROWS * COLS; i++)
+            v[k][i] = (float)(100 * k + i);
+        ds[k] = (fx_dataset){.name = names[k], .dtype = DUMP_F32, .rank = 2, .dims = {ROWS, COLS},
+                             .data = v[k], .channel_axis = FX_NO_ATTR, .chunk_rows = 2,
+                             .gzip = k == 1 ? 4 : 0};
+    }
+    char *path = write_ok("turns.h5", ds, N, 0);
+    size_t open_before = (size_t)H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_DATASET);
+    dump *d = open_ok(path);
+    cr_expect_eq((size_t)H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_DATASET), open_before);
+    const int order[] = {0, 1, 0, 2, 1, 1, 2, 0};
+    for (size_t n = 0; n < sizeof order / sizeof *order; n++) {
+        int k = order[n];
+        uint64_t row0 = (uint64_t)(n % ROWS);
+        float out[ROWS * COLS];
+        read_rows(d, names[k], row0, ROWS - row0, out);
+        for (uint64_t i = 0; i < (ROWS - row0) * COLS; i++)
+            cr_expect_eq(out[i], (float)(100 * k) + (float)(row0 * COLS + i), "%s[%llu]",
+                         names[k], (unsigned long long)i);
+        cr_expect_eq((size_t)H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_DATASET), open_before + 1);
+    }
+    dump_close(d);
+    cr_expect_eq((size_t)H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_DATASET), open_before);
     free(path);
 }
 

@@ -22,7 +22,7 @@ static float a_vals[A_N * A_C * A_I];
 static uint16_t b_half[B_N * B_C];
 static double c_vals[C_N * 3 * 4];
 
-static char *dir, *dump_file;
+static char *dir, *dump_file, *gzip_file; /* the same tensors, gzip'd (with and without shuffle) */
 static registry *reg;
 
 static float half_ref(uint16_t h) /* written independently of the reader's conversion */
@@ -56,6 +56,11 @@ static void make_dump(void)
     dir = fx_tmpdir();
     dump_file = fx_path(dir, "dump.h5");
     cr_assert_eq(fx_write_dump(dump_file, ds, 3, 0), 0);
+    ds[0].gzip = 1, ds[0].shuffle = 1;
+    ds[1].gzip = 6, ds[1].chunk_rows = 7;
+    ds[2].gzip = 9, ds[2].shuffle = 1;
+    gzip_file = fx_path(dir, "gzip.h5");
+    cr_assert_eq(fx_write_dump(gzip_file, ds, 3, 0), 0);
     reg = registry_new(NULL, NULL);
     registry_load_dir(reg, TEST_PLUGIN_DIR);
     cr_assert_not_null(registry_observer(reg, "minmax"));
@@ -67,6 +72,7 @@ static void cleanup(void)
     fx_rmtree(dir);
     free(dir);
     free(dump_file);
+    free(gzip_file);
 }
 
 TestSuite(pass, .init = make_dump, .fini = cleanup);
@@ -114,11 +120,12 @@ static size_t fingerprint(pass *p, const int *handles, size_t n, unsigned char *
     return len;
 }
 
-static size_t run_with(int threads, size_t slab_bytes, unsigned char *out, size_t cap)
+static size_t run_on(const char *file, int threads, size_t slab_bytes, unsigned char *out,
+                     size_t cap, pass_counts *counts)
 {
     dump *d;
     qerror e = {0};
-    cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
+    cr_assert_eq(dump_open(file, &d, &e), 0, "%s", e.msg);
     int handles[32];
     size_t n;
     pass *p = declare_all(d, handles, &n);
@@ -127,11 +134,17 @@ static size_t run_with(int threads, size_t slab_bytes, unsigned char *out, size_
     o.threads = threads;
     o.slab_bytes = slab_bytes;
     o.batch_size = 4;
+    o.counts = counts;
     cr_assert_eq(pass_run(p, &o, &e), 0, "%s", e.msg);
     size_t len = fingerprint(p, handles, n, out, cap);
     pass_free(p);
     dump_close(d);
     return len;
+}
+
+static size_t run_with(int threads, size_t slab_bytes, unsigned char *out, size_t cap)
+{
+    return run_on(dump_file, threads, slab_bytes, out, cap, NULL);
 }
 
 Test(pass, bit_identical_for_any_threads_and_slab_size)
@@ -145,6 +158,35 @@ Test(pass, bit_identical_for_any_threads_and_slab_size)
         cr_assert_eq(len, ref_len);
         cr_assert(memcmp(ref, got, len) == 0, "threads %d slab %zu differ", threads[i], slabs[i]);
     }
+}
+
+/* gzip'd chunks are read as stored and inflated by the workers (HDF5's pipeline never runs:
+ * no slab is read plain), each chunk once when slabs can hold whole chunks, and the states
+ * are those of the uncompressed dump, bit for bit, for any threads and slab size. */
+Test(pass, gzip_chunks_inflated_on_the_workers_give_the_uncompressed_states)
+{
+    static unsigned char ref[1 << 20], got[1 << 20];
+    size_t ref_len = run_with(1, (size_t)4 << 20, ref, sizeof ref);
+    pass_counts counts;
+    const int threads[] = {1, 2, 4, 3};
+    const size_t slabs[] = {(size_t)4 << 20, (size_t)4 << 20, 1, 700};
+    for (int i = 0; i < 4; i++) {
+        memset(&counts, 0xff, sizeof counts);
+        size_t len = run_on(gzip_file, threads[i], slabs[i], got, sizeof got, &counts);
+        cr_assert_eq(len, ref_len);
+        cr_assert(memcmp(ref, got, len) == 0, "threads %d slab %zu differ", threads[i], slabs[i]);
+        cr_expect_eq(counts.plain_slabs, 0u, "threads %d slab %zu", threads[i], slabs[i]);
+        cr_expect_gt(counts.packed_slabs, 0u);
+        /* a: 37 rows in chunks of 4, b/half: 50 in 7, c: 23 in 5 */
+        if (slabs[i] == ((size_t)4 << 20))
+            cr_expect_eq(counts.packed_chunks, 10u + 8u + 5u, "threads %d", threads[i]);
+        else
+            cr_expect_geq(counts.packed_chunks, 10u + 8u + 5u);
+    }
+    /* the uncompressed dump has nothing to inflate */
+    run_on(dump_file, 2, (size_t)4 << 20, got, sizeof got, &counts);
+    cr_expect_eq(counts.packed_slabs, 0u);
+    cr_expect_gt(counts.plain_slabs, 0u);
 }
 
 static void naive_minmax(const float *x, size_t n, float *lo, float *hi)
