@@ -46,12 +46,50 @@ static void half_table_init(void)
         half_table[h] = dump_half_to_float((uint16_t)h);
 }
 
-static void convert_half(const uint16_t *in, size_t n, float *out)
+static void convert_half_table(const uint16_t *in, size_t n, float *out)
 {
     pthread_once(&half_once, half_table_init);
     for (size_t i = 0; i < n; i++)
         out[i] = half_table[in[i]];
 }
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+
+/* x86's F16C converts 8 halves per instruction, ~10x the table (the bench's float16 run was
+ * 3.7x its raw read). Same values; a signaling NaN comes out quiet, still a NaN. */
+__attribute__((target("avx,f16c"))) static void convert_half_f16c(const uint16_t *in, size_t n,
+                                                                   float *out)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
+    convert_half_table(in + i, n - i, out + i);
+}
+
+static int have_f16c;
+static pthread_once_t f16c_once = PTHREAD_ONCE_INIT;
+
+static void f16c_probe(void)
+{
+    __builtin_cpu_init();
+    have_f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+}
+
+static void convert_half(const uint16_t *in, size_t n, float *out)
+{
+    pthread_once(&f16c_once, f16c_probe);
+    if (have_f16c)
+        convert_half_f16c(in, n, out);
+    else
+        convert_half_table(in, n, out);
+}
+#else
+static void convert_half(const uint16_t *in, size_t n, float *out)
+{
+    convert_half_table(in, n, out);
+}
+#endif
 
 static void convert_bf16(const uint16_t *in, size_t n, float *out)
 {
