@@ -350,7 +350,8 @@ static int known_pipeline(hid_t dcpl, int *deflate_at, int *shuffle_at)
 }
 
 /* Whether tensor it's chunks can be read as stored and inflated by qcal (packed.h): a known
- * pipeline, chunks of whole rows, the stored type byte for byte what reads deliver. */
+ * pipeline, the stored type byte for byte what reads deliver, chunks of at most 4 MiB and
+ * blocks of chunk rows of at most 64 MiB (what a slab buffer must hold). */
 static void packed_form_of(hid_t ds, hid_t dcpl, dump_item *it)
 {
     const dump_tensor *t = &it->t;
@@ -360,19 +361,27 @@ static void packed_form_of(hid_t ds, hid_t dcpl, dump_item *it)
     if (H5Pget_layout(dcpl) != H5D_CHUNKED || H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk) != t->rank ||
         !known_pipeline(dcpl, &deflate_at, &shuffle_at))
         return;
-    for (int k = 1; k < t->rank; k++)
-        if (chunk[k] != t->dims[k])
-            return;
     hid_t stored = H5Dget_type(ds);
     int same = stored >= 0 && H5Tequal(stored, it->memtype) > 0;
     if (stored >= 0)
         H5Tclose(stored);
-    size_t row_bytes = (size_t)t->row_size * t->elem_size;
-    if (!same || chunk[0] > PACKED_CHUNK_MAX / row_bytes)
+    packed_form f = {.rank = t->rank, .rows = t->dims[0], .chunk_rows = chunk[0], .per_block = 1,
+                     .whole_rows = 1, .row_bytes = (size_t)t->row_size * t->elem_size,
+                     .elem_size = t->elem_size, .deflate_at = deflate_at,
+                     .shuffle_at = shuffle_at};
+    double chunk_bytes = (double)t->elem_size;
+    for (int k = 0; k < t->rank; k++) {
+        f.dims[k] = t->dims[k], f.chunk[k] = chunk[k];
+        chunk_bytes *= (double)chunk[k];
+        if (k > 0) {
+            f.per_block *= (t->dims[k] + chunk[k] - 1) / chunk[k];
+            f.whole_rows &= chunk[k] == t->dims[k];
+        }
+    }
+    if (!same || chunk_bytes > (double)PACKED_CHUNK_MAX ||
+        chunk_bytes * (double)f.per_block > 16.0 * (double)PACKED_CHUNK_MAX)
         return;
-    it->form = (packed_form){.rows = t->dims[0], .chunk_rows = chunk[0], .row_bytes = row_bytes,
-                             .elem_size = t->elem_size, .deflate_at = deflate_at,
-                             .shuffle_at = shuffle_at};
+    it->form = f;
     it->packable = 1;
 }
 
@@ -838,10 +847,12 @@ const packed_form *dump_packed_form(const dump *d, size_t i)
 
 /* One stored chunk of the slab into the buffer: 0, 1 when it is not there to copy (never
  * written: HDF5 supplies the fill value) or does not fit, -1 on error. */
-static int copy_chunk(dump *d, dump_item *it, uint64_t row0, packed_chunk *c,
-                      unsigned char *data, size_t room, qerror *e)
+static int copy_chunk(dump *d, dump_item *it, packed_chunk *c, unsigned char *data, size_t room,
+                      qerror *e)
 {
-    hsize_t offset[QCAL_MAX_RANK] = {row0}, bytes = 0;
+    hsize_t offset[QCAL_MAX_RANK], bytes = 0;
+    for (int k = 0; k < it->t.rank; k++)
+        offset[k] = c->offset[k];
     if (H5Dget_chunk_storage_size(it->dataset, offset, &bytes) < 0 || bytes == 0 || bytes > room)
         return 1;
     uint32_t mask = 0;
@@ -849,10 +860,22 @@ static int copy_chunk(dump *d, dump_item *it, uint64_t row0, packed_chunk *c,
         char why[256];
         h5_reason(why, sizeof why);
         return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot read the chunk at sample %llu: %s",
-                          d->path, it->t.name, (unsigned long long)row0, why);
+                          d->path, it->t.name, (unsigned long long)offset[0], why);
     }
-    *c = (packed_chunk){.row0 = row0, .bytes = bytes, .mask = mask};
+    c->bytes = bytes, c->mask = mask;
     return 0;
+}
+
+/* The offset of the j-th chunk of the block starting at row0 (last axis fastest). */
+static void chunk_offset(const packed_form *f, uint64_t row0, uint64_t j, uint64_t *offset)
+{
+    memset(offset, 0, QCAL_MAX_RANK * sizeof *offset);
+    offset[0] = row0;
+    for (int k = f->rank - 1; k >= 1; k--) {
+        uint64_t across = (f->dims[k] + f->chunk[k] - 1) / f->chunk[k];
+        offset[k] = (j % across) * f->chunk[k];
+        j /= across;
+    }
 }
 
 int dump_read_packed(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *buf, size_t cap,
@@ -862,21 +885,23 @@ int dump_read_packed(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *buf
     if (!dump_packed_form(d, i) || nrows == 0 || row0 > it->t.dims[0] ||
         nrows > it->t.dims[0] - row0)
         return 1;
+    const packed_form *f = &it->form;
     uint64_t c0, c1;
-    packed_chunk_span(&it->form, row0, nrows, &c0, &c1);
-    size_t used = packed_head_bytes(c1 - c0);
+    packed_chunk_span(f, row0, nrows, &c0, &c1);
+    uint64_t n = (c1 - c0) * f->per_block;
+    size_t used = packed_head_bytes(n);
     if (used > cap || open_item(d, i, e))
         return used > cap ? 1 : -1;
     packed_slab *head = buf;
-    *head = (packed_slab){.row0 = row0, .nrows = nrows, .n_chunks = c1 - c0};
+    *head = (packed_slab){.row0 = row0, .nrows = nrows, .n_chunks = n};
     packed_chunk *chunks = (packed_chunk *)(head + 1);
-    for (uint64_t c = c0; c < c1; c++) {
-        packed_chunk *chunk = &chunks[c - c0];
-        int rc = copy_chunk(d, it, c * it->form.chunk_rows, chunk, (unsigned char *)buf + used,
-                            cap - used, e);
+    for (uint64_t k = 0; k < n; k++) {
+        chunks[k] = (packed_chunk){0};
+        chunk_offset(f, (c0 + k / f->per_block) * f->chunk_rows, k % f->per_block, chunks[k].offset);
+        int rc = copy_chunk(d, it, &chunks[k], (unsigned char *)buf + used, cap - used, e);
         if (rc)
             return rc;
-        used += chunk->bytes;
+        used += chunks[k].bytes;
     }
     return 0;
 }

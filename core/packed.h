@@ -5,17 +5,25 @@
  * chunks a slab touches as they are stored (H5Dread_chunk, dump_read_packed) into the slab's
  * buffer, and a worker inflates them (packed_unpack: zlib, then HDF5's byte shuffle undone)
  * into the slab's raw values. Only the pipelines qcal knows take this path: deflate, or
- * shuffle then deflate, on chunks of whole rows stored in native byte order. */
+ * shuffle then deflate, stored in native byte order. Chunks may cut rows (h5py's automatic
+ * chunking does): a chunk's block is scattered into the slab's rows. */
 #ifndef QCAL_PACKED_H
 #define QCAL_PACKED_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "qcal/plugin.h"
+
 /* How a tensor's chunks are stored. */
 typedef struct packed_form {
+    int rank;
+    uint64_t dims[QCAL_MAX_RANK];
+    uint64_t chunk[QCAL_MAX_RANK];
     uint64_t rows;       /* dims[0] */
-    uint64_t chunk_rows; /* rows per chunk (every chunk holds whole rows) */
+    uint64_t chunk_rows; /* chunk[0] */
+    uint64_t per_block;  /* chunks side by side in one block of chunk_rows rows */
+    int whole_rows;      /* every chunk holds whole rows (chunk[k] == dims[k], k >= 1) */
     size_t row_bytes;    /* bytes of one row, stored type */
     size_t elem_size;    /* bytes per element (the shuffle's stride) */
     int deflate_at;      /* position of deflate in the pipeline */
@@ -29,7 +37,7 @@ typedef struct packed_slab {
 } packed_slab;
 
 typedef struct packed_chunk {
-    uint64_t row0;  /* first row of the chunk */
+    uint64_t offset[QCAL_MAX_RANK]; /* the chunk's first element (offset[0]: its first row) */
     uint64_t bytes; /* stored bytes */
     uint32_t mask;  /* HDF5's filter mask: bit k set = filter k was skipped for this chunk */
     uint32_t pad;
@@ -37,7 +45,8 @@ typedef struct packed_chunk {
 
 /* Bytes of one full chunk, inflated. */
 size_t packed_chunk_bytes(const packed_form *f);
-/* The first and one-past-last chunk index of rows [row0, row0 + nrows). */
+/* The first and one-past-last block of chunk_rows rows that rows [row0, row0 + nrows) touch
+ * (each block holds per_block chunks). */
 void packed_chunk_span(const packed_form *f, uint64_t row0, uint64_t nrows, uint64_t *c0,
                        uint64_t *c1);
 /* Bytes of head and chunk table for a slab of n chunks (the stored bytes follow). */

@@ -464,7 +464,7 @@ static void plan_packed(run *r, group *g, const pass_options *o, uint64_t batch)
     if (g->slab_rows > share_rows)
         g->slab_rows = share_rows;
     size_t chunk = packed_chunk_bytes(f);
-    uint64_t chunks = g->slab_rows / f->chunk_rows + 2;
+    uint64_t chunks = (g->slab_rows / f->chunk_rows + 2) * f->per_block;
     grow(&r->raw_bytes, packed_head_bytes(chunks) + chunks * (chunk + chunk / 256 + 64));
     grow(&r->unpacked_bytes, (size_t)g->slab_rows * f->row_bytes);
     grow(&r->scratch_bytes, 2 * chunk);

@@ -221,7 +221,7 @@ static hid_t creation_plist(const fx_dataset *ds)
         return dcpl;
     hsize_t chunk[8];
     for (int i = 0; i < ds->rank; i++)
-        chunk[i] = i ? ds->dims[i] : ds->chunk_rows;
+        chunk[i] = !i ? ds->chunk_rows : ds->chunk_cut[i] ? ds->chunk_cut[i] : ds->dims[i];
     H5Pset_chunk(dcpl, ds->rank, chunk);
     if (ds->shuffle)
         H5Pset_shuffle(dcpl);

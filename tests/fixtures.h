@@ -13,6 +13,7 @@ typedef struct fx_dataset {
     int rank;
     uint64_t dims[8];
     uint64_t chunk_rows;    /* 0: contiguous; else chunks of (chunk_rows, dims[1..]) */
+    uint64_t chunk_cut[8];  /* with chunk_rows: chunk_cut[k] (k >= 1) when not 0 cuts axis k */
     const void *data;       /* raw values in the stored type (F16/BF16: uint16 bit patterns) */
     int channel_axis;       /* FX_NO_ATTR, or the int attribute to write */
     const char *op_type;    /* NULL: no attribute */
