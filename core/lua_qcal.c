@@ -535,6 +535,17 @@ static uint64_t opt_count(lua_State *L, int idx, const char *key, uint64_t def, 
     return v;
 }
 
+/* Observer h's serialized state in the results, or NULL. */
+static result_stat *saved_state(lua_qcal_ctx *ctx, const lpass *lp, int h)
+{
+    const reg_observer *obs = pass_observer(lp->p, h);
+    char params[1024];
+    params_format_all(obs->desc.params, obs->desc.n_params, pass_params(lp->p, h), params,
+                      sizeof params);
+    return results_find_stat(ctx->res, dump_get(lp->d, pass_tensor(lp->p, h))->name,
+                             obs->desc.name, params);
+}
+
 /* Keeps every observer's serialized state for /statistics. */
 static void save_states(lua_State *L, lua_qcal_ctx *ctx, const lpass *lp, int on_share)
 {
@@ -555,7 +566,7 @@ static void save_states(lua_State *L, lua_qcal_ctx *ctx, const lpass *lp, int on
             results_add_stat(ctx->res, t->name, obs->desc.name, params, state, &e) ||
             results_add_info(ctx->res, &info, &e))
             raise(L, &e);
-        result_stat *saved = results_find_stat(ctx->res, t->name, obs->desc.name, params);
+        result_stat *saved = saved_state(ctx, lp, (int)h);
         const qcal_tensor *desc = pass_desc(p, (int)h);
         saved->on_share = on_share;
         saved->batch_size = desc->batch_size, saved->axis = desc->channel_axis;
@@ -570,11 +581,8 @@ static int restore_state(lua_qcal_ctx *ctx, const lpass *lp, int h, qerror *e)
     if (pass_has_state(p, h))
         return 0;
     const reg_observer *obs = pass_observer(p, h);
-    char params[1024];
-    params_format_all(obs->desc.params, obs->desc.n_params, pass_params(p, h), params,
-                      sizeof params);
     const char *tensor = dump_get(lp->d, pass_tensor(p, h))->name;
-    result_stat *saved = results_find_stat(ctx->res, tensor, obs->desc.name, params);
+    result_stat *saved = saved_state(ctx, lp, h);
     if (!saved)
         return qerror_set(e, QERR_SOFTWARE, "pass: the state of observer '%s' on tensor '%s' "
                           "is no longer held", obs->desc.name, tensor);
