@@ -73,6 +73,7 @@ void pass_defaults(pass_options *o)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     o->threads = cores > 0 ? (int)cores : 1;
     o->slab_bytes = (size_t)4 << 20;
+    o->piece_bytes = (size_t)256 << 10;
     o->batch_size = 32;
 }
 
@@ -183,6 +184,8 @@ typedef struct group {
     uint64_t rows;       /* samples of the tensor in this pass (what observers are told) */
     uint64_t row_begin, row_end; /* the rows this process streams: its share */
     uint64_t slab_rows;
+    uint64_t batch;      /* slabs and the pieces observers see hold whole batches */
+    uint64_t piece_rows; /* rows per observe() call (see piece_rows) */
     const packed_form *packed; /* chunks the workers inflate, or NULL (HDF5 reads) */
     atomic_uint_least64_t slabs_left; /* slabs not yet observed; the worker that observes the
                                          last one merges the group's states (merge_group) */
@@ -355,11 +358,15 @@ static void process_job(worker *w, const job *j)
         dump_convert(t->dtype, raw, (size_t)n, w->values);
         values = w->values;
     }
-    qcal_slab slab = {values, j->rows, t->row_size, j->first_row};
+    uint64_t step = g->piece_rows;
     qerror e = {0};
-    for (size_t k = 0; k < g->n_decls && !r->failed; k++)
-        if (feed_decl(w, g->decls[k], &slab, &e))
-            run_fail(r, &e);
+    for (uint64_t at = 0; at < j->rows && !r->failed; at += step) {
+        uint64_t rows = j->rows - at < step ? j->rows - at : step;
+        qcal_slab piece = {values + at * t->row_size, rows, t->row_size, j->first_row + at};
+        for (size_t k = 0; k < g->n_decls && !r->failed; k++)
+            if (feed_decl(w, g->decls[k], &piece, &e))
+                run_fail(r, &e);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -409,6 +416,18 @@ static int plan_by_tensor(run *r)
     free(slot);
     free(count);
     return rc;
+}
+
+/* Several observers on one tensor take each slab a piece at a time, each piece while it is
+ * in the core's cache (instead of the whole slab from memory once per observer). Pieces hold
+ * whole batches, as slabs do; observers do not depend on how the rows are split. */
+static uint64_t piece_rows(const group *g, const pass_options *o, uint64_t row_size)
+{
+    if (g->n_decls < 2)
+        return g->slab_rows;
+    uint64_t fit = o->piece_bytes / (row_size * sizeof(float));
+    uint64_t piece = fit >= g->batch ? fit - fit % g->batch : g->batch;
+    return piece < g->slab_rows ? piece : g->slab_rows;
 }
 
 /* Whole batches per slab (plugin.h promises observers that a slab never splits a batch);
@@ -484,6 +503,7 @@ static int plan_groups(run *r, const pass_options *o)
         const dump_tensor *t = dump_get(p->d, g->tensor);
         g->rows = (o->max_rows && o->max_rows < t->dims[0]) ? o->max_rows : t->dims[0];
         uint64_t batch = o->batch_size ? o->batch_size : 32, index, count;
+        g->batch = batch;
         share_of(o, &index, &count);
         pass_share_rows(g->rows, batch, index, count, &g->row_begin, &g->row_end);
         g->slab_rows = batch_aligned(dump_slab_rows(p->d, g->tensor, o->slab_bytes), batch);
@@ -493,6 +513,7 @@ static int plan_groups(run *r, const pass_options *o)
         g->packed = dump_packed_form(p->d, g->tensor);
         if (g->packed)
             plan_packed(r, g, o, batch);
+        g->piece_rows = piece_rows(g, o, t->row_size);
         atomic_init(&g->slabs_left, (share_rows + g->slab_rows - 1) / g->slab_rows);
         size_t n = (size_t)(g->slab_rows * t->row_size);
         grow(&r->raw_bytes, n * t->elem_size);

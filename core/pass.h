@@ -14,6 +14,8 @@
 typedef struct pass_options {
     int threads;         /* worker threads, >= 1 (default: online cores) */
     size_t slab_bytes;   /* target float32 bytes per slab (default 4 MiB) */
+    size_t piece_bytes;  /* several observers on a tensor take a slab in pieces of about this
+                            many bytes, whole batches each (default 256 KiB) */
     uint64_t batch_size; /* samples per calibration batch for batch-based methods (32) */
     uint64_t max_rows;   /* read only the first max_rows samples; 0 = all */
     /* Stream only share i of K (share_count 0: all): each tensor's batches are cut into K

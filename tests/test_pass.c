@@ -121,6 +121,8 @@ static size_t fingerprint(pass *p, const int *handles, size_t n, unsigned char *
     return len;
 }
 
+static size_t piece_bytes = (size_t)256 << 10; /* the pass's default unless a test sets it */
+
 static size_t run_on(const char *file, int threads, size_t slab_bytes, unsigned char *out,
                      size_t cap, pass_counts *counts)
 {
@@ -134,6 +136,7 @@ static size_t run_on(const char *file, int threads, size_t slab_bytes, unsigned 
     pass_defaults(&o);
     o.threads = threads;
     o.slab_bytes = slab_bytes;
+    o.piece_bytes = piece_bytes;
     o.batch_size = 4;
     o.counts = counts;
     cr_assert_eq(pass_run(p, &o, &e), 0, "%s", e.msg);
@@ -158,6 +161,15 @@ Test(pass, bit_identical_for_any_threads_and_slab_size)
         size_t len = run_with(threads[i], slabs[i], got, sizeof got);
         cr_assert_eq(len, ref_len);
         cr_assert(memcmp(ref, got, len) == 0, "threads %d slab %zu differ", threads[i], slabs[i]);
+    }
+    /* the observers of a tensor take a slab in pieces of whole batches (4 rows here) */
+    const size_t pieces[] = {1, 700, 3000};
+    for (int i = 0; i < 3; i++) {
+        piece_bytes = pieces[i];
+        size_t len = run_with(2, (size_t)4 << 20, got, sizeof got);
+        piece_bytes = (size_t)256 << 10;
+        cr_assert_eq(len, ref_len);
+        cr_assert(memcmp(ref, got, len) == 0, "pieces of %zu bytes differ", pieces[i]);
     }
 }
 
