@@ -237,32 +237,41 @@ static void fake_quant_span(const eval_candidate *c, const float *x, float *q, u
     }
 }
 
-/* Adds the error of n values of a sample starting at flat offset `at` to acc. */
-static void error_span(const eval_candidate *c, const float *x, uint64_t n, uint64_t at,
+/* Adds the error of n clean values (qmath_clean_run) of a sample starting at flat offset `at`
+ * to acc: the sums of the grid, not the count or sum x^2. */
+static void error_span(const eval_candidate *c, const float *clean, uint64_t n, uint64_t at,
                        qmath_err *acc)
 {
     for (uint64_t i = 0, ch, run; i < n; i += run) {
         run = channel_run(c, at + i, n - i, &ch);
-        qmath_fake_quant_err(acc, x + i, run, c->scale[ch], c->zero_point[ch], c->spec.qmin,
-                             c->spec.qmax);
+        qmath_grid_err(acc, clean + i, run, c->scale[ch], c->zero_point[ch], c->spec.qmin,
+                       c->spec.qmax);
     }
 }
 
 /* Sample by sample (a sample's sums depend on it alone, whatever slab holds it), chunk by
- * chunk, every candidate on the chunk while it is in cache; then into the exact sums. */
+ * chunk: the chunk cleaned of NaN and Inf once (with its count and sum x^2, the same for
+ * every candidate), then every candidate on it while it is in cache; then into the exact
+ * sums. */
 static void tensor_errors(eval_state *s, const qcal_slab *slab)
 {
     uint64_t n = s->set->n;
+    float clean[CHUNK];
     for (uint64_t r = 0; r < slab->rows; r++) {
         const float *row = slab->data + r * slab->row_size;
+        uint64_t used = 0;
+        double sum_sq_ref = 0;
         memset(s->row, 0, n * sizeof *s->row);
         for (uint64_t at = 0; at < slab->row_size; at += CHUNK) {
             uint64_t len = slab->row_size - at < CHUNK ? slab->row_size - at : CHUNK;
+            used += qmath_clean_run(row + at, len, clean, &sum_sq_ref);
             for (uint64_t k = 0; k < n; k++)
-                error_span(&s->set->cand[k], row + at, len, at, &s->row[k]);
+                error_span(&s->set->cand[k], clean, len, at, &s->row[k]);
         }
-        for (uint64_t k = 0; k < n; k++)
+        for (uint64_t k = 0; k < n; k++) {
+            s->row[k].n = used, s->row[k].sum_sq_ref = sum_sq_ref;
             exact_add(&s->tensor[k], &s->row[k]);
+        }
     }
 }
 

@@ -131,45 +131,73 @@ void qmath_fake_quant_n(const float *x, float *out, uint64_t n, float scale, int
         out[i] = fake_quant_one(x[i], inv, scale, zpf, qminf, qmaxf);
 }
 
-/* Fake-quantize and error sums fused, the hot loop of the evaluation pass. Eight lanes (value
- * i goes to lane i mod 8); within a block the products are summed per lane in float32, then
- * each block's lane sums are added to float64 totals in lane order (a block's rounding is
- * ~1e-7 of itself, far below the differences between candidates). The portable, SSE2 and
- * AVX2 forms perform the same operations in the same order, so results do not depend on the
- * machine. A value that is not finite (x - x != 0) counts as 0 and is not counted. */
-enum { FQ_LANES = 8, FQ_BLOCK = 32 };
+/* Fake-quantize and error sums fused, the hot loop of the evaluation pass, in two steps:
+ * qmath_clean_run once per run of values (NaN and Inf become 0, which every grid reproduces
+ * exactly, so they add nothing; the count and sum x^2 are the same for every grid), then
+ * qmath_grid_err per grid. Eight lanes (value i of a block goes to lane i mod 8); within a
+ * block of FQ_SPAN values the products are summed per lane in float32, then each block's
+ * lane sums are added to float64 totals in lane order (a block's rounding is ~1e-7 of
+ * itself, far below the differences between candidates). The portable, SSE2 and AVX2 forms
+ * perform the same operations in the same order, so results do not depend on the machine. */
+enum { FQ_LANES = 8, FQ_SPAN = 256 };
 
+/* A grid as the kernel uses it: the step count is clamped to [lo, hi] = [qmin - zp, qmax - zp]
+ * before rounding, which gives fake_quant_one's value for every finite x (rounding is monotone
+ * and keeps the integer bounds) with fewer operations. */
 typedef struct fq_grid {
-    float inv, scale, zpf, qminf, qmaxf;
+    float inv, scale, lo, hi;
 } fq_grid;
 
 typedef struct fq_totals {
-    double se, sr, sq, dot;
-    uint64_t used;
+    double se, sq, dot;
 } fq_totals;
 
 typedef void (*fq_block_fn)(const float *x, uint64_t len, const fq_grid *g, fq_totals *t);
+typedef uint64_t (*clean_block_fn)(const float *x, uint64_t len, float *out, double *sum_sq);
 
-static void add_lanes(fq_totals *t, const float *se, const float *sr, const float *sq,
-                      const float *dot)
+/* The forms of the comparisons are those of SSE's max and min (the second operand on ties),
+ * so that a -0 takes the same path everywhere. */
+static inline float grid_value(float x, const fq_grid *g)
+{
+    const float magic = 0x1.8p23f; /* |p| <= 2^16 here: adding and removing rounds half to even */
+    float p = x * g->inv;
+    p = p > g->lo ? p : g->lo;
+    p = p < g->hi ? p : g->hi;
+    float r = (p + magic) - magic;
+    return r * g->scale;
+}
+
+static void add_lanes(double *total, const float *lane)
 {
     for (int l = 0; l < FQ_LANES; l++)
-        t->se += se[l], t->sr += sr[l], t->sq += sq[l], t->dot += dot[l];
+        *total += lane[l];
+}
+
+static uint64_t clean_block_scalar(const float *x, uint64_t len, float *out, double *sum_sq)
+{
+    float sr[FQ_LANES] = {0};
+    uint64_t used = 0;
+    for (uint64_t i = 0; i < len; i++) {
+        float v = x[i];
+        int keep = v - v == 0.0f;
+        v = keep ? v : 0.0f;
+        out[i] = v;
+        sr[i % FQ_LANES] += v * v;
+        used += (uint64_t)keep;
+    }
+    add_lanes(sum_sq, sr);
+    return used;
 }
 
 static void fq_block_scalar(const float *x, uint64_t len, const fq_grid *g, fq_totals *t)
 {
-    float se[FQ_LANES] = {0}, sr[FQ_LANES] = {0}, sq[FQ_LANES] = {0}, dot[FQ_LANES] = {0};
+    float se[FQ_LANES] = {0}, sq[FQ_LANES] = {0}, dot[FQ_LANES] = {0};
     for (uint64_t i = 0; i < len; i++) {
         int l = (int)(i % FQ_LANES);
-        float xv = x[i], qv = fake_quant_one(xv, g->inv, g->scale, g->zpf, g->qminf, g->qmaxf);
-        int keep = xv - xv == 0.0f;
-        xv = keep ? xv : 0.0f, qv = keep ? qv : 0.0f;
-        float d = xv - qv;
-        se[l] += d * d, sr[l] += xv * xv, sq[l] += qv * qv, dot[l] += xv * qv;
-        t->used += (uint64_t)keep;
+        float xv = x[i], qv = grid_value(xv, g), d = xv - qv;
+        se[l] += d * d, sq[l] += qv * qv, dot[l] += xv * qv;
     }
-    add_lanes(t, se, sr, sq, dot);
+    add_lanes(&t->se, se), add_lanes(&t->sq, sq), add_lanes(&t->dot, dot);
 }
 
 #if defined(__SSE2__)
@@ -178,114 +206,190 @@ static void fq_block_scalar(const float *x, uint64_t len, const fq_grid *g, fq_t
 /* Set bits of a 4-bit mask (a table: popcount is a library call on baseline x86-64). */
 static const uint8_t kept_of_mask[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
 
-/* Four values; max(q, qmin) yields qmin for NaN, as the scalar form. */
-#define FQ_STEP_SSE2(xv, se, sr, sq, dot)                                                      \
-    do {                                                                                        \
-        __m128 r_ = _mm_sub_ps(_mm_add_ps(_mm_mul_ps(xv, inv), magic), magic);                  \
-        __m128 qv_ = _mm_mul_ps(_mm_sub_ps(_mm_min_ps(_mm_max_ps(_mm_add_ps(zp, r_), qmin),     \
-                                                      qmax), zp), scale);                       \
-        __m128 keep_ = _mm_cmpeq_ps(_mm_sub_ps(xv, xv), zero);                                  \
-        __m128 x_ = _mm_and_ps(xv, keep_);                                                      \
-        qv_ = _mm_and_ps(qv_, keep_);                                                           \
-        __m128 d_ = _mm_sub_ps(x_, qv_);                                                        \
-        se = _mm_add_ps(se, _mm_mul_ps(d_, d_)), sr = _mm_add_ps(sr, _mm_mul_ps(x_, x_));       \
-        sq = _mm_add_ps(sq, _mm_mul_ps(qv_, qv_)), dot = _mm_add_ps(dot, _mm_mul_ps(x_, qv_));  \
-        int m_ = _mm_movemask_ps(keep_);                                                        \
-        if (m_ != 15) /* rare: a value was not finite */                                        \
-            t->used -= (uint64_t)(4 - kept_of_mask[m_]);                                        \
-    } while (0)
+static void store_lanes(double *total, __m128 a, __m128 b)
+{
+    float lane[FQ_LANES];
+    _mm_storeu_ps(lane, a), _mm_storeu_ps(lane + 4, b);
+    add_lanes(total, lane);
+}
 
 /* len is a multiple of 8: lanes 0-3 in the *0 registers, 4-7 in the *1 ones. */
-static void fq_block_sse2(const float *x, uint64_t len, const fq_grid *g, fq_totals *t)
+static uint64_t clean_block_sse2(const float *x, uint64_t len, float *out, double *sum_sq)
 {
-    const __m128 inv = _mm_set1_ps(g->inv), scale = _mm_set1_ps(g->scale), zp = _mm_set1_ps(g->zpf);
-    const __m128 qmin = _mm_set1_ps(g->qminf), qmax = _mm_set1_ps(g->qmaxf);
-    const __m128 magic = _mm_set1_ps(0x1.8p23f), zero = _mm_setzero_ps();
-    __m128 se0 = zero, sr0 = zero, sq0 = zero, dot0 = zero, se1 = zero, sr1 = zero, sq1 = zero, dot1 = zero;
-    t->used += len; /* less those found not finite */
+    const __m128 zero = _mm_setzero_ps();
+    __m128 sr0 = zero, sr1 = zero;
+    uint64_t used = 0;
     for (uint64_t i = 0; i < len; i += FQ_LANES) {
         __m128 a = _mm_loadu_ps(x + i), b = _mm_loadu_ps(x + i + 4);
-        FQ_STEP_SSE2(a, se0, sr0, sq0, dot0);
-        FQ_STEP_SSE2(b, se1, sr1, sq1, dot1);
+        __m128 ka = _mm_cmpeq_ps(_mm_sub_ps(a, a), zero), kb = _mm_cmpeq_ps(_mm_sub_ps(b, b), zero);
+        a = _mm_and_ps(a, ka), b = _mm_and_ps(b, kb);
+        _mm_storeu_ps(out + i, a), _mm_storeu_ps(out + i + 4, b);
+        sr0 = _mm_add_ps(sr0, _mm_mul_ps(a, a)), sr1 = _mm_add_ps(sr1, _mm_mul_ps(b, b));
+        used += kept_of_mask[_mm_movemask_ps(ka)] + kept_of_mask[_mm_movemask_ps(kb)];
     }
-    float se[FQ_LANES], sr[FQ_LANES], sq[FQ_LANES], dot[FQ_LANES];
-    _mm_storeu_ps(se, se0), _mm_storeu_ps(se + 4, se1), _mm_storeu_ps(sr, sr0), _mm_storeu_ps(sr + 4, sr1);
-    _mm_storeu_ps(sq, sq0), _mm_storeu_ps(sq + 4, sq1), _mm_storeu_ps(dot, dot0), _mm_storeu_ps(dot + 4, dot1);
-    add_lanes(t, se, sr, sq, dot);
+    store_lanes(sum_sq, sr0, sr1);
+    return used;
+}
+
+#define FQ_STEP_SSE2(xv, se, sq, dot)                                                          \
+    do {                                                                                        \
+        __m128 p_ = _mm_min_ps(_mm_max_ps(_mm_mul_ps(xv, inv), lo), hi);                        \
+        __m128 q_ = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(p_, magic), magic), scale);                \
+        __m128 d_ = _mm_sub_ps(xv, q_);                                                         \
+        se = _mm_add_ps(se, _mm_mul_ps(d_, d_)), sq = _mm_add_ps(sq, _mm_mul_ps(q_, q_));       \
+        dot = _mm_add_ps(dot, _mm_mul_ps(xv, q_));                                              \
+    } while (0)
+
+static void fq_block_sse2(const float *x, uint64_t len, const fq_grid *g, fq_totals *t)
+{
+    const __m128 inv = _mm_set1_ps(g->inv), scale = _mm_set1_ps(g->scale);
+    const __m128 lo = _mm_set1_ps(g->lo), hi = _mm_set1_ps(g->hi);
+    const __m128 magic = _mm_set1_ps(0x1.8p23f), zero = _mm_setzero_ps();
+    __m128 se0 = zero, sq0 = zero, dot0 = zero, se1 = zero, sq1 = zero, dot1 = zero;
+    for (uint64_t i = 0; i < len; i += FQ_LANES) {
+        __m128 a = _mm_loadu_ps(x + i), b = _mm_loadu_ps(x + i + 4);
+        FQ_STEP_SSE2(a, se0, sq0, dot0);
+        FQ_STEP_SSE2(b, se1, sq1, dot1);
+    }
+    store_lanes(&t->se, se0, se1), store_lanes(&t->sq, sq0, sq1), store_lanes(&t->dot, dot0, dot1);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define QMATH_HAVE_AVX2 1
-/* The same on eight lanes at once, for machines with AVX2 (chosen at run time). */
+/* The same on eight lanes at once, for machines with AVX2 (chosen at run time); the clamped
+ * step count is below 2^16, where the rounding instruction and the magic constant agree. */
+__attribute__((target("avx2"))) static void store_lanes8(double *total, __m256 v)
+{
+    float lane[FQ_LANES];
+    _mm256_storeu_ps(lane, v);
+    add_lanes(total, lane);
+}
+
+__attribute__((target("avx2"))) static uint64_t clean_block_avx2(const float *x, uint64_t len,
+                                                                 float *out, double *sum_sq)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 sr = zero;
+    uint64_t used = 0;
+    for (uint64_t i = 0; i < len; i += FQ_LANES) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 keep = _mm256_cmp_ps(_mm256_sub_ps(v, v), zero, _CMP_EQ_OQ);
+        v = _mm256_and_ps(v, keep);
+        _mm256_storeu_ps(out + i, v);
+        sr = _mm256_add_ps(sr, _mm256_mul_ps(v, v));
+        int m = _mm256_movemask_ps(keep);
+        used += kept_of_mask[m & 15] + kept_of_mask[m >> 4];
+    }
+    store_lanes8(sum_sq, sr);
+    return used;
+}
+
 __attribute__((target("avx2"))) static void fq_block_avx2(const float *x, uint64_t len,
                                                           const fq_grid *g, fq_totals *t)
 {
     const __m256 inv = _mm256_set1_ps(g->inv), scale = _mm256_set1_ps(g->scale);
-    const __m256 zp = _mm256_set1_ps(g->zpf), qmin = _mm256_set1_ps(g->qminf);
-    const __m256 qmax = _mm256_set1_ps(g->qmaxf), magic = _mm256_set1_ps(0x1.8p23f);
+    const __m256 lo = _mm256_set1_ps(g->lo), hi = _mm256_set1_ps(g->hi);
     const __m256 zero = _mm256_setzero_ps();
-    __m256 se = zero, sr = zero, sq = zero, dot = zero;
-    t->used += len; /* less those found not finite */
+    __m256 se = zero, sq = zero, dot = zero;
     for (uint64_t i = 0; i < len; i += FQ_LANES) {
         __m256 xv = _mm256_loadu_ps(x + i);
-        __m256 r = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(xv, inv), magic), magic);
-        __m256 qf = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(zp, r), qmin), qmax);
-        __m256 qv = _mm256_mul_ps(_mm256_sub_ps(qf, zp), scale);
-        __m256 keep = _mm256_cmp_ps(_mm256_sub_ps(xv, xv), zero, _CMP_EQ_OQ);
-        xv = _mm256_and_ps(xv, keep), qv = _mm256_and_ps(qv, keep);
+        __m256 p = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xv, inv), lo), hi);
+        __m256 qv = _mm256_mul_ps(_mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                  scale);
         __m256 d = _mm256_sub_ps(xv, qv);
-        se = _mm256_add_ps(se, _mm256_mul_ps(d, d)), sr = _mm256_add_ps(sr, _mm256_mul_ps(xv, xv));
-        sq = _mm256_add_ps(sq, _mm256_mul_ps(qv, qv)), dot = _mm256_add_ps(dot, _mm256_mul_ps(xv, qv));
-        int m = _mm256_movemask_ps(keep);
-        if (m != 0xff) /* rare: a value was not finite */
-            t->used -= (uint64_t)(8 - kept_of_mask[m & 15] - kept_of_mask[m >> 4]);
+        se = _mm256_add_ps(se, _mm256_mul_ps(d, d)), sq = _mm256_add_ps(sq, _mm256_mul_ps(qv, qv));
+        dot = _mm256_add_ps(dot, _mm256_mul_ps(xv, qv));
     }
-    float l_se[FQ_LANES], l_sr[FQ_LANES], l_sq[FQ_LANES], l_dot[FQ_LANES];
-    _mm256_storeu_ps(l_se, se), _mm256_storeu_ps(l_sr, sr);
-    _mm256_storeu_ps(l_sq, sq), _mm256_storeu_ps(l_dot, dot);
-    add_lanes(t, l_se, l_sr, l_sq, l_dot);
+    store_lanes8(&t->se, se), store_lanes8(&t->sq, sq), store_lanes8(&t->dot, dot);
 }
 #endif
 #endif
 
-static fq_block_fn fq_block_for_this_cpu(void)
+typedef struct fq_kernels {
+    clean_block_fn clean;
+    fq_block_fn block;
+} fq_kernels;
+
+static fq_kernels kernels_for_this_cpu(void)
 {
 #if defined(QMATH_HAVE_AVX2)
     if (__builtin_cpu_supports("avx2"))
-        return fq_block_avx2;
+        return (fq_kernels){clean_block_avx2, fq_block_avx2};
 #endif
 #if defined(__SSE2__)
-    return fq_block_sse2;
+    return (fq_kernels){clean_block_sse2, fq_block_sse2};
 #else
-    return fq_block_scalar;
+    return (fq_kernels){clean_block_scalar, fq_block_scalar};
 #endif
 }
 
-static void fake_quant_err_with(fq_block_fn block, qmath_err *acc, const float *x, uint64_t n,
+static const fq_kernels portable_kernels = {clean_block_scalar, fq_block_scalar};
+
+/* Whole blocks of FQ_SPAN values with the fast form; the rest with the scalar one. */
+static uint64_t clean_with(clean_block_fn clean, const float *x, uint64_t n, float *out,
+                           double *sum_sq)
+{
+    uint64_t i = 0, used = 0;
+    for (; i + FQ_SPAN <= n; i += FQ_SPAN)
+        used += clean(x + i, FQ_SPAN, out + i, sum_sq);
+    if (i < n)
+        used += clean_block_scalar(x + i, n - i, out + i, sum_sq);
+    return used;
+}
+
+static void grid_err_with(fq_block_fn block, qmath_err *acc, const float *clean, uint64_t n,
+                          const fq_grid *g)
+{
+    fq_totals t = {0};
+    uint64_t i = 0;
+    for (; i + FQ_SPAN <= n; i += FQ_SPAN)
+        block(clean + i, FQ_SPAN, g, &t);
+    if (i < n)
+        fq_block_scalar(clean + i, n - i, g, &t);
+    acc->sum_sq_err += t.se, acc->sum_sq_q += t.sq, acc->dot += t.dot;
+}
+
+static fq_grid grid_of(float scale, int64_t zero_point, int64_t qmin, int64_t qmax)
+{
+    return (fq_grid){1.0f / scale, scale, (float)(qmin - zero_point), (float)(qmax - zero_point)};
+}
+
+uint64_t qmath_clean_run(const float *x, uint64_t n, float *clean, double *sum_sq_ref)
+{
+    return clean_with(kernels_for_this_cpu().clean, x, n, clean, sum_sq_ref);
+}
+
+void qmath_grid_err(qmath_err *acc, const float *clean, uint64_t n, float scale,
+                    int64_t zero_point, int64_t qmin, int64_t qmax)
+{
+    fq_grid g = grid_of(scale, zero_point, qmin, qmax);
+    grid_err_with(kernels_for_this_cpu().block, acc, clean, n, &g);
+}
+
+/* Both steps over runs of a buffer's length. */
+static void fake_quant_err_with(fq_kernels k, qmath_err *acc, const float *x, uint64_t n,
                                 float scale, int64_t zero_point, int64_t qmin, int64_t qmax)
 {
-    fq_grid g = {1.0f / scale, scale, (float)zero_point, (float)qmin, (float)qmax};
-    fq_totals t = {0};
-    const uint64_t step = FQ_LANES * FQ_BLOCK;
-    uint64_t i = 0;
-    for (; i + step <= n; i += step)
-        block(x + i, step, &g, &t);
-    if (i < n)
-        fq_block_scalar(x + i, n - i, &g, &t);
-    acc->n += t.used;
-    acc->sum_sq_err += t.se, acc->sum_sq_ref += t.sr, acc->sum_sq_q += t.sq, acc->dot += t.dot;
+    enum { RUN = 16 * FQ_SPAN };
+    float clean[RUN];
+    fq_grid g = grid_of(scale, zero_point, qmin, qmax);
+    for (uint64_t at = 0; at < n; at += RUN) {
+        uint64_t len = n - at < RUN ? n - at : RUN;
+        acc->n += clean_with(k.clean, x + at, len, clean, &acc->sum_sq_ref);
+        grid_err_with(k.block, acc, clean, len, &g);
+    }
 }
 
 void qmath_fake_quant_err(qmath_err *acc, const float *x, uint64_t n, float scale,
                           int64_t zero_point, int64_t qmin, int64_t qmax)
 {
-    fake_quant_err_with(fq_block_for_this_cpu(), acc, x, n, scale, zero_point, qmin, qmax);
+    fake_quant_err_with(kernels_for_this_cpu(), acc, x, n, scale, zero_point, qmin, qmax);
 }
 
 void qmath_fake_quant_err_portable(qmath_err *acc, const float *x, uint64_t n, float scale,
                                    int64_t zero_point, int64_t qmin, int64_t qmax)
 {
-    fake_quant_err_with(fq_block_scalar, acc, x, n, scale, zero_point, qmin, qmax);
+    fake_quant_err_with(portable_kernels, acc, x, n, scale, zero_point, qmin, qmax);
 }
 
 /* Four interleaved lanes (fixed order, so reproducible) shorten the chains of dependent

@@ -62,13 +62,21 @@ typedef struct qmath_err {
 void qmath_err_add(qmath_err *acc, const float *x, const float *q, uint64_t n);
 /* qmath_err_add(acc, x, fake_quant(x), n) over the pairs whose x is finite (NaN and Inf are
  * left out, as the observers leave them out), without the buffer between, vectorized
- * (SSE2, AVX2 where the CPU has it): products are summed in float32 within blocks of 64
+ * (SSE2, AVX2 where the CPU has it): products are summed in float32 within blocks of 256
  * values, so the sums agree with it to about 1e-7 relative, identically on every machine. */
 void qmath_fake_quant_err(qmath_err *acc, const float *x, uint64_t n, float scale,
                           int64_t zero_point, int64_t qmin, int64_t qmax);
 /* The same computed without SIMD (tests compare the two bit for bit). */
 void qmath_fake_quant_err_portable(qmath_err *acc, const float *x, uint64_t n, float scale,
                                    int64_t zero_point, int64_t qmin, int64_t qmax);
+/* qmath_fake_quant_err in two steps, for measuring many grids on the same values: the first
+ * copies x to clean with NaN and Inf replaced by 0, adds sum x^2 of the finite values to
+ * *sum_sq_ref and returns their count (for acc->n and acc->sum_sq_ref of every grid); the
+ * second adds sum_sq_err, sum_sq_q and dot of one grid over clean values.
+ * qmath_fake_quant_err is the two steps over runs of 4096 values, bit for bit. */
+uint64_t qmath_clean_run(const float *x, uint64_t n, float *clean, double *sum_sq_ref);
+void qmath_grid_err(qmath_err *acc, const float *clean, uint64_t n, float scale,
+                    int64_t zero_point, int64_t qmin, int64_t qmax);
 void qmath_err_merge(qmath_err *into, const qmath_err *from);
 /* sum_sq_err / n; 0 when n == 0. */
 double qmath_mse(const qmath_err *acc);

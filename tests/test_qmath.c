@@ -407,6 +407,42 @@ Test(fake_quant, fused_error_matches_the_float64_reference_on_every_path)
         }
 }
 
+/* The evaluation pass's two steps: NaN and Inf cleaned to 0 and left out of the count and
+ * sum x^2 once, then each grid on the clean values; together the single call's sums. */
+Test(fake_quant, clean_once_then_each_grid_gives_the_single_call)
+{
+    static float x[4096], clean[4096];
+    uint64_t state = 7;
+    for (size_t i = 0; i < 4096; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)(((double)(state >> 11) / 9007199254740992.0 - 0.5) * 6.0);
+    }
+    x[0] = -0.0f, x[3] = NAN, x[300] = INFINITY, x[4095] = -INFINITY;
+    const struct { float scale; int64_t zp, qmin, qmax; } grids[] = {
+        {0.02f, 128, 0, 255}, {0.05f, 0, -127, 127}, {0.5f, 0, 0, 3}, {3e-5f, 0, -32768, 32767},
+    };
+    const uint64_t lengths[] = {1, 9, 256, 300, 4096};
+    for (size_t k = 0; k < sizeof lengths / sizeof *lengths; k++) {
+        uint64_t n = lengths[k], finite = 0;
+        for (uint64_t i = 0; i < n; i++)
+            finite += isfinite(x[i]) != 0;
+        double sum_sq_ref = 0;
+        cr_assert_eq(qmath_clean_run(x, n, clean, &sum_sq_ref), finite);
+        for (uint64_t i = 0; i < n; i++)
+            cr_assert(isfinite(x[i]) ? clean[i] == x[i] : clean[i] == 0.0f, "value %llu",
+                      (unsigned long long)i);
+        for (size_t g = 0; g < sizeof grids / sizeof *grids; g++) {
+            qmath_err single = {0}, parts = {.n = finite, .sum_sq_ref = sum_sq_ref};
+            qmath_fake_quant_err(&single, x, n, grids[g].scale, grids[g].zp, grids[g].qmin,
+                                 grids[g].qmax);
+            qmath_grid_err(&parts, clean, n, grids[g].scale, grids[g].zp, grids[g].qmin,
+                           grids[g].qmax);
+            cr_assert(!memcmp(&single, &parts, sizeof single), "grid %zu, n %llu", g,
+                      (unsigned long long)n);
+        }
+    }
+}
+
 /* ---- error metrics ------------------------------------------------------------------------ */
 
 Test(metrics, by_hand)
