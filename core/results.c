@@ -46,9 +46,43 @@ static char *iso_now(void)
     return strdup(buf);
 }
 
-results *results_new(const char *recipe, const char *source)
+static void tensor_key(const void *items, size_t i, const char **parts)
+{
+    parts[0] = ((const result_tensor *)items)[i].tensor;
+}
+
+static void stat_key(const void *items, size_t i, const char **parts)
+{
+    const result_stat *s = (const result_stat *)items + i;
+    parts[0] = s->tensor, parts[1] = s->observer, parts[2] = s->params;
+}
+
+static void info_key(const void *items, size_t i, const char **parts)
+{
+    parts[0] = ((const result_info *)items)[i].tensor;
+}
+
+static void cands_key(const void *items, size_t i, const char **parts)
+{
+    parts[0] = ((const result_candidates *)items)[i].tensor;
+}
+
+/* An empty results with its indexes ready; NULL when out of memory. */
+static results *results_alloc(void)
 {
     results *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    keyindex_init(&r->by_tensor, 1, tensor_key);
+    keyindex_init(&r->by_stat, 3, stat_key);
+    keyindex_init(&r->by_info, 1, info_key);
+    keyindex_init(&r->by_cands, 1, cands_key);
+    return r;
+}
+
+results *results_new(const char *recipe, const char *source)
+{
+    results *r = results_alloc();
     if (!r)
         return NULL;
     r->recipe = dup_or_empty(recipe);
@@ -120,6 +154,10 @@ void results_free(results *r)
     free(r->tensors);
     free(r->stats);
     free(r->infos);
+    keyindex_free(&r->by_tensor);
+    keyindex_free(&r->by_stat);
+    keyindex_free(&r->by_info);
+    keyindex_free(&r->by_cands);
     free(r->recipe);
     free(r->source);
     free(r->qcal_version);
@@ -145,10 +183,8 @@ static int path_ok(const char *s)
 
 result_tensor *results_find(results *r, const char *tensor)
 {
-    for (size_t i = 0; i < r->n_tensors; i++)
-        if (strcmp(r->tensors[i].tensor, tensor) == 0)
-            return &r->tensors[i];
-    return NULL;
+    size_t i = keyindex_find(&r->by_tensor, r->tensors, r->n_tensors, &tensor);
+    return i == SIZE_MAX ? NULL : &r->tensors[i];
 }
 
 /* Makes room for one more element in a growing array of n elements of `size` bytes. */
@@ -245,14 +281,11 @@ static int name_ok(const char *s)
 
 static int stat_store(results *r, result_stat *s, qerror *e)
 {
-    for (size_t i = 0; i < r->n_stats; i++) {
-        result_stat *old = &r->stats[i];
-        if (!strcmp(old->tensor, s->tensor) && !strcmp(old->observer, s->observer) &&
-            !strcmp(old->params, s->params)) {
-            stat_clear(old);
-            *old = *s;
-            return 0;
-        }
+    result_stat *old = results_find_stat(r, s->tensor, s->observer, s->params);
+    if (old) {
+        stat_clear(old);
+        *old = *s; /* the same key: the index stays right */
+        return 0;
     }
     if (reserve((void **)&r->stats, &r->cap_stats, r->n_stats, sizeof *r->stats)) {
         stat_clear(s);
@@ -285,29 +318,24 @@ int results_add_stat(results *r, const char *tensor, const char *observer, const
 result_stat *results_find_stat(results *r, const char *tensor, const char *observer,
                                const char *params)
 {
-    for (size_t i = 0; i < r->n_stats; i++) {
-        result_stat *s = &r->stats[i];
-        if (!strcmp(s->tensor, tensor) && !strcmp(s->observer, observer) &&
-            !strcmp(s->params, params ? params : ""))
-            return s;
-    }
-    return NULL;
+    const char *key[3] = {tensor, observer, params ? params : ""};
+    size_t i = keyindex_find(&r->by_stat, r->stats, r->n_stats, key);
+    return i == SIZE_MAX ? NULL : &r->stats[i];
 }
 
+/* The index is a cache: finding through a const results updates it. */
 const result_info *results_find_info(const results *r, const char *tensor)
 {
-    for (size_t i = 0; i < r->n_infos; i++)
-        if (!strcmp(r->infos[i].tensor, tensor))
-            return &r->infos[i];
-    return NULL;
+    keyindex *x = (keyindex *)&r->by_info;
+    size_t i = keyindex_find(x, r->infos, r->n_infos, &tensor);
+    return i == SIZE_MAX ? NULL : &r->infos[i];
 }
 
 const result_candidates *results_find_candidates(const results *r, const char *tensor)
 {
-    for (size_t i = 0; i < r->n_cands; i++)
-        if (!strcmp(r->cands[i].tensor, tensor))
-            return &r->cands[i];
-    return NULL;
+    keyindex *x = (keyindex *)&r->by_cands;
+    size_t i = keyindex_find(x, r->cands, r->n_cands, &tensor);
+    return i == SIZE_MAX ? NULL : &r->cands[i];
 }
 
 static int cands_copy(const result_candidates *in, result_candidates *out)
@@ -344,12 +372,12 @@ int results_add_candidates(results *r, const result_candidates *c, qerror *e)
         cands_clear(&copy);
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
-    for (size_t i = 0; i < r->n_cands; i++)
-        if (!strcmp(r->cands[i].tensor, c->tensor)) {
-            cands_clear(&r->cands[i]);
-            r->cands[i] = copy;
-            return 0;
-        }
+    result_candidates *old = (result_candidates *)results_find_candidates(r, c->tensor);
+    if (old) {
+        cands_clear(old);
+        *old = copy;
+        return 0;
+    }
     if (reserve((void **)&r->cands, &r->cap_cands, r->n_cands, sizeof *r->cands)) {
         cands_clear(&copy);
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
@@ -659,13 +687,22 @@ static int write_stat(hid_t stats, const result_stat *s, int nth, ctx *c)
     return rc ? -1 : 0;
 }
 
-/* 1 for the first state of an observer on a tensor, 2 for the next (other params), ... */
-static int stat_ordinal(const results *r, size_t i)
+/* ordinal[i]: 1 for the first state of an observer on a tensor, 2 for the next (other
+ * params), ...; NULL when out of memory. */
+static size_t *stat_ordinals(const results *r)
 {
-    int nth = 1;
-    for (size_t k = 0; k < i; k++)
-        nth += !strcmp(r->stats[k].tensor, r->stats[i].tensor) &&
-               !strcmp(r->stats[k].observer, r->stats[i].observer);
+    size_t n = r->n_stats ? r->n_stats : 1;
+    size_t *nth = calloc(n, sizeof *nth), *seen = calloc(n, sizeof *seen);
+    keyindex by_observer; /* (tensor, observer): the first two parts of a stat's key */
+    keyindex_init(&by_observer, 2, stat_key);
+    for (size_t i = 0; nth && seen && i < r->n_stats; i++) {
+        const char *key[2] = {r->stats[i].tensor, r->stats[i].observer};
+        nth[i] = ++seen[keyindex_find(&by_observer, r->stats, i + 1, key)];
+    }
+    keyindex_free(&by_observer);
+    if (!seen)
+        free(nth), nth = NULL;
+    free(seen);
     return nth;
 }
 
@@ -729,8 +766,12 @@ static int write_body(hid_t f, const results *r, ctx *c)
     int rc = stats < 0 ? -1 : 0;
     for (size_t i = 0; !rc && i < r->n_tensors; i++)
         rc = write_tensor(cal, &r->tensors[i], c);
+    size_t *ordinal = rc ? NULL : stat_ordinals(r);
+    if (!rc && !ordinal)
+        rc = qerror_set(c->e, QERR_SOFTWARE, "out of memory writing '%s'", c->path);
     for (size_t i = 0; !rc && i < r->n_stats; i++)
-        rc = write_stat(stats, &r->stats[i], stat_ordinal(r, i), c);
+        rc = write_stat(stats, &r->stats[i], (int)ordinal[i], c);
+    free(ordinal);
     for (size_t i = 0; !rc && i < r->n_infos; i++)
         rc = write_info(stats, &r->infos[i], c);
     hid_t cands = rc || !r->n_cands ? -1 : group_at(f, "candidates", H5P_DEFAULT, c);
@@ -1528,7 +1569,7 @@ static int read_file(const char *path, int header_only, results **out, ctx *c)
         h5_reason(why);
         return qerror_set(c->e, QERR_NOINPUT, "cannot open '%s': %s", path, why);
     }
-    results *r = calloc(1, sizeof *r);
+    results *r = results_alloc();
     int rc = r ? read_root(f, r, c) : qerror_set(c->e, QERR_SOFTWARE, "out of memory");
     if (!rc && !header_only)
         rc = read_section(f, "calibration", "method", read_tensor, r, c);
@@ -1590,6 +1631,7 @@ void results_sort_as_file(results *r)
 {
     if (r->n_tensors > 1)
         qsort(r->tensors, r->n_tensors, sizeof *r->tensors, by_tensor_path);
+    keyindex_forget(&r->by_tensor);
 }
 
 void result_overall_range(const result_tensor *t, double *lo, double *hi)

@@ -31,6 +31,7 @@
 
 #include "error.h"
 #include "hstat.h"
+#include "keyindex.h"
 #include "qcal/plugin.h"
 
 typedef struct result_tensor {
@@ -97,6 +98,7 @@ typedef struct results {
     size_t n_tensors, cap_tensors;
     result_stat *stats;
     size_t n_stats, cap_stats;
+    keyindex by_tensor, by_stat, by_info, by_cands; /* lookups by name (results_find...) */
 } results;
 
 /* recipe and source are copied (NULL -> ""); created is set to now. NULL when out of memory. */

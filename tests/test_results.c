@@ -881,3 +881,62 @@ Test(hstat, refuses_broken_statistics)
     cr_expect_eq(hstat_copy(&st, &h, NULL), 0);
     hstat_free(h);
 }
+
+/* ---- the name index behind the lookups ---------------------------------------------------- */
+
+typedef struct pair {
+    char a[16], b[16];
+} pair;
+
+static void pair_key(const void *items, size_t i, const char **parts)
+{
+    parts[0] = ((const pair *)items)[i].a, parts[1] = ((const pair *)items)[i].b;
+}
+
+/* The first i with items[i] == (a, b), by a plain scan. */
+static size_t scan_for(const pair *items, size_t n, const char *a, const char *b)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(items[i].a, a) && !strcmp(items[i].b, b))
+            return i;
+    return SIZE_MAX;
+}
+
+Test(keyindex, finds_as_a_scan_would_while_the_array_grows_and_is_reordered)
+{
+    static pair items[3000];
+    keyindex x;
+    keyindex_init(&x, 2, pair_key);
+    const char *none[2] = {"x", "y"};
+    cr_assert_eq(keyindex_find(&x, items, 0, none), SIZE_MAX, "empty array");
+    size_t n = 0;
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < 1000; k++, n++) { /* duplicates, and parts that concatenate alike */
+            snprintf(items[n].a, sizeof items[n].a, "t%d", (int)(n % 700));
+            snprintf(items[n].b, sizeof items[n].b, "%s", n % 3 ? "obs" : "o");
+            if (n % 11 == 0)
+                snprintf(items[n].a, sizeof items[n].a, "t%dob", (int)(n % 700)), items[n].b[0] = 's', items[n].b[1] = 0;
+        }
+        for (size_t i = 0; i < n; i += 7) {
+            const char *key[2] = {items[i].a, items[i].b};
+            cr_assert_eq(keyindex_find(&x, items, n, key), scan_for(items, n, key[0], key[1]),
+                         "element %zu of %zu", i, n);
+        }
+        const char *absent[2] = {"t1", "obs "};
+        cr_assert_eq(keyindex_find(&x, items, n, absent), SIZE_MAX);
+    }
+    /* reversed: stale positions until told, then right again; a shorter array too */
+    for (size_t i = 0; i < n / 2; i++) {
+        pair t = items[i];
+        items[i] = items[n - 1 - i], items[n - 1 - i] = t;
+    }
+    keyindex_forget(&x);
+    for (size_t len = n; len > 0; len = len / 3) {
+        for (size_t i = 0; i < len; i += 13) {
+            const char *key[2] = {items[i].a, items[i].b};
+            cr_assert_eq(keyindex_find(&x, items, len, key), scan_for(items, len, key[0], key[1]),
+                         "element %zu of %zu", i, len);
+        }
+    }
+    keyindex_free(&x);
+}
