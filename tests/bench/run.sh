@@ -44,10 +44,15 @@ HAVE_TORCH=$("$PY" -c 'import torch, h5py; print(1)' 2> /dev/null || echo 0)
 declare -A T # T[key]="t1 t2 ..." timings; R[key]: peak RSS KiB (largest)
 declare -A R
 timed() { # timed KEY COLD|WARM FILE CMD... : appends the time, keeps the largest RSS
-    local key=$1 mode=$2 file=$3 t rss
+    local key=$1 mode=$2 file=$3 out t rss
     shift 3
     [ "$mode" = COLD ] && "$B" evict "$file"
-    read -r t rss < <("$B" time -- "$@" 2> /dev/null)
+    if ! out=$("$B" time -- "$@" 2> "$OUT/failed.err"); then # a failed run's time means nothing
+        echo "bench: failed: $*" >&2
+        tail -n 5 "$OUT/failed.err" >&2
+        exit 1
+    fi
+    read -r t rss <<< "$out"
     T[$key]="${T[$key]:-} $t"
     [ "${R[$key]:-0}" -ge "$rss" ] || R[$key]=$rss
 }
