@@ -134,12 +134,15 @@ void qmath_fake_quant_n(const float *x, float *out, uint64_t n, float scale, int
 /* Fake-quantize and error sums fused, the hot loop of the evaluation pass, in two steps:
  * qmath_clean_run once per run of values (NaN and Inf become 0, which every grid reproduces
  * exactly, so they add nothing; the count and sum x^2 are the same for every grid), then
- * qmath_grid_err per grid. Eight lanes (value i of a block goes to lane i mod 8); within a
- * block of FQ_SPAN values the products are summed per lane in float32, then each block's
- * lane sums are added to float64 totals in lane order (a block's rounding is ~1e-7 of
- * itself, far below the differences between candidates). The portable, SSE2 and AVX2 forms
- * perform the same operations in the same order, so results do not depend on the machine. */
-enum { FQ_LANES = 8, FQ_SPAN = 256 };
+ * qmath_grid_err per grid. Within a block of FQ_SPAN values the products are summed per lane
+ * in float32 (value i to lane i mod the lane count), then each block's lane sums are added to
+ * float64 totals in lane order (a block's rounding is ~1e-7 of itself, far below the
+ * differences between candidates). The grid sums have 16 lanes (two AVX2 vectors: the
+ * additions' latency bounded the loop with one) and, on CPUs with FMA, accumulate with fused
+ * multiply-adds (1.8x with both, measured); elsewhere with a multiply and an add. A scalar
+ * form makes the same operations in the same order, so the SIMD forms are tested bit for bit
+ * against it; results agree across machines to float32 rounding, exactly among FMA ones. */
+enum { FQ_LANES = 8, FQ_GRID_LANES = 16, FQ_SPAN = 256 };
 
 /* A grid as the kernel uses it: the step count is clamped to [lo, hi] = [qmin - zp, qmax - zp]
  * before rounding, which gives fake_quant_one's value for every finite x (rounding is monotone
@@ -167,9 +170,9 @@ static inline float grid_value(float x, const fq_grid *g)
     return r * g->scale;
 }
 
-static void add_lanes(double *total, const float *lane)
+static void add_lanes(double *total, const float *lane, int lanes)
 {
-    for (int l = 0; l < FQ_LANES; l++)
+    for (int l = 0; l < lanes; l++)
         *total += lane[l];
 }
 
@@ -185,19 +188,37 @@ static uint64_t clean_block_scalar(const float *x, uint64_t len, float *out, dou
         sr[i % FQ_LANES] += v * v;
         used += (uint64_t)keep;
     }
-    add_lanes(sum_sq, sr);
+    add_lanes(sum_sq, sr, FQ_LANES);
     return used;
+}
+
+/* The scalar grid sums, with the accumulation of the SIMD form they stand for. */
+static void grid_block_scalar(const float *x, uint64_t len, const fq_grid *g, fq_totals *t,
+                              int fused)
+{
+    float se[FQ_GRID_LANES] = {0}, sq[FQ_GRID_LANES] = {0}, dot[FQ_GRID_LANES] = {0};
+    for (uint64_t i = 0; i < len; i++) {
+        int l = (int)(i % FQ_GRID_LANES);
+        float xv = x[i], qv = grid_value(xv, g), d = xv - qv;
+        if (fused) {
+            se[l] = fmaf(d, d, se[l]), sq[l] = fmaf(qv, qv, sq[l]), dot[l] = fmaf(xv, qv, dot[l]);
+        } else {
+            float dd = d * d, qq = qv * qv, xq = xv * qv; /* each rounded: no contraction */
+            se[l] += dd, sq[l] += qq, dot[l] += xq;
+        }
+    }
+    add_lanes(&t->se, se, FQ_GRID_LANES), add_lanes(&t->sq, sq, FQ_GRID_LANES);
+    add_lanes(&t->dot, dot, FQ_GRID_LANES);
 }
 
 static void fq_block_scalar(const float *x, uint64_t len, const fq_grid *g, fq_totals *t)
 {
-    float se[FQ_LANES] = {0}, sq[FQ_LANES] = {0}, dot[FQ_LANES] = {0};
-    for (uint64_t i = 0; i < len; i++) {
-        int l = (int)(i % FQ_LANES);
-        float xv = x[i], qv = grid_value(xv, g), d = xv - qv;
-        se[l] += d * d, sq[l] += qv * qv, dot[l] += xv * qv;
-    }
-    add_lanes(&t->se, se), add_lanes(&t->sq, sq), add_lanes(&t->dot, dot);
+    grid_block_scalar(x, len, g, t, 0);
+}
+
+static void fq_block_scalar_fused(const float *x, uint64_t len, const fq_grid *g, fq_totals *t)
+{
+    grid_block_scalar(x, len, g, t, 1);
 }
 
 #if defined(__SSE2__)
@@ -205,13 +226,6 @@ static void fq_block_scalar(const float *x, uint64_t len, const fq_grid *g, fq_t
 
 /* Set bits of a 4-bit mask (a table: popcount is a library call on baseline x86-64). */
 static const uint8_t kept_of_mask[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
-
-static void store_lanes(double *total, __m128 a, __m128 b)
-{
-    float lane[FQ_LANES];
-    _mm_storeu_ps(lane, a), _mm_storeu_ps(lane + 4, b);
-    add_lanes(total, lane);
-}
 
 /* len is a multiple of 8: lanes 0-3 in the *0 registers, 4-7 in the *1 ones. */
 static uint64_t clean_block_sse2(const float *x, uint64_t len, float *out, double *sum_sq)
@@ -227,44 +241,42 @@ static uint64_t clean_block_sse2(const float *x, uint64_t len, float *out, doubl
         sr0 = _mm_add_ps(sr0, _mm_mul_ps(a, a)), sr1 = _mm_add_ps(sr1, _mm_mul_ps(b, b));
         used += kept_of_mask[_mm_movemask_ps(ka)] + kept_of_mask[_mm_movemask_ps(kb)];
     }
-    store_lanes(sum_sq, sr0, sr1);
+    float lane[FQ_LANES];
+    _mm_storeu_ps(lane, sr0), _mm_storeu_ps(lane + 4, sr1);
+    add_lanes(sum_sq, lane, FQ_LANES);
     return used;
 }
 
-#define FQ_STEP_SSE2(xv, se, sq, dot)                                                          \
-    do {                                                                                        \
-        __m128 p_ = _mm_min_ps(_mm_max_ps(_mm_mul_ps(xv, inv), lo), hi);                        \
-        __m128 q_ = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(p_, magic), magic), scale);                \
-        __m128 d_ = _mm_sub_ps(xv, q_);                                                         \
-        se = _mm_add_ps(se, _mm_mul_ps(d_, d_)), sq = _mm_add_ps(sq, _mm_mul_ps(q_, q_));       \
-        dot = _mm_add_ps(dot, _mm_mul_ps(xv, q_));                                              \
-    } while (0)
-
+/* Sixteen lanes in four vectors of four: s[k] holds lanes 4k .. 4k + 3. */
 static void fq_block_sse2(const float *x, uint64_t len, const fq_grid *g, fq_totals *t)
 {
     const __m128 inv = _mm_set1_ps(g->inv), scale = _mm_set1_ps(g->scale);
     const __m128 lo = _mm_set1_ps(g->lo), hi = _mm_set1_ps(g->hi);
-    const __m128 magic = _mm_set1_ps(0x1.8p23f), zero = _mm_setzero_ps();
-    __m128 se0 = zero, sq0 = zero, dot0 = zero, se1 = zero, sq1 = zero, dot1 = zero;
-    for (uint64_t i = 0; i < len; i += FQ_LANES) {
-        __m128 a = _mm_loadu_ps(x + i), b = _mm_loadu_ps(x + i + 4);
-        FQ_STEP_SSE2(a, se0, sq0, dot0);
-        FQ_STEP_SSE2(b, se1, sq1, dot1);
-    }
-    store_lanes(&t->se, se0, se1), store_lanes(&t->sq, sq0, sq1), store_lanes(&t->dot, dot0, dot1);
+    const __m128 magic = _mm_set1_ps(0x1.8p23f);
+    __m128 se[4], sq[4], dot[4];
+    for (int k = 0; k < 4; k++)
+        se[k] = sq[k] = dot[k] = _mm_setzero_ps();
+    for (uint64_t i = 0; i < len; i += FQ_GRID_LANES)
+        for (int k = 0; k < 4; k++) {
+            __m128 xv = _mm_loadu_ps(x + i + 4 * k);
+            __m128 p = _mm_min_ps(_mm_max_ps(_mm_mul_ps(xv, inv), lo), hi);
+            __m128 qv = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(p, magic), magic), scale);
+            __m128 d = _mm_sub_ps(xv, qv);
+            se[k] = _mm_add_ps(se[k], _mm_mul_ps(d, d)), sq[k] = _mm_add_ps(sq[k], _mm_mul_ps(qv, qv));
+            dot[k] = _mm_add_ps(dot[k], _mm_mul_ps(xv, qv));
+        }
+    float l_se[FQ_GRID_LANES], l_sq[FQ_GRID_LANES], l_dot[FQ_GRID_LANES];
+    for (int k = 0; k < 4; k++)
+        _mm_storeu_ps(l_se + 4 * k, se[k]), _mm_storeu_ps(l_sq + 4 * k, sq[k]),
+            _mm_storeu_ps(l_dot + 4 * k, dot[k]);
+    add_lanes(&t->se, l_se, FQ_GRID_LANES), add_lanes(&t->sq, l_sq, FQ_GRID_LANES);
+    add_lanes(&t->dot, l_dot, FQ_GRID_LANES);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define QMATH_HAVE_AVX2 1
-/* The same on eight lanes at once, for machines with AVX2 (chosen at run time); the clamped
- * step count is below 2^16, where the rounding instruction and the magic constant agree. */
-__attribute__((target("avx2"))) static void store_lanes8(double *total, __m256 v)
-{
-    float lane[FQ_LANES];
-    _mm256_storeu_ps(lane, v);
-    add_lanes(total, lane);
-}
-
+/* AVX2 forms (chosen at run time); the clamped step count is below 2^16, where the rounding
+ * instruction and the magic constant agree. */
 __attribute__((target("avx2"))) static uint64_t clean_block_avx2(const float *x, uint64_t len,
                                                                  float *out, double *sum_sq)
 {
@@ -280,50 +292,79 @@ __attribute__((target("avx2"))) static uint64_t clean_block_avx2(const float *x,
         int m = _mm256_movemask_ps(keep);
         used += kept_of_mask[m & 15] + kept_of_mask[m >> 4];
     }
-    store_lanes8(sum_sq, sr);
+    float lane[FQ_LANES];
+    _mm256_storeu_ps(lane, sr);
+    add_lanes(sum_sq, lane, FQ_LANES);
     return used;
 }
 
-__attribute__((target("avx2"))) static void fq_block_avx2(const float *x, uint64_t len,
-                                                          const fq_grid *g, fq_totals *t)
+/* One vector of eight values into its lanes' sums. */
+#define FQ_STEP_FMA(xv, se, sq, dot)                                                           \
+    do {                                                                                        \
+        __m256 p_ = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xv, inv), lo), hi);               \
+        __m256 q_ = _mm256_mul_ps(_mm256_round_ps(p_, _MM_FROUND_TO_NEAREST_INT |               \
+                                                          _MM_FROUND_NO_EXC), scale);           \
+        __m256 d_ = _mm256_sub_ps(xv, q_);                                                      \
+        se = _mm256_fmadd_ps(d_, d_, se), sq = _mm256_fmadd_ps(q_, q_, sq);                     \
+        dot = _mm256_fmadd_ps(xv, q_, dot);                                                     \
+    } while (0)
+
+/* Lanes 0-7 in the *0 registers, 8-15 in the *1 ones. */
+__attribute__((target("avx2,fma"))) static void fq_block_avx2(const float *x, uint64_t len,
+                                                              const fq_grid *g, fq_totals *t)
 {
     const __m256 inv = _mm256_set1_ps(g->inv), scale = _mm256_set1_ps(g->scale);
     const __m256 lo = _mm256_set1_ps(g->lo), hi = _mm256_set1_ps(g->hi);
     const __m256 zero = _mm256_setzero_ps();
-    __m256 se = zero, sq = zero, dot = zero;
-    for (uint64_t i = 0; i < len; i += FQ_LANES) {
-        __m256 xv = _mm256_loadu_ps(x + i);
-        __m256 p = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xv, inv), lo), hi);
-        __m256 qv = _mm256_mul_ps(_mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                  scale);
-        __m256 d = _mm256_sub_ps(xv, qv);
-        se = _mm256_add_ps(se, _mm256_mul_ps(d, d)), sq = _mm256_add_ps(sq, _mm256_mul_ps(qv, qv));
-        dot = _mm256_add_ps(dot, _mm256_mul_ps(xv, qv));
+    __m256 se0 = zero, sq0 = zero, dot0 = zero, se1 = zero, sq1 = zero, dot1 = zero;
+    for (uint64_t i = 0; i < len; i += FQ_GRID_LANES) {
+        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        FQ_STEP_FMA(a, se0, sq0, dot0);
+        FQ_STEP_FMA(b, se1, sq1, dot1);
     }
-    store_lanes8(&t->se, se), store_lanes8(&t->sq, sq), store_lanes8(&t->dot, dot);
+    float l_se[FQ_GRID_LANES], l_sq[FQ_GRID_LANES], l_dot[FQ_GRID_LANES];
+    _mm256_storeu_ps(l_se, se0), _mm256_storeu_ps(l_se + 8, se1);
+    _mm256_storeu_ps(l_sq, sq0), _mm256_storeu_ps(l_sq + 8, sq1);
+    _mm256_storeu_ps(l_dot, dot0), _mm256_storeu_ps(l_dot + 8, dot1);
+    add_lanes(&t->se, l_se, FQ_GRID_LANES), add_lanes(&t->sq, l_sq, FQ_GRID_LANES);
+    add_lanes(&t->dot, l_dot, FQ_GRID_LANES);
 }
 #endif
 #endif
 
 typedef struct fq_kernels {
     clean_block_fn clean;
-    fq_block_fn block;
+    fq_block_fn block, tail; /* whole blocks of FQ_SPAN; the rest (its scalar form) */
 } fq_kernels;
+
+static int have_avx2_fma(void)
+{
+#if defined(QMATH_HAVE_AVX2)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
 
 static fq_kernels kernels_for_this_cpu(void)
 {
 #if defined(QMATH_HAVE_AVX2)
-    if (__builtin_cpu_supports("avx2"))
-        return (fq_kernels){clean_block_avx2, fq_block_avx2};
+    if (have_avx2_fma())
+        return (fq_kernels){clean_block_avx2, fq_block_avx2, fq_block_scalar_fused};
 #endif
 #if defined(__SSE2__)
-    return (fq_kernels){clean_block_sse2, fq_block_sse2};
+    return (fq_kernels){clean_block_sse2, fq_block_sse2, fq_block_scalar};
 #else
-    return (fq_kernels){clean_block_scalar, fq_block_scalar};
+    return (fq_kernels){clean_block_scalar, fq_block_scalar, fq_block_scalar};
 #endif
 }
 
-static const fq_kernels portable_kernels = {clean_block_scalar, fq_block_scalar};
+/* The scalar forms of what this CPU runs. */
+static fq_kernels portable_kernels(void)
+{
+    fq_block_fn block = have_avx2_fma() ? fq_block_scalar_fused : fq_block_scalar;
+    return (fq_kernels){clean_block_scalar, block, block};
+}
 
 /* Whole blocks of FQ_SPAN values with the fast form; the rest with the scalar one. */
 static uint64_t clean_with(clean_block_fn clean, const float *x, uint64_t n, float *out,
@@ -337,15 +378,15 @@ static uint64_t clean_with(clean_block_fn clean, const float *x, uint64_t n, flo
     return used;
 }
 
-static void grid_err_with(fq_block_fn block, qmath_err *acc, const float *clean, uint64_t n,
+static void grid_err_with(fq_kernels k, qmath_err *acc, const float *clean, uint64_t n,
                           const fq_grid *g)
 {
     fq_totals t = {0};
     uint64_t i = 0;
     for (; i + FQ_SPAN <= n; i += FQ_SPAN)
-        block(clean + i, FQ_SPAN, g, &t);
+        k.block(clean + i, FQ_SPAN, g, &t);
     if (i < n)
-        fq_block_scalar(clean + i, n - i, g, &t);
+        k.tail(clean + i, n - i, g, &t);
     acc->sum_sq_err += t.se, acc->sum_sq_q += t.sq, acc->dot += t.dot;
 }
 
@@ -363,7 +404,7 @@ void qmath_grid_err(qmath_err *acc, const float *clean, uint64_t n, float scale,
                     int64_t zero_point, int64_t qmin, int64_t qmax)
 {
     fq_grid g = grid_of(scale, zero_point, qmin, qmax);
-    grid_err_with(kernels_for_this_cpu().block, acc, clean, n, &g);
+    grid_err_with(kernels_for_this_cpu(), acc, clean, n, &g);
 }
 
 /* Both steps over runs of a buffer's length. */
@@ -376,7 +417,7 @@ static void fake_quant_err_with(fq_kernels k, qmath_err *acc, const float *x, ui
     for (uint64_t at = 0; at < n; at += RUN) {
         uint64_t len = n - at < RUN ? n - at : RUN;
         acc->n += clean_with(k.clean, x + at, len, clean, &acc->sum_sq_ref);
-        grid_err_with(k.block, acc, clean, len, &g);
+        grid_err_with(k, acc, clean, len, &g);
     }
 }
 
@@ -389,7 +430,7 @@ void qmath_fake_quant_err(qmath_err *acc, const float *x, uint64_t n, float scal
 void qmath_fake_quant_err_portable(qmath_err *acc, const float *x, uint64_t n, float scale,
                                    int64_t zero_point, int64_t qmin, int64_t qmax)
 {
-    fake_quant_err_with(portable_kernels, acc, x, n, scale, zero_point, qmin, qmax);
+    fake_quant_err_with(portable_kernels(), acc, x, n, scale, zero_point, qmin, qmax);
 }
 
 /* Four interleaved lanes (fixed order, so reproducible) shorten the chains of dependent

@@ -62,11 +62,13 @@ typedef struct qmath_err {
 void qmath_err_add(qmath_err *acc, const float *x, const float *q, uint64_t n);
 /* qmath_err_add(acc, x, fake_quant(x), n) over the pairs whose x is finite (NaN and Inf are
  * left out, as the observers leave them out), without the buffer between, vectorized
- * (SSE2, AVX2 where the CPU has it): products are summed in float32 within blocks of 256
- * values, so the sums agree with it to about 1e-7 relative, identically on every machine. */
+ * (SSE2; AVX2 with FMA where the CPU has them): products are summed in float32 within blocks
+ * of 256 values, so the sums agree with it to about 1e-7 relative (identically on machines
+ * of the same kind: with FMA or without). */
 void qmath_fake_quant_err(qmath_err *acc, const float *x, uint64_t n, float scale,
                           int64_t zero_point, int64_t qmin, int64_t qmax);
-/* The same computed without SIMD (tests compare the two bit for bit). */
+/* The same computed without SIMD, accumulating as this CPU's form does (with fmaf where it
+ * has FMA); tests compare the two bit for bit. */
 void qmath_fake_quant_err_portable(qmath_err *acc, const float *x, uint64_t n, float scale,
                                    int64_t zero_point, int64_t qmin, int64_t qmax);
 /* qmath_fake_quant_err in two steps, for measuring many grids on the same values: the first
