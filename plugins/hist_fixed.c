@@ -74,24 +74,84 @@ static void take_extrema(fixed *s, const float ext[4], uint64_t finite)
     s->smax = first || ext[3] > s->smax ? ext[3] : s->smax;
 }
 
-static int f_observe(void *state, const qcal_slab *slab, qcal_err *err)
+/* The bin of finite v (|v| already taken when abs), clamped into [0, bins). */
+static uint64_t bin_of(const fixed *s, float v)
 {
-    fixed *s = state;
-    uint64_t n = slab->rows * slab->row_size, nan = 0, inf = 0, zeros = 0;
-    float ext[4];
-    hist_scan(s->abs, slab->data, n, ext, &nan, &inf);
-    take_extrema(s, ext, n - nan - inf);
-    double last = (double)(s->bins - 1);
+    double j = floor(((double)v - s->lo) / s->width);
+    return j < 0 ? 0 : j > (double)(s->bins - 1) ? s->bins - 1 : (uint64_t)j;
+}
+
+/* Counts the finite ones of n values; returns the zeros among them. */
+static uint64_t bin_scalar(fixed *s, const float *x, uint64_t n)
+{
+    uint64_t zeros = 0;
     for (uint64_t i = 0; i < n; i++) {
-        float v = slab->data[i];
+        float v = x[i];
         if (!isfinite(v))
             continue;
         v = s->abs ? fabsf(v) : v;
         zeros += v == 0;
-        double j = floor(((double)v - s->lo) / s->width);
-        s->counts[j < 0 ? 0 : j > last ? s->bins - 1 : (uint64_t)j]++;
+        s->counts[bin_of(s, v)]++;
     }
+    return zeros;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define FIXED_HAVE_AVX2 1
+
+/* bin_scalar on four finite values at a time (AVX2, checked at run time): the same double
+ * operations, each correctly rounded in SIMD as in scalar code, so the same bins; the
+ * division, one per value, was the loop's cost. n is a multiple of 4 and below 2^32. */
+__attribute__((target("avx2"))) static uint64_t bin_avx2(fixed *s, const float *x, uint64_t n)
+{
+    const __m256d lo = _mm256_set1_pd(s->lo), width = _mm256_set1_pd(s->width);
+    const __m256d zero_d = _mm256_setzero_pd(), last = _mm256_set1_pd((double)(s->bins - 1));
+    const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff)), zero = _mm_setzero_ps();
+    __m128i zeros = _mm_setzero_si128();
+    uint32_t bin[4];
+    for (uint64_t i = 0; i < n; i += 4) {
+        __m128 v = _mm_loadu_ps(x + i);
+        if (s->abs)
+            v = _mm_and_ps(v, magnitude);
+        zeros = _mm_sub_epi32(zeros, _mm_castps_si128(_mm_cmpeq_ps(v, zero)));
+        __m256d j = _mm256_floor_pd(_mm256_div_pd(_mm256_sub_pd(_mm256_cvtps_pd(v), lo), width));
+        j = _mm256_min_pd(_mm256_max_pd(j, zero_d), last);
+        _mm_storeu_si128((__m128i *)bin, _mm256_cvttpd_epi32(j));
+        for (int k = 0; k < 4; k++)
+            s->counts[bin[k]]++;
+    }
+    uint32_t lane[4];
+    _mm_storeu_si128((__m128i *)lane, zeros);
+    return (uint64_t)lane[0] + lane[1] + lane[2] + lane[3];
+}
+#endif
+
+/* Blocks of 32 Ki values: the counting reads what the scan has just brought into cache. */
+enum { BLOCK = 32768 };
+
+static void observe_block(fixed *s, const float *x, uint64_t n)
+{
+    uint64_t nan = 0, inf = 0, zeros = 0, done = 0;
+    float ext[4];
+    hist_scan(s->abs, x, n, ext, &nan, &inf);
+    take_extrema(s, ext, n - nan - inf);
+#if defined(FIXED_HAVE_AVX2)
+    /* the vector loop does not skip NaN and Inf: a block holding any takes the scalar one */
+    if (nan + inf == 0 && s->bins - 1 <= INT32_MAX && __builtin_cpu_supports("avx2")) {
+        done = n - n % 4;
+        zeros = bin_avx2(s, x, done);
+    }
+#endif
+    zeros += bin_scalar(s, x + done, n - done);
     s->count += n - nan - inf, s->nan += nan, s->inf += inf, s->zeros += zeros;
+}
+
+static int f_observe(void *state, const qcal_slab *slab, qcal_err *err)
+{
+    uint64_t n = slab->rows * slab->row_size;
+    for (uint64_t at = 0; at < n; at += BLOCK)
+        observe_block(state, slab->data + at, n - at < BLOCK ? n - at : BLOCK);
     (void)err;
     return QCAL_OK;
 }

@@ -334,6 +334,40 @@ Test(histogram, fixed_histogram_counts_clamps_merges_and_saves)
     cr_expect(strstr(err.msg, "lo < hi"), "%s", err.msg);
 }
 
+/* Slabs without NaN or Inf (the vectorised counting): every bin as the definition gives it,
+ * with |x|, clamped values, zeros of both signs and lengths that are not multiples of 4. */
+Test(histogram, fixed_histogram_counts_finite_slabs_by_the_definition)
+{
+    enum { N = 4099, B = 64 };
+    static float x[N];
+    fx_fill_gauss(x, N, 31, 0.3f, 1.5f);
+    x[0] = -0.0f, x[1] = 0.0f, x[2] = 1e30f, x[3] = -1e30f, x[4] = 1.25f; /* 1.25: a bin edge */
+    const qcal_observer *fixed = &registry_observer(reg, "fixed_histogram")->desc;
+    for (int abs = 0; abs < 2; abs++) {
+        double lo = abs ? 0.0 : -2.5, hi = 2.5, w = (hi - lo) / B;
+        uint64_t want[B] = {0}, zeros = 0;
+        for (int i = 0; i < N; i++) {
+            float v = abs ? fabsf(x[i]) : x[i];
+            double j = floor(((double)v - lo) / w);
+            want[j < 0 ? 0 : j >= B ? B - 1 : (int)j]++, zeros += v == 0;
+        }
+        void *st = make_fixed(B, abs, lo, hi);
+        qcal_err err = {{0}};
+        for (uint64_t at = 0, len = 1; at < N; at += len, len = len * 3 + 2) {
+            qcal_slab slab = {x + at, 1, at + len <= N ? len : N - at, 0};
+            cr_assert_eq(fixed->observe(st, &slab, &err), QCAL_OK, "%s", err.msg);
+        }
+        qcal_stat out;
+        cr_assert_eq(fixed->finalize(st, &out, &err), QCAL_OK, "%s", err.msg);
+        for (int j = 0; j < B; j++)
+            cr_expect_eq(((const uint64_t *)get(&out, "counts")->data)[j], want[j], "abs %d, bin %d",
+                         abs, j);
+        cr_expect_eq(u64(&out, "zeros"), zeros);
+        cr_expect_eq(u64(&out, "count"), (uint64_t)N);
+        fixed->destroy(st);
+    }
+}
+
 /* ---- percentile ------------------------------------------------------------------------ */
 
 /* The order statistic at rank ceil(q n) of the sorted values: the reference. */
