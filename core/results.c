@@ -1464,13 +1464,8 @@ static herr_t collect_link(hid_t g, const char *name, const H5L_info_t *info, vo
 {
     (void)g, (void)info;
     link_list *l = ud;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        char **grown = realloc(l->names, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        l->names = grown, l->cap = cap;
-    }
+    if (reserve((void **)&l->names, &l->cap, l->n, sizeof *l->names))
+        return -1;
     l->names[l->n] = strdup(name);
     return l->names[l->n++] ? 0 : -1;
 }
