@@ -3,9 +3,22 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+
+int simd_avx2(void)
+{
+    const char *off = getenv("QCAL_NO_SIMD");
+    if (off && *off)
+        return 0;
+#if defined(__GNUC__) && defined(__x86_64__)
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
 
 int fail(qcal_err *err, int code, const char *fmt, ...)
 {
@@ -134,7 +147,7 @@ __attribute__((target("avx2"))) static int extrema_avx2(const float *x, uint64_t
  * lacks AVX2 (scan_nonfinite then does it all: the same results, more slowly). */
 static int extrema_if_finite(const float *x, uint64_t n, float *lo, float *hi)
 {
-    return __builtin_cpu_supports("avx2") && extrema_avx2(x, n, lo, hi);
+    return simd_avx2() && extrema_avx2(x, n, lo, hi);
 }
 #else
 static int extrema_if_finite(const float *x, uint64_t n, float *lo, float *hi)

@@ -15,6 +15,10 @@
 #define PRINTF_LIKE(f, a)
 #endif
 
+/* 1 when the machine has AVX2 and QCAL_NO_SIMD is unset or empty: the vector loops then run.
+ * Every one gives the same results as its scalar form (the tests run both). */
+int simd_avx2(void);
+
 /* Writes the message into err and returns code. */
 int fail(qcal_err *err, int code, const char *fmt, ...) PRINTF_LIKE(3, 4);
 

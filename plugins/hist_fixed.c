@@ -138,7 +138,7 @@ static void observe_block(fixed *s, const float *x, uint64_t n)
     take_extrema(s, ext, n - nan - inf);
 #if defined(FIXED_HAVE_AVX2)
     /* the vector loop does not skip NaN and Inf: a block holding any takes the scalar one */
-    if (nan + inf == 0 && s->bins - 1 <= INT32_MAX && __builtin_cpu_supports("avx2")) {
+    if (nan + inf == 0 && s->bins - 1 <= INT32_MAX && simd_avx2()) {
         done = n - n % 4;
         zeros = bin_avx2(s, x, done);
     }

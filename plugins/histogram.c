@@ -225,7 +225,7 @@ static uint64_t bin_finite_fast(hist *s, const float *x, uint64_t n, double scal
     float base = (float)s->base;
     /* 2^-k must be a float too: not so for a tensor of zeros (k is then -189) */
     if (s->k <= 0 && s->k > FLT_MIN_EXP && (int64_t)base == s->base &&
-        __builtin_cpu_supports("avx2")) {
+        simd_avx2()) {
         done = n - n % 8;
         zeros = bin_finite_avx2(s->counts, x, done, (float)scale, base, s->abs);
     }

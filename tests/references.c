@@ -16,7 +16,12 @@ double ref_kl_trt(const float *x, size_t n, int nvpq, double eps)
 
 double ref_kl_trt_curve(const float *x, size_t n, int nvpq, double eps, double *curve)
 {
-    enum { B = 2048, L = 128 };
+    return ref_kl_trt_levels(x, n, nvpq, eps, 128, curve);
+}
+
+double ref_kl_trt_levels(const float *x, size_t n, int nvpq, double eps, int L, double *curve)
+{
+    enum { B = 2048 };
     static double h[B], p[B], q[B];
     double amax = 0;
     for (size_t k = 0; k < n; k++)

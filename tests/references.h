@@ -11,6 +11,8 @@ double ref_kl_trt(const float *x, size_t n, int nvpq, double eps);
 /* The same, with curve[i] := the divergence of candidate i (INFINITY where it has none) for
  * each candidate i (curve holds 2049 entries; NULL: not wanted). */
 double ref_kl_trt_curve(const float *x, size_t n, int nvpq, double eps, double *curve);
+/* The same with L levels (L <= 128) */
+double ref_kl_trt_levels(const float *x, size_t n, int nvpq, double eps, int L, double *curve);
 /* tpu-mlir's KL threshold on |x| without exact zeros (2048 centred bins, 128 levels). */
 double ref_kl_tpu(const float *x, size_t n);
 

@@ -467,8 +467,8 @@ Test(histogram, percentile_edges_and_refusals)
  * kl recipe computes it: max|x| first, then a fixed_histogram over the variant's layout
  * ([0, amax] in 2048 bins; tpu: bins centred on k amax / 2047). one_pass: from the default
  * histogram observer instead. The estimator's note goes to note (may be NULL). */
-static double kl_threshold_of(const float *x, size_t n, int variant, double eps, char *note,
-                              int one_pass)
+static double kl_levels_once(const float *x, size_t n, int variant, double eps, int levels,
+                             char *note, int one_pass)
 {
     float amax = 0;
     for (size_t i = 0; i < n; i++)
@@ -490,7 +490,7 @@ static double kl_threshold_of(const float *x, size_t n, int variant, double eps,
     qcal_stat st;
     cr_assert_eq(o->finalize(s, &st, &err), QCAL_OK, "%s", err.msg);
     const qcal_estimator *est = &registry_estimator(reg, "kl")->desc;
-    qcal_value v[5] = {{.i = variant}, {.i = 2048}, {.i = 128}, {.i = 128}, {.f = eps}};
+    qcal_value v[5] = {{.i = variant}, {.i = 2048}, {.i = levels}, {.i = 128}, {.f = eps}};
     qcal_qspec spec = {.bits = 8, .flags = QCAL_QSPEC_SIGNED | QCAL_QSPEC_SYMMETRIC,
                        .qmin = -127, .qmax = 127, .axis = -1};
     qcal_range r;
@@ -500,6 +500,26 @@ static double kl_threshold_of(const float *x, size_t n, int variant, double eps,
         strcpy(note, err.msg);
     o->destroy(s);
     return r.hi;
+}
+
+/* kl_levels_once with the vector loops (where the machine has them) and without: the two
+ * must agree bit for bit, as every plugin's vector loop and its scalar form do. */
+static double kl_levels_of(const float *x, size_t n, int variant, double eps, int levels,
+                           char *note, int one_pass)
+{
+    double simd = kl_levels_once(x, n, variant, eps, levels, note, one_pass);
+    setenv("QCAL_NO_SIMD", "1", 1);
+    double scalar = kl_levels_once(x, n, variant, eps, levels, NULL, one_pass);
+    unsetenv("QCAL_NO_SIMD");
+    cr_expect(memcmp(&simd, &scalar, sizeof simd) == 0, "variant %d, %d levels: %.17g with "
+              "the vector loops, %.17g without", variant, levels, simd, scalar);
+    return simd;
+}
+
+static double kl_threshold_of(const float *x, size_t n, int variant, double eps, char *note,
+                              int one_pass)
+{
+    return kl_levels_of(x, n, variant, eps, 128, note, one_pass);
 }
 
 enum { KL_TRT_SMOOTH, KL_TRT_LITERAL, KL_NVPQ, KL_TPU, KL_N_CASES };
@@ -569,6 +589,37 @@ Test(histogram, kl_matches_each_reference_on_sparse_histograms)
             cr_expect(got > 0 && got <= amax, "round %d, %s, one pass: %g", round,
                       kl_case_names[c], got);
         }
+    }
+}
+
+/* Level counts that are not multiples of the vector width, nor divide the bins: the level
+ * bounds ceil(l i / L) and the loops' tails. */
+Test(histogram, kl_matches_the_reference_for_other_level_counts)
+{
+    enum { N = 60000 };
+    static float x[N];
+    static const int level_counts[] = {2, 37, 100, 127};
+    for (int kind = 0; kind < FX_N_DISTS; kind += 2) {
+        fx_fill_dist(x, N, kind, 71 + (uint64_t)kind);
+        double amax = 0;
+        for (int k = 0; k < N; k++)
+            amax = isfinite(x[k]) ? fmax(amax, fabs((double)x[k])) : amax;
+        for (int c = KL_TRT_SMOOTH; c <= KL_NVPQ; c++)
+            for (int j = 0; j < 4; j++) {
+                static float finite[N];
+                size_t m = fx_finite(x, N, finite);
+                int L = level_counts[j], nvpq = c == KL_NVPQ;
+                double eps = c == KL_TRT_SMOOTH ? 0.0001 : 0.0, curve[2049], W = amax / 2048;
+                for (int i = 0; i <= 2048; i++)
+                    curve[i] = INFINITY;
+                double want = ref_kl_trt_levels(finite, m, nvpq, eps, L, curve);
+                double got = kl_levels_of(x, N, nvpq, eps, L, NULL, 0), shift = nvpq ? 0 : 0.5;
+                int i_got = (int)lround(got / W - shift), i_want = (int)lround(want / W - shift);
+                int tie = i_got >= 0 && i_got <= 2048 && isfinite(curve[i_got]) &&
+                          fabs(curve[i_got] - curve[i_want]) <= 1e-9 * curve[i_want] + 1e-12;
+                cr_expect(fabs(got - want) <= W || tie, "%s, %s, %d levels: %g vs reference %g",
+                          fx_dist_names[kind], kl_case_names[c], L, got, want);
+            }
     }
 }
 
