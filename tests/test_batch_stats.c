@@ -130,6 +130,49 @@ Test(batch_stats, per_sample_statistics_match_a_sorting_reference)
     }
 }
 
+/* Units large enough for the quantile filter (a threshold from a sample keeps the values
+ * beyond it): exact against the sorting reference for data that could mislead a sample -
+ * values repeating with the position (every 1024th alike), heavy ties at the quantile
+ * (coarsely rounded values, a ReLU spike at 0), constants - and for quantiles near the ends,
+ * in the middle (the filter declines) and at the very ends. */
+Test(batch_stats, large_units_quantiles_exact_for_any_data)
+{
+    enum { ROWS = 16, ROW = 8192, BATCH = 8, SHAPES = 6 };
+    static float x[ROWS * ROW], finite[BATCH * ROW];
+    static const double qs[] = {1e-4, 1e-2, 0.3, 0.0, 1.0 / (BATCH * ROW - 1)};
+    static const char *const shapes[SHAPES] = {"laplace", "periodic", "rounded", "relu",
+                                               "constant", "two values"};
+    uint64_t seed = 99;
+    for (int shape = 0; shape < SHAPES; shape++) {
+        fill_laplace(x, ROWS * ROW, 7 + (uint64_t)shape);
+        for (int i = 0; i < ROWS * ROW; i++) {
+            if (shape == 1) x[i] = (float)((i * 7919) % 1024) - (i % 1024 == 5 ? 1e4f : 0.0f);
+            if (shape == 2) x[i] = roundf(x[i] * 2.0f) / 2.0f;
+            if (shape == 3) x[i] = x[i] > 0 ? x[i] : 0.0f;
+            if (shape == 4) x[i] = 2.5f;
+            if (shape == 5) x[i] = fx_rand_uniform(&seed) < 0.999 ? -1.0f : 3.0f;
+        }
+        for (size_t k = 0; k < sizeof qs / sizeof *qs; k++) {
+            qcal_tensor t = {.name = "t", .rank = 2, .channel_axis = -1, .shape = {ROWS, ROW},
+                             .batch_size = BATCH};
+            void *s = make(&t, UNIT_BATCH, 0, qs[k], 1);
+            feed(s, x, ROWS, ROW, 0);
+            qcal_stat st;
+            qcal_err err = {{0}};
+            cr_assert_eq(obs->finalize(s, &st, &err), QCAL_OK, "%s", err.msg);
+            for (int u = 0; u < ROWS / BATCH; u++) {
+                float ref[7];
+                reference(finite, fx_finite(x + u * BATCH * ROW, BATCH * ROW, finite), qs[k], ref);
+                for (int j = 3; j < 7; j++)
+                    cr_expect_eq(array(&st, names[j])[u], ref[j], "%s, q %g, unit %d, %s: %.9g "
+                                 "vs %.9g", shapes[shape], qs[k], u, names[j],
+                                 array(&st, names[j])[u], ref[j]);
+            }
+            obs->destroy(s);
+        }
+    }
+}
+
 Test(batch_stats, per_channel_and_per_batch_units_by_index_arithmetic)
 {
     enum { ROWS = 10, C = 3, H = 4, W = 5, ROW = C * H * W, BATCH = 4 };
