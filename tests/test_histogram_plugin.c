@@ -131,12 +131,15 @@ Test(histogram, counts_are_exact_for_each_distribution)
         }
         if (pass % 2 == 0)
             x[3] = NAN, x[4] = INFINITY, x[5] = -INFINITY;
-        for (int abs = 0; abs < 2; abs++) {
-            void *s = make_state(2048, abs, 4);
+        for (int abs = 0; abs < 4; abs++) { /* 2, 3: the scalar loops (QCAL_NO_SIMD) */
+            if (abs >= 2)
+                setenv("QCAL_NO_SIMD", "1", 1);
+            void *s = make_state(2048, abs % 2, 4);
             feed(s, x, N / 10, 10, 0);
+            unsetenv("QCAL_NO_SIMD");
             qcal_stat st;
             finalize(s, &st);
-            expect_exact(&st, x, N, abs, 8192);
+            expect_exact(&st, x, N, abs % 2, 8192);
             const uint64_t *nf = get(&st, "nonfinite")->data;
             cr_expect(pass % 2 ? nf[0] == 0 && nf[1] == 0 : nf[0] == 1 && nf[1] == 2,
                       "NaN and Inf counted apart");
@@ -343,7 +346,8 @@ Test(histogram, fixed_histogram_counts_finite_slabs_by_the_definition)
     fx_fill_gauss(x, N, 31, 0.3f, 1.5f);
     x[0] = -0.0f, x[1] = 0.0f, x[2] = 1e30f, x[3] = -1e30f, x[4] = 1.25f; /* 1.25: a bin edge */
     const qcal_observer *fixed = &registry_observer(reg, "fixed_histogram")->desc;
-    for (int abs = 0; abs < 2; abs++) {
+    for (int pass = 0; pass < 4; pass++) { /* 2, 3: the scalar loops (QCAL_NO_SIMD) */
+        int abs = pass % 2;
         double lo = abs ? 0.0 : -2.5, hi = 2.5, w = (hi - lo) / B;
         uint64_t want[B] = {0}, zeros = 0;
         for (int i = 0; i < N; i++) {
@@ -353,10 +357,13 @@ Test(histogram, fixed_histogram_counts_finite_slabs_by_the_definition)
         }
         void *st = make_fixed(B, abs, lo, hi);
         qcal_err err = {{0}};
+        if (pass >= 2)
+            setenv("QCAL_NO_SIMD", "1", 1);
         for (uint64_t at = 0, len = 1; at < N; at += len, len = len * 3 + 2) {
             qcal_slab slab = {x + at, 1, at + len <= N ? len : N - at, 0};
             cr_assert_eq(fixed->observe(st, &slab, &err), QCAL_OK, "%s", err.msg);
         }
+        unsetenv("QCAL_NO_SIMD");
         qcal_stat out;
         cr_assert_eq(fixed->finalize(st, &out, &err), QCAL_OK, "%s", err.msg);
         for (int j = 0; j < B; j++)

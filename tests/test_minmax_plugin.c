@@ -247,6 +247,9 @@ Test(minmax, per_tensor_matches_naive)
     check_layout("minmax", 3, shape, 1, 1);
     const uint64_t flat[] = {1000};
     check_layout("minmax", 1, flat, -1, 2);
+    setenv("QCAL_NO_SIMD", "1", 1); /* the scalar extrema scan */
+    check_layout("minmax", 1, flat, -1, 3);
+    unsetenv("QCAL_NO_SIMD");
 }
 
 Test(minmax, per_channel_nchw_axis_1)
