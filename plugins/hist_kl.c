@@ -156,8 +156,7 @@ static inline uint64_t walk_next(level_walk *w, int64_t l)
 #define KL_HAVE_AVX2 1
 
 /* walk_next for four levels at a time in int32 lanes (bounds below 2^28), the same
- * arithmetic. The constants live in locals: the byte stores of the marking could alias any
- * structure field, which the compiler would reload after each. */
+ * arithmetic, its constants broadcast once per candidate. */
 typedef struct walk4 {
     __m128i products, four_i, width, flip, n, top; /* top: the previous group's bounds */
     __m256d half_up, inv_levels;
