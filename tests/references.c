@@ -6,6 +6,13 @@
 
 #include "references.h"
 
+float ref_quantile_sorted(const float *sorted, size_t n, double q)
+{
+    double h = (double)(n - 1) * q;
+    size_t lo = (size_t)floor(h), hi = lo + 1 < n ? lo + 1 : lo;
+    return (float)((double)sorted[lo] + (h - (double)lo) * ((double)sorted[hi] - (double)sorted[lo]));
+}
+
 /* TensorRT's entropy threshold, literally, on a 2048-bin |x| histogram built here from the raw
  * values; Q is built level by level (bins [ceil(l i / L), ceil((l + 1) i / L))). nvpq: H[0] :=
  * H[1], i up to 2048 inclusive, last argmin, threshold i W. eps: ORT smoothing (trt only). */

@@ -13,6 +13,8 @@ double ref_kl_trt(const float *x, size_t n, int nvpq, double eps);
 double ref_kl_trt_curve(const float *x, size_t n, int nvpq, double eps, double *curve);
 /* The same with L levels (L <= 128) */
 double ref_kl_trt_levels(const float *x, size_t n, int nvpq, double eps, int L, double *curve);
+/* numpy.quantile(sorted, q) with linear interpolation, on values sorted ascending */
+float ref_quantile_sorted(const float *sorted, size_t n, double q);
 /* tpu-mlir's KL threshold on |x| without exact zeros (2048 centred bins, 128 levels). */
 double ref_kl_tpu(const float *x, size_t n);
 

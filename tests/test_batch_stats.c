@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fixtures.h"
+#include "references.h"
 #include "registry.h"
 
 static registry *reg;
@@ -64,11 +65,9 @@ static float np_quantile(const float *v, size_t n, double q)
     float *s = malloc(n * sizeof *s);
     memcpy(s, v, n * sizeof *s);
     qsort(s, n, sizeof *s, cmp_float);
-    double h = (double)(n - 1) * q;
-    size_t lo = (size_t)floor(h), hi = lo + 1 < n ? lo + 1 : lo;
-    double r = (double)s[lo] + (h - (double)lo) * ((double)s[hi] - (double)s[lo]);
+    float r = ref_quantile_sorted(s, n, q);
     free(s);
-    return (float)r;
+    return r;
 }
 
 /* The reference statistics of values v[0..n): min, max, absmax, quantiles of x and |x|. */

@@ -10,20 +10,7 @@
 
 #include "../plugins/batch_stats.c"
 #include "fixtures.h"
-
-static int cmp_float_asc(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-/* numpy.quantile(v, q), linear, from a sorted copy */
-static float sorted_quantile(const float *sorted, size_t n, double q)
-{
-    double h = (double)(n - 1) * q;
-    size_t lo = (size_t)floor(h), hi = lo + 1 < n ? lo + 1 : lo;
-    return (float)((double)sorted[lo] + (h - (double)lo) * ((double)sorted[hi] - (double)sorted[lo]));
-}
+#include "references.h"
 
 /* Every distinct value of v (and one beyond each end) as the threshold, for each q: the
  * result is declined or exact; returns how many were not declined. */
@@ -32,10 +19,10 @@ static int check_all_thresholds(const float *v, size_t n, const double *qs, size
 {
     float *sorted = malloc(n * sizeof *sorted), *keep = malloc(keep_size(n) * sizeof *keep);
     memcpy(sorted, v, n * sizeof *sorted);
-    qsort(sorted, n, sizeof *sorted, cmp_float_asc);
+    qsort(sorted, n, sizeof *sorted, cmp_f); /* batch_stats.c's */
     int answered = 0;
     for (size_t k = 0; k < n_q; k++) {
-        float want = sorted_quantile(sorted, n, qs[k]);
+        float want = ref_quantile_sorted(sorted, n, qs[k]);
         for (size_t j = 0; j <= n + 1; j++) {
             if (j > 0 && j < n && sorted[j] == sorted[j - 1])
                 continue;
