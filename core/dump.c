@@ -39,22 +39,6 @@ struct dump {
 
 /* ---- errors --------------------------------------------------------------------------- */
 
-static herr_t innermost(unsigned n, const H5E_error2_t *err, void *ud)
-{
-    (void)n;
-    if (err->desc && *err->desc)
-        snprintf(ud, 256, "%s", err->desc); /* walking downward: the last one is innermost */
-    return 0;
-}
-
-/* The innermost HDF5 error description, for one clear line. */
-static void h5_reason(char *buf, size_t size)
-{
-    char inner[256] = "unknown HDF5 error";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, inner);
-    snprintf(buf, size, "%s", inner);
-}
-
 /* ---- dtype ---------------------------------------------------------------------------- */
 
 static const char *class_name(H5T_class_t c)
@@ -650,10 +634,9 @@ static int open_file(dump *d, qerror *e)
         return qerror_set(e, QERR_DATA, "%s: expected an HDF5 file, found %s", d->path,
                           is_h5 == 0 ? "no HDF5 signature (file signature not found)"
                                      : "an unreadable file");
-    d->file = H5Fopen(d->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    char why[256];
+    d->file = h5_open_dump(d->path, why, sizeof why);
     if (d->file < 0) {
-        char why[256];
-        h5_reason(why, sizeof why);
         return qerror_set(e, QERR_DATA, "%s: cannot open as HDF5: %s%s", d->path, why,
                           strstr(why, "unable to lock") ? " (is a writer still open? HDF5_USE_FILE_LOCKING="
                                                 "FALSE skips the lock)" : "");

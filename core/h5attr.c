@@ -1,6 +1,7 @@
-/* h5attr.c - reading string attributes, whatever their length kind and character set */
+/* h5attr.c - reading string attributes (whatever their length kind and character set), opening dumps */
 #include "h5attr.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,4 +37,35 @@ char *h5_attr_string(hid_t obj, const char *name, int *bad)
     H5Aclose(a);
     *bad = *bad || (!out && !*bad);
     return out;
+}
+
+static herr_t innermost(unsigned n, const H5E_error2_t *err, void *ud)
+{
+    (void)n;
+    if (err->desc && *err->desc)
+        snprintf(ud, 256, "%s", err->desc); /* walking downward: the last one is innermost */
+    return 0;
+}
+
+/* The innermost HDF5 error description, for one clear line. */
+void h5_reason(char *buf, size_t size)
+{
+    char inner[256] = "unknown HDF5 error";
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, inner);
+    snprintf(buf, size, "%s", inner);
+}
+
+hid_t h5_open_dump(const char *path, char *why, size_t size)
+{
+    /* A pass reads each tensor once, then closes it: its object header and chunk index may
+     * leave HDF5's metadata cache then, or 8,000 tensors' B-tree nodes pile up in it. */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0)
+        H5Pset_evict_on_close(fapl, 1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (f < 0)
+        h5_reason(why, size); /* before another call clears HDF5's error stack */
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    return f;
 }

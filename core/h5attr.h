@@ -1,4 +1,4 @@
-/* h5attr.h - HDF5 attribute helpers shared by the readers of dumps and layers */
+/* h5attr.h - HDF5 helpers shared by the readers of dumps and layers */
 #ifndef QCAL_H5ATTR_H
 #define QCAL_H5ATTR_H
 
@@ -7,5 +7,13 @@
 /* A scalar string attribute (fixed or variable length, ASCII or UTF-8), malloc'd; NULL when
  * absent. *bad is set when it is present but not a readable scalar string. */
 char *h5_attr_string(hid_t obj, const char *name, int *bad);
+
+/* The innermost description on HDF5's error stack, for one clear line. */
+void h5_reason(char *buf, size_t size);
+
+/* Opens a dump file read-only, evicting a dataset's metadata from HDF5's cache when it is
+ * closed. Every opening of a dump file in the process goes through here: HDF5 refuses to
+ * open one file twice with different settings. On failure: -1, the reason in why. */
+hid_t h5_open_dump(const char *path, char *why, size_t size);
 
 #endif

@@ -184,6 +184,14 @@ void hstat_free(hstat *s)
     free(s);
 }
 
+size_t hstat_data_bytes(const hstat *s)
+{
+    size_t bytes = 0;
+    for (uint32_t i = 0; s && i < s->view.n_arrays; i++)
+        bytes += (size_t)hstat_array_count(&s->arrays[i]) * hstat_dtype_size(s->arrays[i].dtype);
+    return bytes;
+}
+
 const qcal_array *hstat_find(const qcal_stat *s, const char *name)
 {
     for (uint32_t i = 0; s && i < s->n_arrays; i++)

@@ -28,6 +28,8 @@ uint64_t hstat_array_count(const qcal_array *a); /* elements: product of shape (
  * on failure. */
 int hstat_copy(const qcal_stat *src, hstat **out, qerror *e);
 void hstat_free(hstat *s); /* NULL is allowed */
+/* The bytes s's arrays hold (what keeping it in memory costs, names and headers aside). */
+size_t hstat_data_bytes(const hstat *s);
 /* Whether two statistics are the same: kind, version, channels, arrays byte for byte. */
 int hstat_equal(const qcal_stat *a, const qcal_stat *b);
 /* The array called `name`, or NULL. Works on any qcal_stat, host-owned or not. */

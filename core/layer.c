@@ -239,9 +239,10 @@ int layers_load(const char *path, layer **out, size_t *n, qerror *e)
 {
     *out = NULL, *n = 0;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    char why[256];
+    hid_t f = h5_open_dump(path, why, sizeof why);
     if (f < 0)
-        return qerror_set(e, QERR_NOINPUT, "%s: cannot open as HDF5", path);
+        return qerror_set(e, QERR_NOINPUT, "%s: cannot open as HDF5: %s", path, why);
     int rc = 0;
     if (H5Lexists(f, "layers", H5P_DEFAULT) > 0) {
         hid_t root = H5Gopen2(f, "layers", H5P_DEFAULT);

@@ -546,32 +546,37 @@ static result_stat *saved_state(lua_qcal_ctx *ctx, const lpass *lp, int h)
                              obs->desc.name, params);
 }
 
-/* Keeps every observer's serialized state for /statistics. */
-static void save_states(lua_State *L, lua_qcal_ctx *ctx, const lpass *lp, int on_share)
+/* How a pass hands its states to the results (pass_set_keep). */
+typedef struct keeper {
+    lua_qcal_ctx *ctx;
+    const lpass *lp;
+    int on_share;
+} keeper;
+
+/* Keeps observer h's serialized state for /statistics, with how the observer was made and
+ * the tensor's description; restore_state brings it back on demand. Runs on a pass's worker
+ * threads (one call at a time), so it touches no Lua state. */
+static int keep_state(void *ud, int h, hstat *state, qerror *e)
 {
-    pass *p = lp->p;
-    for (size_t h = 0; h < pass_count(p); h++) {
-        hstat *state = NULL;
-        qerror e = {0};
-        const reg_observer *obs = pass_observer(p, (int)h);
-        char params[1024];
-        params_format_all(obs->desc.params, obs->desc.n_params, pass_params(p, (int)h), params,
-                          sizeof params);
-        const dump_tensor *t = dump_get(lp->d, pass_tensor(p, (int)h));
-        result_info info = {.tensor = t->name, .rank = t->rank, .channel_axis = t->channel_axis,
-                            .orig_name = t->orig_name, .op_type = t->op_type,
-                            .dtype = (char *)dump_dtype_name(t->dtype)};
-        memcpy(info.shape, t->dims, sizeof info.shape);
-        if (pass_serialize(p, (int)h, &state, &e) ||
-            results_add_stat(ctx->res, t->name, obs->desc.name, params, state, &e) ||
-            results_add_info(ctx->res, &info, &e))
-            raise(L, &e);
-        result_stat *saved = saved_state(ctx, lp, (int)h);
-        const qcal_tensor *desc = pass_desc(p, (int)h);
-        saved->on_share = on_share;
-        saved->batch_size = desc->batch_size, saved->axis = desc->channel_axis;
-        pass_release(p, (int)h); /* kept once, serialized: restored on demand (restore_state) */
-    }
+    const keeper *k = ud;
+    pass *p = k->lp->p;
+    const reg_observer *obs = pass_observer(p, h);
+    char params[1024];
+    params_format_all(obs->desc.params, obs->desc.n_params, pass_params(p, h), params,
+                      sizeof params);
+    const dump_tensor *t = dump_get(k->lp->d, pass_tensor(p, h));
+    result_info info = {.tensor = t->name, .rank = t->rank, .channel_axis = t->channel_axis,
+                        .orig_name = t->orig_name, .op_type = t->op_type,
+                        .dtype = (char *)dump_dtype_name(t->dtype)};
+    memcpy(info.shape, t->dims, sizeof info.shape);
+    if (results_add_stat(k->ctx->res, t->name, obs->desc.name, params, state, e) ||
+        results_add_info(k->ctx->res, &info, e))
+        return -1;
+    result_stat *saved = results_find_stat(k->ctx->res, t->name, obs->desc.name, params);
+    const qcal_tensor *desc = pass_desc(p, h);
+    saved->on_share = k->on_share;
+    saved->batch_size = desc->batch_size, saved->axis = desc->channel_axis;
+    return 0;
 }
 
 /* Brings back observer h's state from its serialized copy in the results (save_states). */
@@ -586,7 +591,11 @@ static int restore_state(lua_qcal_ctx *ctx, const lpass *lp, int h, qerror *e)
     if (!saved)
         return qerror_set(e, QERR_SOFTWARE, "pass: the state of observer '%s' on tensor '%s' "
                           "is no longer held", obs->desc.name, tensor);
-    return pass_fold(p, h, &saved->state->view, 1, e);
+    hstat *loaded;
+    const qcal_stat *state = results_stat_view(ctx->res, saved, &loaded, e);
+    int rc = !state || pass_fold(p, h, state, 1, e);
+    hstat_free(loaded);
+    return rc ? -1 : 0;
 }
 
 static int pass_run_l(lua_State *L)
@@ -603,12 +612,14 @@ static int pass_run_l(lua_State *L)
     /* `qcal observe` loads the passes its statistics already hold and streams the first
      * one they do not, then stops: later passes may depend on this one's merged result. */
     int load = ctx->saved && (!ctx->o->observe || pass_saved_all(lp->p, ctx->saved));
+    keeper k = {ctx, lp, ctx->o->observe && !load};
+    pass_set_keep(lp->p, keep_state, &k);
     int rc = load ? pass_load(lp->p, ctx->saved, ctx->o->from_statistics, &e)
                   : pass_run(lp->p, &o, &e);
+    pass_set_keep(lp->p, NULL, NULL);
     if (rc)
         return raise(L, &e);
     lp->ran = 1;
-    save_states(L, ctx, lp, ctx->o->observe && !load);
     if (ctx->o->observe && !load) {
         ctx->observed = 1;
         lua_pushlightuserdata(L, &observe_stop);

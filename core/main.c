@@ -50,6 +50,8 @@ typedef struct cli {
     int threads;
     size_t slab_bytes, memory_limit;
     uint64_t batch_size, instruction_limit;
+    int has_state_budget;
+    size_t state_budget;
 } cli;
 
 /* Set when running as one rank of several (MPI); NULL in a single process. */
@@ -90,7 +92,9 @@ static const char *const run_help =
     "      --plugin-path P      more plugins (file or directory; repeatable)\n"
     "      --unsafe             run the recipe without the sandbox\n"
     "      --max-memory MIB     memory the recipe may use (default 1024)\n"
-    "      --max-instructions N Lua instructions the recipe may run (default 1e9)\n";
+    "      --max-instructions N Lua instructions the recipe may run (default 1e9)\n"
+    "      --state-mib N        observer states held in memory before the rest go to a\n"
+    "                           temporary file in $TMPDIR (default 64; 0: all of them)\n";
 
 static const char *const observe_help =
     "usage: qcal observe RECIPE DUMP... --shard i/K -o STATS-i.h5 [--from-statistics S.h5]\n"
@@ -101,7 +105,8 @@ static const char *const observe_help =
     "`qcal run RECIPE --from-statistics STATS.h5`, or, for a recipe whose next pass depends\n"
     "on this one (kl), observe again with --from-statistics STATS.h5. Same options as run.\n";
 static const char *const merge_help =
-    "usage: qcal merge STATS-0.h5 ... STATS-(K-1).h5 -o STATS.h5 [--force] [--plugin-path P]\n\n"
+    "usage: qcal merge STATS-0.h5 ... STATS-(K-1).h5 -o STATS.h5 [--force] [--plugin-path P]\n"
+    "                  [--state-mib N]\n\n"
     "Folds the observer states of the K shares (any order of files; every share exactly once)\n"
     "into one statistics file, the same as one `qcal observe` over the whole dump.\n";
 
@@ -209,6 +214,9 @@ static int parse_valued(cli *c, const char *opt, const char *val, qerror *e, int
     } else if (!strcmp(opt, "--max-memory")) {
         *bad = parse_count(opt, val, 1, 1 << 20, &v, e);
         c->memory_limit = (size_t)v << 20;
+    } else if (!strcmp(opt, "--state-mib")) {
+        *bad = parse_count(opt, val, 0, 1 << 20, &v, e);
+        c->state_budget = (size_t)v << 20, c->has_state_budget = 1;
     } else if (!strcmp(opt, "--max-instructions")) {
         *bad = parse_count(opt, val, 1000, UINT64_MAX / 2, &c->instruction_limit, e);
     } else {
@@ -897,8 +905,11 @@ static int dispatch(int argc, char **argv, qerror *e)
         int rc = parse_cli(&c, argc, argv, e);
         if (!rc && c.help)
             fputs(help_of(cmd->name), stdout);
-        else if (!rc)
+        else if (!rc) {
+            if (c.has_state_budget)
+                results_set_default_state_budget(c.state_budget);
             rc = cmd->fn(&c, e);
+        }
         for (int i = 0; i < c.n_kv; i++)
             free(c.kv_text[i]);
         return rc;

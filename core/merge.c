@@ -71,11 +71,35 @@ static int check_alike(const results *a, const char *a_path, const results *b, c
     return 0;
 }
 
+/* Folds saved state st of r into observer h of p. */
+static int fold_saved(const results *r, const result_stat *st, pass *p, int h, qerror *e)
+{
+    hstat *loaded;
+    const qcal_stat *state = results_stat_view(r, st, &loaded, e);
+    int rc = !state || pass_fold(p, h, state, 0, e);
+    hstat_free(loaded);
+    return rc ? -1 : 0;
+}
+
+/* Whether saved states a (of ra) and b (of rb) are the same; -1 when one cannot be read. */
+static int same_saved(const results *ra, const result_stat *a, const results *rb,
+                      const result_stat *b, qerror *e)
+{
+    hstat *loaded_a, *loaded_b = NULL;
+    const qcal_stat *x = results_stat_view(ra, a, &loaded_a, e);
+    const qcal_stat *y = x ? results_stat_view(rb, b, &loaded_b, e) : NULL;
+    int same = x && y ? hstat_equal(x, y) : -1;
+    hstat_free(loaded_a);
+    hstat_free(loaded_b);
+    return same;
+}
+
 /* The state of `st` (of the first share) in share file `r`, checked to be the same entry. */
-static const result_stat *state_in(results *r, const char *path, const result_stat *st,
-                                   const char *first_path, qerror *e)
+static const result_stat *state_in(results *r, const char *path, const results *first,
+                                   const result_stat *st, const char *first_path, qerror *e)
 {
     const result_stat *o = results_find_stat(r, st->tensor, st->observer, st->params);
+    int same = 1;
     if (!o)
         qerror_set(e, QERR_DATA, "%s: expected a state of observer '%s' (%s) on tensor '%s' as "
                    "in %s, found none", path, st->observer, st->params, st->tensor, first_path);
@@ -83,7 +107,9 @@ static const result_stat *state_in(results *r, const char *path, const result_st
         qerror_set(e, QERR_DATA, "%s: observer '%s' on tensor '%s': expected it observed as in "
                    "%s (share, batch size, axis), found it otherwise", path, st->observer,
                    st->tensor, first_path);
-    else if (!st->on_share && !hstat_equal(&o->state->view, &st->state->view))
+    else if (!st->on_share && (same = same_saved(r, o, first, st, e)) < 0)
+        qerror_prefix(e, "%s", path);
+    else if (!same)
         qerror_set(e, QERR_DATA, "%s: observer '%s' on tensor '%s': expected the same whole "
                    "state as in %s (loaded from the same statistics), found another", path,
                    st->observer, st->tensor, first_path);
@@ -135,7 +161,7 @@ static int start_merge(const results *first, const char *path, pass *p, dump *d,
             continue;
         if ((handles[i] = declare(p, d, reg, st, path, e)) < 0)
             return -1;
-        if (pass_fold(p, handles[i], &st->state->view, 0, e))
+        if (fold_saved(first, st, p, handles[i], e))
             return qerror_prefix(e, "%s", path);
     }
     return 0;
@@ -148,14 +174,24 @@ static int fold_share(const results *first, const char *first_path, const char *
     results *r = NULL;
     int rc = results_read(path, &r, e) || check_alike(first, first_path, r, path, e);
     for (size_t i = 0; !rc && i < first->n_stats; i++) {
-        const result_stat *o = state_in(r, path, &first->stats[i], first_path, e);
+        const result_stat *o = state_in(r, path, first, &first->stats[i], first_path, e);
         if (!o)
             rc = -1;
-        else if (handles[i] >= 0 && pass_fold(p, handles[i], &o->state->view, 0, e))
+        else if (handles[i] >= 0 && fold_saved(r, o, p, handles[i], e))
             rc = qerror_prefix(e, "%s", path);
     }
     results_free(r);
     return rc ? -1 : 0;
+}
+
+/* A copy of saved state st of r. */
+static int copy_saved(const results *r, const result_stat *st, hstat **out, qerror *e)
+{
+    hstat *loaded;
+    const qcal_stat *state = results_stat_view(r, st, &loaded, e);
+    if (loaded) /* already a copy of its own */
+        return *out = loaded, 0;
+    return state ? hstat_copy(state, out, e) : -1;
 }
 
 /* The merged statistics, in the first share's order: folded share states, whole states kept. */
@@ -165,7 +201,7 @@ static int collect(const results *first, pass *p, const int *handles, results *o
         const result_stat *st = &first->stats[i];
         hstat *state = NULL;
         if (handles[i] >= 0 ? pass_serialize(p, handles[i], &state, e)
-                            : hstat_copy(&st->state->view, &state, e))
+                            : copy_saved(first, st, &state, e))
             return -1;
         if (results_add_stat(out, st->tensor, st->observer, st->params, state, e))
             return -1;

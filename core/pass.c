@@ -21,12 +21,15 @@ typedef struct decl {
     qcal_value *params;
     qcal_tensor desc;  /* name borrowed from the dump, which outlives the pass */
     void *merged;      /* the pass's result state, after pass_run */
+    int handed;        /* given to the pass's keep (pass_set_keep) in this run */
 } decl;
 
 struct pass {
     dump *d;
     decl *decls;
     size_t n_decls, cap_decls;
+    pass_keep_fn keep; /* see pass_set_keep */
+    void *keep_ud;
 };
 
 /* ---- plugin calls, with the host's error context -------------------------------------- */
@@ -166,6 +169,31 @@ size_t pass_tensor(const pass *p, int h) { return p->decls[h].tensor; }
 const qcal_value *pass_params(const pass *p, int h) { return p->decls[h].params; }
 const qcal_tensor *pass_desc(const pass *p, int h) { return &p->decls[h].desc; }
 
+void pass_set_keep(pass *p, pass_keep_fn keep, void *ud)
+{
+    p->keep = keep;
+    p->keep_ud = ud;
+}
+
+static int stat_out(pass *p, int h, int serialize, hstat **out, qerror *e);
+
+/* Gives declaration di's state to p->keep, serialized, and drops it. `mu`, when not NULL,
+ * makes the keep calls of several threads one at a time. */
+static int hand_over(pass *p, size_t di, pthread_mutex_t *mu, qerror *e)
+{
+    hstat *state;
+    if (stat_out(p, (int)di, 1, &state, e))
+        return -1;
+    p->decls[di].handed = 1;
+    if (mu)
+        pthread_mutex_lock(mu);
+    int rc = p->keep(p->keep_ud, (int)di, state, e);
+    if (mu)
+        pthread_mutex_unlock(mu);
+    pass_release(p, (int)di);
+    return rc;
+}
+
 /* ---- the run: jobs, queues, workers --------------------------------------------------- */
 
 typedef struct job {
@@ -218,6 +246,9 @@ typedef struct run {
     size_t raw_bytes, value_bytes;
     size_t unpacked_bytes, scratch_bytes; /* 0 when no tensor is packed */
     atomic_uint_least64_t packed_slabs, packed_chunks, plain_slabs;
+    int keep_early;      /* hand states over as their tensor is done (not under MPI, whose
+                            exchange needs every state after the run) */
+    pthread_mutex_t keep_mu;
     pthread_mutex_t err_mu;
     qerror err;          /* first error of any thread */
     atomic_int failed;   /* set once by any thread; workers skip their work after it */
@@ -321,7 +352,8 @@ static void slab_done(worker *w, const job *j)
         return;
     qerror e = {0};
     for (size_t k = 0; k < g->n_decls; k++)
-        if (merge_decl(r, g->decls[k], &e)) {
+        if (merge_decl(r, g->decls[k], &e) ||
+            (r->keep_early && hand_over(r->p, g->decls[k], &r->keep_mu, &e))) {
             run_fail(r, &e);
             return;
         }
@@ -578,6 +610,7 @@ static void run_release(run *r)
         free(r->groups[i].decls);
     free(r->groups);
     pthread_mutex_destroy(&r->err_mu);
+    pthread_mutex_destroy(&r->keep_mu);
 }
 
 /* ---- the reader (the calling thread makes every HDF5 call) ----------------------------- */
@@ -661,19 +694,31 @@ static int merge_states(run *r, qerror *e)
     for (size_t di = 0; di < p->n_decls; di++) {
         if (merge_decl(r, di, e))
             return -1;
-        if (!p->decls[di].merged && state_create(&p->decls[di], &p->decls[di].merged, e))
+        if (!p->decls[di].merged && !p->decls[di].handed &&
+            state_create(&p->decls[di], &p->decls[di].merged, e))
             return -1;
     }
     return 0;
 }
 
+/* Hands over the states slab_done has not (all of them under MPI, the empty ones else). */
+static int hand_over_rest(pass *p, qerror *e)
+{
+    for (size_t di = 0; p->keep && di < p->n_decls; di++)
+        if (p->decls[di].merged && hand_over(p, di, NULL, e))
+            return -1;
+    return 0;
+}
+
 static void drop_results(pass *p)
 {
-    for (size_t i = 0; i < p->n_decls; i++)
+    for (size_t i = 0; i < p->n_decls; i++) {
+        p->decls[i].handed = 0;
         if (p->decls[i].merged) {
             p->decls[i].obs->desc.destroy(p->decls[i].merged);
             p->decls[i].merged = NULL;
         }
+    }
 }
 
 static int run_local(run *r, const pass_options *o, qerror *e)
@@ -702,7 +747,9 @@ int pass_run(pass *p, const pass_options *o, qerror *e)
     atomic_init(&r.plain_slabs, 0);
     r.p = p;
     r.n_workers = o->threads > 0 ? o->threads : 1;
+    r.keep_early = p->keep && !o->dist;
     pthread_mutex_init(&r.err_mu, NULL);
+    pthread_mutex_init(&r.keep_mu, NULL);
     drop_results(p);
     int rc = run_local(&r, o, e);
     if (o->counts)
@@ -711,6 +758,8 @@ int pass_run(pass *p, const pass_options *o, qerror *e)
     run_release(&r);
     if (o->dist) /* every rank's states into every rank's, or every rank learns of a failure */
         rc = o->dist->exchange(o->dist, p, rc, e);
+    if (!rc)
+        rc = hand_over_rest(p, e);
     if (rc)
         drop_results(p);
     return rc;
@@ -797,11 +846,16 @@ static int load_decl(decl *dc, const results *saved, const char *from, qerror *e
                           from, dc->obs->desc.name, dc->desc.name);
     if (s->batch_size) /* as the observer was made when it streamed the dump */
         dc->desc.batch_size = s->batch_size;
-    if (state_create(dc, &dc->merged, e))
+    hstat *loaded;
+    const qcal_stat *state = results_stat_view(saved, s, &loaded, e);
+    if (!state || state_create(dc, &dc->merged, e)) {
+        hstat_free(loaded);
         return -1;
+    }
     qcal_err perr;
     memset(&perr, 0, sizeof perr);
-    int rc = dc->obs->desc.deserialize(dc->merged, &s->state->view, &perr);
+    int rc = dc->obs->desc.deserialize(dc->merged, state, &perr);
+    hstat_free(loaded);
     return rc == QCAL_OK ? 0 : plugin_failed(rc, &perr, dc, "deserialize", e);
 }
 
@@ -817,7 +871,7 @@ int pass_load(pass *p, const results *saved, const char *from, qerror *e)
 {
     drop_results(p);
     for (size_t i = 0; i < p->n_decls; i++)
-        if (load_decl(&p->decls[i], saved, from, e)) {
+        if (load_decl(&p->decls[i], saved, from, e) || (p->keep && hand_over(p, i, NULL, e))) {
             drop_results(p);
             return -1;
         }

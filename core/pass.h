@@ -53,6 +53,15 @@ void pass_free(pass *p);
 int pass_observe(pass *p, size_t tensor, const reg_observer *obs, const qcal_value *params,
                  int channel_axis, qerror *e);
 
+/* Hands each declaration's state over serialized (keep owns `state`, also when it fails) as
+ * soon as its tensor is done, then drops it, so a pass over thousands of tensors holds a few
+ * states at a time instead of all of them. Worker threads call keep, one call at a time, in
+ * declaration order within a tensor. pass_run and pass_load then hand every declaration
+ * over exactly once and keep none (pass_fold with replace brings one back). With keep NULL
+ * (the default) the pass keeps its states. */
+typedef int (*pass_keep_fn)(void *ud, int h, hstat *state, qerror *e);
+void pass_set_keep(pass *p, pass_keep_fn keep, void *ud);
+
 /* Streams the dump once. Slab k of a tensor goes to worker k mod threads; worker states are
  * merged in worker order, so results depend on nothing but the data when observers are exact. */
 int pass_run(pass *p, const pass_options *o, qerror *e);

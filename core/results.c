@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "qmath.h"
+#include "spill.h"
+#include "statpack.h"
 
 #ifndef QCAL_VERSION
 #define QCAL_VERSION "unknown"
@@ -67,6 +69,10 @@ static void cands_key(const void *items, size_t i, const char **parts)
     parts[0] = ((const result_candidates *)items)[i].tensor;
 }
 
+static size_t default_state_budget = RESULTS_STATE_BUDGET;
+
+void results_set_default_state_budget(size_t bytes) { default_state_budget = bytes; }
+
 /* An empty results with its indexes ready; NULL when out of memory. */
 static results *results_alloc(void)
 {
@@ -77,6 +83,7 @@ static results *results_alloc(void)
     keyindex_init(&r->by_stat, 3, stat_key);
     keyindex_init(&r->by_info, 1, info_key);
     keyindex_init(&r->by_cands, 1, cands_key);
+    r->state_budget = default_state_budget;
     return r;
 }
 
@@ -162,6 +169,7 @@ void results_free(results *r)
     free(r->source);
     free(r->qcal_version);
     free(r->created);
+    spill_free(r->spill);
     free(r);
 }
 
@@ -279,10 +287,36 @@ static int name_ok(const char *s)
     return s && *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
+/* Keeps s's state in memory while the budget allows, else moves it to the spill file. */
+static int hold_or_spill(results *r, result_stat *s, qerror *e)
+{
+    size_t bytes = hstat_data_bytes(s->state);
+    if (bytes <= r->state_budget && r->held_bytes <= r->state_budget - bytes) {
+        r->held_bytes += bytes;
+        return 0;
+    }
+    statbuf packed = {0};
+    if (!r->spill && !(r->spill = spill_new()))
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    if (statpack_put_stat(&packed, &s->state->view)) {
+        statbuf_free(&packed);
+        return qerror_set(e, QERR_SOFTWARE, "out of memory packing a state");
+    }
+    int rc = spill_write(r->spill, packed.data, packed.len, &s->spill_at, e);
+    s->spill_len = packed.len;
+    statbuf_free(&packed);
+    if (rc)
+        return -1;
+    hstat_free(s->state);
+    s->state = NULL;
+    return 0;
+}
+
 static int stat_store(results *r, result_stat *s, qerror *e)
 {
     result_stat *old = results_find_stat(r, s->tensor, s->observer, s->params);
     if (old) {
+        r->held_bytes -= hstat_data_bytes(old->state); /* a spilled one's bytes stay unused */
         stat_clear(old);
         *old = *s; /* the same key: the index stays right */
         return 0;
@@ -312,7 +346,42 @@ int results_add_stat(results *r, const char *tensor, const char *observer, const
         stat_clear(&s);
         return qerror_set(e, QERR_SOFTWARE, "out of memory storing statistics");
     }
+    if (hold_or_spill(r, &s, e)) {
+        stat_clear(&s);
+        return qerror_prefix(e, "tensor '%s', observer '%s'", tensor, observer);
+    }
     return stat_store(r, &s, e);
+}
+
+void results_set_state_budget(results *r, size_t bytes) { r->state_budget = bytes; }
+
+const qcal_stat *results_stat_view(const results *r, const result_stat *s, hstat **loaded,
+                                   qerror *e)
+{
+    *loaded = NULL;
+    if (s->state)
+        return &s->state->view;
+    unsigned char *bytes = malloc(s->spill_len ? (size_t)s->spill_len : 1);
+    qcal_array *arrays = malloc(STATPACK_MAX_ARRAYS * sizeof *arrays);
+    qcal_stat st;
+    size_t at = 0;
+    int rc = !bytes || !arrays ? qerror_set(e, QERR_SOFTWARE, "out of memory") : 0;
+    if (!rc && !r->spill)
+        rc = qerror_set(e, QERR_SOFTWARE, "results: no spill file for a spilled state");
+    if (!rc)
+        rc = spill_read(r->spill, s->spill_at, bytes, (size_t)s->spill_len, e);
+    if (!rc && (statpack_take_stat(bytes, (size_t)s->spill_len, &at, &st, arrays) ||
+                at != s->spill_len))
+        rc = qerror_set(e, QERR_SOFTWARE, "results: a spilled state reads back malformed");
+    if (!rc)
+        rc = hstat_copy(&st, loaded, e);
+    free(arrays);
+    free(bytes);
+    if (rc) {
+        qerror_prefix(e, "observer '%s' on tensor '%s'", s->observer, s->tensor);
+        return NULL;
+    }
+    return &(*loaded)->view;
 }
 
 result_stat *results_find_stat(results *r, const char *tensor, const char *observer,
@@ -667,13 +736,16 @@ static hid_t stat_group(hid_t stats, const result_stat *s, int nth, const ctx *c
     return g;
 }
 
-static int write_stat(hid_t stats, const result_stat *s, int nth, ctx *c)
+static int write_stat(hid_t stats, const results *r, const result_stat *s, int nth, ctx *c)
 {
     snprintf(c->obj, sizeof c->obj, "/statistics/%s/%s", s->tensor, s->observer);
-    hid_t g = stat_group(stats, s, nth, c);
-    if (g < 0)
+    hstat *loaded;
+    const qcal_stat *v = results_stat_view(r, s, &loaded, c->e);
+    hid_t g = v ? stat_group(stats, s, nth, c) : -1;
+    if (g < 0) {
+        hstat_free(loaded);
         return -1;
-    const qcal_stat *v = &s->state->view;
+    }
     int rc = attr_str(g, "tensor", s->tensor, c) || attr_str(g, "observer", s->observer, c) ||
              attr_str(g, "kind", v->kind, c) || attr_i64(g, "kind_version", v->kind_version, c) ||
              attr_i64(g, "channels", (int64_t)v->channels, c) ||
@@ -684,6 +756,7 @@ static int write_stat(hid_t stats, const result_stat *s, int nth, ctx *c)
     for (uint32_t i = 0; !rc && i < v->n_arrays; i++)
         rc = write_array(g, &v->arrays[i], c);
     H5Gclose(g);
+    hstat_free(loaded);
     return rc ? -1 : 0;
 }
 
@@ -704,6 +777,27 @@ static size_t *stat_ordinals(const results *r)
         free(nth), nth = NULL;
     free(seen);
     return nth;
+}
+
+/* Pointers into one array: their order is the order the statistics were added in. */
+static int by_tensor_then_added(const void *a, const void *b)
+{
+    const result_stat *x = *(const result_stat *const *)a, *y = *(const result_stat *const *)b;
+    int c = strcmp(x->tensor, y->tensor);
+    return c ? c : (x > y) - (x < y);
+}
+
+/* The order statistics are written in: by tensor, and as added within a tensor. A pass hands
+ * its tensors' states over as each tensor is done, in whichever order the threads finish;
+ * this makes the file the same every time. NULL when out of memory. */
+static const result_stat **stat_order(const results *r)
+{
+    const result_stat **order = malloc((r->n_stats ? r->n_stats : 1) * sizeof *order);
+    for (size_t i = 0; order && i < r->n_stats; i++)
+        order[i] = &r->stats[i];
+    if (order)
+        qsort(order, r->n_stats, sizeof *order, by_tensor_then_added);
+    return order;
 }
 
 static int write_info(hid_t stats, const result_info *in, ctx *c)
@@ -767,10 +861,12 @@ static int write_body(hid_t f, const results *r, ctx *c)
     for (size_t i = 0; !rc && i < r->n_tensors; i++)
         rc = write_tensor(cal, &r->tensors[i], c);
     size_t *ordinal = rc ? NULL : stat_ordinals(r);
-    if (!rc && !ordinal)
+    const result_stat **order = rc ? NULL : stat_order(r);
+    if (!rc && (!ordinal || !order))
         rc = qerror_set(c->e, QERR_SOFTWARE, "out of memory writing '%s'", c->path);
-    for (size_t i = 0; !rc && i < r->n_stats; i++)
-        rc = write_stat(stats, &r->stats[i], (int)ordinal[i], c);
+    for (size_t k = 0; !rc && k < r->n_stats; k++)
+        rc = write_stat(stats, r, order[k], (int)ordinal[order[k] - r->stats], c);
+    free((void *)order);
     free(ordinal);
     for (size_t i = 0; !rc && i < r->n_infos; i++)
         rc = write_info(stats, &r->infos[i], c);

@@ -52,7 +52,8 @@ typedef struct result_stat {
     char *tensor;
     char *observer;     /* observer name: the dataset group under /statistics/<tensor>/ */
     char *params;       /* "key=value ..." the observer ran with, for re-creating it */
-    hstat *state;       /* serialized observer state */
+    hstat *state;       /* serialized observer state; NULL when spilled (results_stat_view) */
+    uint64_t spill_at, spill_len; /* where in the spill file, when state is NULL */
     uint64_t batch_size;/* the pass's batch size and the channel axis the observer was */
     int axis;           /* created with (attributes batch_size, axis; 0: not recorded) */
     int on_share;       /* observed on this file's share only (attribute on_share = 1):
@@ -99,7 +100,13 @@ typedef struct results {
     result_stat *stats;
     size_t n_stats, cap_stats;
     keyindex by_tensor, by_stat, by_info, by_cands; /* lookups by name (results_find...) */
+    /* Saved states are held in memory up to state_budget bytes of arrays, the rest in a
+     * temporary file (spill.h), so memory does not grow with the number of tensors. */
+    struct spill *spill;
+    size_t held_bytes, state_budget;
 } results;
+
+#define RESULTS_STATE_BUDGET ((size_t)64 << 20)
 
 /* recipe and source are copied (NULL -> ""); created is set to now. NULL when out of memory. */
 results *results_new(const char *recipe, const char *source);
@@ -124,6 +131,18 @@ void result_scheme_text(const qcal_qspec *s, char *buf, size_t size);
  * Takes ownership of state, also on failure (it is then freed). */
 int results_add_stat(results *r, const char *tensor, const char *observer, const char *params,
                      hstat *state, qerror *e);
+
+/* The memory r's saved states may hold before the next ones go to a temporary file (0: every
+ * state goes to the file). Applies to states added later. */
+void results_set_state_budget(results *r, size_t bytes);
+/* The budget results made from now on start with (results_new, results_read; at first
+ * RESULTS_STATE_BUDGET): a process-wide setting (`--state-mib`), set before any thread runs. */
+void results_set_default_state_budget(size_t bytes);
+/* The state of s, wherever it is kept: s->state's view, or the state read back from the
+ * temporary file into *loaded, which the caller frees (hstat_free) once done with the view
+ * (*loaded is NULL when nothing was read). NULL on failure (QERR_IO, QERR_SOFTWARE). */
+const qcal_stat *results_stat_view(const results *r, const result_stat *s, hstat **loaded,
+                                   qerror *e);
 
 result_stat *results_find_stat(results *r, const char *tensor, const char *observer,
                                const char *params);

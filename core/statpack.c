@@ -6,9 +6,10 @@
 #include <string.h>
 
 #include "hstat.h"
+#include "pass.h"
 
 #define MAGIC "QCS1"
-#define MAX_ARRAYS 256
+#define MAX_ARRAYS STATPACK_MAX_ARRAYS
 
 void statbuf_free(statbuf *b)
 {
@@ -52,7 +53,7 @@ static int put_str(statbuf *b, const char *s)
     return put_pair(b, n, 0) || put(b, s, n);
 }
 
-static int put_stat(statbuf *b, const qcal_stat *st)
+int statpack_put_stat(statbuf *b, const qcal_stat *st)
 {
     if (put_str(b, st->kind) || put_pair(b, st->kind_version, st->n_arrays) ||
         put_u64(b, st->channels))
@@ -75,7 +76,7 @@ int statpack_pass(pass *p, statbuf *out, qerror *e)
         hstat *st = NULL;
         if (pass_serialize(p, (int)h, &st, e))
             return -1;
-        int rc = put_stat(out, &st->view);
+        int rc = statpack_put_stat(out, &st->view);
         hstat_free(st);
         if (rc)
             return qerror_set(e, QERR_SOFTWARE, "out of memory packing observer states");
@@ -148,6 +149,15 @@ static int take_stat(reader *r, qcal_stat *st, qcal_array *arrays)
     }
     st->arrays = arrays;
     return r->bad ? -1 : 0;
+}
+
+int statpack_take_stat(const unsigned char *data, size_t len, size_t *at, qcal_stat *st,
+                       qcal_array *arrays)
+{
+    reader r = {data, len, *at, 0};
+    int rc = take_stat(&r, st, arrays);
+    *at = r.at;
+    return rc;
 }
 
 int statpack_fold(pass *p, const unsigned char *data, size_t len, int replace, const char *from,

@@ -12,7 +12,9 @@
 #include <stddef.h>
 
 #include "error.h"
-#include "pass.h"
+#include "qcal/plugin.h"
+
+struct pass;
 
 typedef struct statbuf {
     unsigned char *data;
@@ -21,13 +23,21 @@ typedef struct statbuf {
 
 void statbuf_free(statbuf *b);
 
+/* Appends one statistic in the layout above (-1 when out of memory). */
+int statpack_put_stat(statbuf *b, const qcal_stat *st);
+/* Reads one statistic from data[len] at *at (advanced past it): st's arrays point into data
+ * and are listed in arrays[], which must hold STATPACK_MAX_ARRAYS. -1 when malformed. */
+#define STATPACK_MAX_ARRAYS 256
+int statpack_take_stat(const unsigned char *data, size_t len, size_t *at, qcal_stat *st,
+                       qcal_array *arrays);
+
 /* Appends the serialized state of every observer of p (after pass_run) to out. */
-int statpack_pass(pass *p, statbuf *out, qerror *e);
+int statpack_pass(struct pass *p, statbuf *out, qerror *e);
 
 /* Folds the states packed in data[len] into p's, observer by observer (replace: p's states
  * are emptied first, so p then holds exactly the packed ones). `from` names the sender in
  * errors. A buffer that does not match p (count, framing) is refused. */
-int statpack_fold(pass *p, const unsigned char *data, size_t len, int replace, const char *from,
+int statpack_fold(struct pass *p, const unsigned char *data, size_t len, int replace, const char *from,
                   qerror *e);
 
 #endif

@@ -194,6 +194,7 @@ Test(distributed, files_that_disagree_are_refused_naming_file_and_tensor)
 /* ---- shares and merge --------------------------------------------------------------------- */
 
 static const char *batch_option = "--batch-size 8";
+static const char *merge_option = "";
 
 /* Observes every share of `recipe` (rounds: passes the recipe needs), merges them in a
  * scrambled order, finishes from the statistics into `out`. */
@@ -213,7 +214,7 @@ static void by_shares(const char *recipe, int k, int rounds, const char *dumps, 
             snprintf(files + len, sizeof files - len, " s%d.h5", i);
         }
         snprintf(merged, sizeof merged, "merged%d.h5", round);
-        snprintf(args, sizeof args, "merge%s -o %s --force", files, merged);
+        snprintf(args, sizeof args, "merge%s -o %s --force %s", files, merged, merge_option);
         cr_assert_eq(qcal(args), 0, "%s", err_text);
     }
     snprintf(args, sizeof args, "run %s --from-statistics %s -o %s --force %s", recipe, merged,
@@ -252,6 +253,40 @@ Test(distributed, more_shares_than_batches_leaves_some_empty)
         by_shares(recipes[r], 5, 1, "whole.h5", "sharded.h5");
         cr_expect(same_bytes("single.h5", "sharded.h5"), "%s", recipes[r]);
     }
+}
+
+/* --state-mib 0 keeps every observer state in a temporary file instead of memory: run,
+ * observe, merge and re-estimation then read each one back from there, and no bit changes. */
+Test(distributed, states_kept_in_a_temporary_file_change_no_bit)
+{
+    const char *recipes[] = {"minmax", "pot", "mse", "kl", "percentile"};
+    for (size_t r = 0; r < sizeof recipes / sizeof *recipes; r++) {
+        char args[512];
+        snprintf(args, sizeof args, "run %s whole.h5 -o single.h5 --force --batch-size 8",
+                 recipes[r]);
+        cr_assert_eq(qcal(args), 0, "%s", err_text);
+        snprintf(args, sizeof args, "run %s whole.h5 -o spilled.h5 --force --batch-size 8 "
+                 "--state-mib 0 -j 3", recipes[r]);
+        cr_assert_eq(qcal(args), 0, "%s", err_text);
+        cr_expect(same_bytes("single.h5", "spilled.h5"), "%s", recipes[r]);
+    }
+    batch_option = "--batch-size 8 --state-mib 0";
+    merge_option = "--state-mib 0";
+    by_shares("kl", 3, 2, "whole.h5", "sharded.h5");
+    merge_option = "";
+    cr_assert_eq(qcal("run kl whole.h5 -o single.h5 --force --batch-size 8"), 0, "%s", err_text);
+    cr_expect(same_bytes("single.h5", "sharded.h5"), "kl by 3 shares, states in a file");
+}
+
+/* When the temporary file cannot be made, the run says where and why (at the recipe line of
+ * the pass, as every error of a pass), and writes nothing. */
+Test(distributed, no_place_for_the_temporary_file_is_one_clear_error)
+{
+    int rc = sh("TMPDIR=/nonexistent/qcal", "run minmax whole.h5 -o out.h5 --state-mib 0");
+    cr_expect_neq(rc, 0, "exit %d: %s", rc, err_text);
+    cr_expect(strstr(err_text, "/nonexistent/qcal") && strstr(err_text, "TMPDIR"), "%s", err_text);
+    cr_expect(strstr(err_text, "No such file or directory"), "%s", err_text);
+    cr_expect(!exists("out.h5"));
 }
 
 Test(distributed, shares_of_several_files)

@@ -1,8 +1,11 @@
 /* test_pass.c - the streaming pass: values reach observers intact, for any threads and slabs */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dump.h"
 #include "fixtures.h"
@@ -330,6 +333,156 @@ Test(pass, plugin_failure_mid_pass_fails_cleanly)
                   "%s", err.msg);
         hstat *s = NULL;
         cr_expect_neq(pass_finalize(p, ok, &s, &e), 0, "no statistic after a failed pass");
+        pass_free(p);
+        dump_close(d);
+    }
+}
+
+/* ---- handing states over as each tensor is done (pass_set_keep) ------------------------- */
+
+typedef struct kept {
+    hstat *states[32];
+    int times[32];        /* keep calls per handle */
+    int order[32], n;     /* handles in the order they came */
+    atomic_int inside;    /* keep calls running now */
+    int overlapped;
+    int fail_at;          /* the handle whose keep fails, or -1 */
+} kept;
+
+static int keep_into(void *ud, int h, hstat *state, qerror *e)
+{
+    kept *k = ud;
+    if (atomic_fetch_add(&k->inside, 1) != 0)
+        k->overlapped = 1;
+    usleep(300); /* widen the window another thread's call would fall in */
+    k->times[h]++;
+    k->order[k->n++] = h;
+    hstat_free(k->states[h]);
+    k->states[h] = state;
+    atomic_fetch_sub(&k->inside, 1);
+    return h == k->fail_at ? qerror_set(e, QERR_IO, "keeping #%d failed", h) : 0;
+}
+
+static void kept_free(kept *k)
+{
+    for (int i = 0; i < 32; i++)
+        hstat_free(k->states[i]);
+}
+
+/* Every declaration is handed over exactly once, its state the one the pass would have held,
+ * within a tensor in declaration order; the pass keeps none, and
+ * pass_fold brings one back to finalize as before. */
+Test(pass, keep_hands_every_state_over_once_and_keeps_none)
+{
+    static unsigned char ref[1 << 20];
+    size_t ref_len = run_with(1, (size_t)4 << 20, ref, sizeof ref);
+    for (int threads = 1; threads <= 3; threads++) {
+        dump *d;
+        qerror e = {0};
+        cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
+        int handles[32];
+        size_t n;
+        pass *p = declare_all(d, handles, &n);
+        kept k = {.fail_at = -1};
+        atomic_init(&k.inside, 0);
+        pass_set_keep(p, keep_into, &k);
+        pass_options o;
+        pass_defaults(&o);
+        o.threads = threads;
+        o.slab_bytes = 64;
+        o.batch_size = 4;
+        cr_assert_eq(pass_run(p, &o, &e), 0, "%s", e.msg);
+        cr_assert_eq((size_t)k.n, n);
+        for (size_t i = 0; i < n; i++) {
+            cr_expect_eq(k.times[handles[i]], 1, "handle %d kept %d times", handles[i],
+                         k.times[handles[i]]);
+            cr_expect_eq(pass_has_state(p, handles[i]), 0, "the pass still holds #%d", handles[i]);
+        }
+        for (int i = 1; i < k.n; i++) /* four observers per tensor, declared in a row */
+            if (k.order[i] / 4 == k.order[i - 1] / 4)
+                cr_expect_gt(k.order[i], k.order[i - 1], "within a tensor out of order");
+        pass_set_keep(p, NULL, NULL);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(pass_fold(p, handles[i], &k.states[handles[i]]->view, 1, &e), 0, "%s",
+                         e.msg);
+        static unsigned char got[1 << 20];
+        size_t len = fingerprint(p, handles, n, got, sizeof got);
+        cr_expect(len == ref_len && memcmp(ref, got, len) == 0, "%d threads: other states",
+                  threads);
+        kept_free(&k);
+        pass_free(p);
+        dump_close(d);
+    }
+}
+
+/* Tensors of one and of three slabs in turn: a worker can finish a one-slab tensor while
+ * another is still handing over the three-slab one before it. Their keep calls must still
+ * come one at a time. */
+Test(pass, keep_calls_come_one_at_a_time)
+{
+    enum { TENSORS = 24, WIDTH = 8 };
+    static float values[TENSORS][12 * WIDTH];
+    static char names[TENSORS][16];
+    fx_dataset ds[TENSORS];
+    for (int t = 0; t < TENSORS; t++) {
+        fx_fill_gauss(values[t], 12 * WIDTH, 40 + (unsigned)t, 0.0f, 1.0f);
+        snprintf(names[t], sizeof names[t], "t%02d", t);
+        ds[t] = (fx_dataset){.name = names[t], .dtype = DUMP_F32, .rank = 2,
+                             .dims = {t % 2 ? 12 : 4, WIDTH}, .data = values[t],
+                             .channel_axis = FX_NO_ATTR};
+    }
+    char *path = fx_path(dir, "alternating.h5");
+    cr_assert_eq(fx_write_dump(path, ds, TENSORS, 0), 0);
+    int overlapped = 0;
+    for (int round = 0; round < 20 && !overlapped; round++) {
+        dump *d;
+        qerror e = {0};
+        cr_assert_eq(dump_open(path, &d, &e), 0, "%s", e.msg);
+        pass *p = pass_new(d);
+        for (size_t t = 0; t < TENSORS; t++)
+            cr_assert_geq(pass_observe(p, t, registry_observer(reg, "minmax"), NULL,
+                                       PASS_AXIS_DEFAULT, &e), 0, "%s", e.msg);
+        kept k = {.fail_at = -1};
+        atomic_init(&k.inside, 0);
+        pass_set_keep(p, keep_into, &k);
+        pass_options o;
+        pass_defaults(&o);
+        o.threads = 2;
+        o.slab_bytes = 4 * WIDTH * sizeof(float); /* one batch of 4 rows per slab */
+        o.batch_size = 4;
+        cr_assert_eq(pass_run(p, &o, &e), 0, "%s", e.msg);
+        cr_expect_eq(k.n, TENSORS);
+        overlapped = k.overlapped;
+        kept_free(&k);
+        pass_free(p);
+        dump_close(d);
+    }
+    cr_expect_eq(overlapped, 0, "two keep calls ran at once");
+    free(path);
+}
+
+/* A failing keep fails the pass with its own message, on any number of threads. */
+Test(pass, keep_failure_fails_the_pass)
+{
+    for (int threads = 1; threads <= 3; threads++) {
+        dump *d;
+        qerror e = {0};
+        cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
+        int handles[32];
+        size_t n;
+        pass *p = declare_all(d, handles, &n);
+        kept k = {.fail_at = 6};
+        atomic_init(&k.inside, 0);
+        pass_set_keep(p, keep_into, &k);
+        pass_options o;
+        pass_defaults(&o);
+        o.threads = threads;
+        o.slab_bytes = 64;
+        o.batch_size = 4;
+        cr_expect_neq(pass_run(p, &o, &e), 0);
+        cr_expect_eq(e.code, QERR_IO);
+        cr_expect(strstr(e.msg, "keeping #6 failed"), "%s", e.msg);
+        kept_free(&k);
         pass_free(p);
         dump_close(d);
     }

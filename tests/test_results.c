@@ -781,6 +781,174 @@ Test(results, states_with_other_params_and_tensor_info_round_trip)
     results_free(r);
 }
 
+/* ---- saved states beyond the memory budget, in a temporary file ------------------------- */
+
+/* A statistic whose values depend on i: lo = {i, -i / 8}, count = 1000 + i, grid = i .. i + 5,
+ * and an empty array. 64 bytes of arrays. */
+static hstat *numbered_stat(int i)
+{
+    float lo[2] = {(float)i, -(float)i / 8};
+    uint64_t count = 1000u + (uint64_t)i;
+    int64_t grid[6];
+    for (int k = 0; k < 6; k++)
+        grid[k] = i + k;
+    qcal_array a[4] = {
+        {.name = "lo", .dtype = QCAL_DTYPE_F32, .rank = 1, .shape = {2}, .data = lo},
+        {.name = "count", .dtype = QCAL_DTYPE_U64, .rank = 0, .data = &count},
+        {.name = "grid", .dtype = QCAL_DTYPE_I64, .rank = 2, .shape = {2, 3}, .data = grid},
+        {.name = "empty", .dtype = QCAL_DTYPE_F64, .rank = 1, .shape = {0}, .data = NULL},
+    };
+    qcal_stat st = {.kind = "qcal.test", .kind_version = 3, .n_arrays = 4, .channels = 2,
+                    .arrays = a};
+    hstat *h = NULL;
+    qerror e = {0};
+    cr_assert_eq(hstat_copy(&st, &h, &e), 0, "%s", e.msg);
+    return h;
+}
+
+/* Checks the view against numbered_stat(i), value by value. */
+static void expect_numbered(const qcal_stat *v, int i)
+{
+    cr_assert_not_null(v);
+    cr_expect_str_eq(v->kind, "qcal.test");
+    cr_expect_eq(v->kind_version, 3u);
+    cr_expect_eq(v->channels, 2u);
+    cr_assert_eq(v->n_arrays, 4u);
+    const qcal_array *lo = hstat_find(v, "lo"), *count = hstat_find(v, "count");
+    const qcal_array *grid = hstat_find(v, "grid"), *empty = hstat_find(v, "empty");
+    cr_assert(lo && count && grid && empty);
+    cr_expect_eq(((const float *)lo->data)[0], (float)i);
+    cr_expect_eq(((const float *)lo->data)[1], -(float)i / 8);
+    cr_expect_eq(*(const uint64_t *)count->data, 1000u + (uint64_t)i);
+    cr_expect_eq(count->rank, 0u);
+    cr_expect(grid->rank == 2 && grid->shape[0] == 2 && grid->shape[1] == 3);
+    for (int k = 0; k < 6; k++)
+        cr_expect_eq(((const int64_t *)grid->data)[k], i + k);
+    cr_expect(empty->rank == 1 && empty->shape[0] == 0);
+}
+
+static void expect_saved_numbered(const results *r, const char *tensor, int i)
+{
+    const result_stat *s = results_find_stat((results *)r, tensor, "obs", "");
+    cr_assert_not_null(s, "%s", tensor);
+    hstat *loaded;
+    qerror e = {0};
+    const qcal_stat *v = results_stat_view(r, s, &loaded, &e);
+    cr_assert_not_null(v, "%s", e.msg);
+    expect_numbered(v, i);
+    cr_expect_eq(loaded != NULL, s->state == NULL, "read back exactly when spilled");
+    hstat_free(loaded);
+}
+
+static results *numbered_results(size_t budget, const int *order, int n)
+{
+    results *r = results_new("r", "d.h5");
+    cr_assert(r);
+    results_set_state_budget(r, budget);
+    char tensor[16];
+    qerror e = {0};
+    for (int k = 0; k < n; k++) {
+        snprintf(tensor, sizeof tensor, "x%d", order[k]);
+        cr_assert_eq(results_add_stat(r, tensor, "obs", NULL, numbered_stat(order[k]), &e), 0,
+                     "%s", e.msg);
+    }
+    return r;
+}
+
+static int same_file_bytes(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *x = fx_read_file(a, &na), *y = fx_read_file(b, &nb);
+    int same = x && y && na == nb && !memcmp(x, y, na);
+    free(x), free(y);
+    return same;
+}
+
+/* Past the budget (here two states' 128 bytes) states go to the file; every one reads back
+ * whole, also after the file is written and read again, and the file is the one all-in-memory
+ * results give. */
+Test(results, states_past_the_budget_go_to_a_file_and_come_back_whole)
+{
+    setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+    const int order[5] = {0, 1, 2, 3, 4};
+    results *r = numbered_results(128, order, 5);
+    char tensor[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(tensor, sizeof tensor, "x%d", i);
+        cr_expect_eq(results_find_stat(r, tensor, "obs", "")->state != NULL, i < 2, "%s", tensor);
+        expect_saved_numbered(r, tensor, i);
+    }
+    qerror e = {0};
+    cr_assert_eq(results_write(r, path_in("spilled.h5"), 0, &e), 0, "%s", e.msg);
+    results_free(r);
+    r = numbered_results(SIZE_MAX, order, 5);
+    cr_assert_eq(results_write(r, path_in("held.h5"), 0, &e), 0, "%s", e.msg);
+    results_free(r);
+    cr_expect(same_file_bytes(path_in("spilled.h5"), path_in("held.h5")));
+    results_set_default_state_budget(0); /* reading back: every state to the file */
+    int rc = results_read(path_in("spilled.h5"), &r, &e);
+    results_set_default_state_budget(RESULTS_STATE_BUDGET);
+    cr_assert_eq(rc, 0, "%s", e.msg);
+    for (int i = 0; i < 5; i++) {
+        snprintf(tensor, sizeof tensor, "x%d", i);
+        cr_expect_null(results_find_stat(r, tensor, "obs", "")->state);
+        expect_saved_numbered(r, tensor, i);
+    }
+    results_free(r);
+    unsetenv("SOURCE_DATE_EPOCH");
+}
+
+/* A replaced state gives its memory back to the budget. */
+Test(results, replacing_a_held_state_frees_its_share_of_the_budget)
+{
+    const int order[3] = {0, 0, 0};
+    results *r = numbered_results(64, order, 3);
+    cr_expect_eq(r->n_stats, 1u);
+    cr_expect_not_null(r->stats[0].state, "held, the budget freed by the state replaced");
+    qerror e = {0};
+    cr_assert_eq(results_add_stat(r, "y", "obs", NULL, numbered_stat(7), &e), 0, "%s", e.msg);
+    cr_expect_null(results_find_stat(r, "y", "obs", "")->state, "past the budget");
+    expect_saved_numbered(r, "x0", 0);
+    expect_saved_numbered(r, "y", 7);
+    results_free(r);
+}
+
+/* States come in whatever order a pass's threads finish tensors; the file is the same. */
+Test(results, statistics_written_in_one_order_whatever_order_they_came_in)
+{
+    setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+    const int forward[4] = {0, 1, 2, 3}, scrambled[4] = {2, 0, 3, 1};
+    qerror e = {0};
+    results *r = numbered_results(SIZE_MAX, forward, 4);
+    cr_assert_eq(results_write(r, path_in("a.h5"), 0, &e), 0, "%s", e.msg);
+    results_free(r);
+    r = numbered_results(SIZE_MAX, scrambled, 4);
+    cr_assert_eq(results_write(r, path_in("b.h5"), 0, &e), 0, "%s", e.msg);
+    results_free(r);
+    cr_expect(same_file_bytes(path_in("a.h5"), path_in("b.h5")));
+    unsetenv("SOURCE_DATE_EPOCH");
+}
+
+/* No place for the temporary file: one line naming the folder and the reason; the state is
+ * not kept (and not leaked). */
+Test(results, no_place_for_spilled_states_is_one_clear_error)
+{
+    results *r = results_new("r", "d.h5");
+    cr_assert(r);
+    results_set_state_budget(r, 0);
+    qerror e = {0};
+    setenv("TMPDIR", "/nonexistent/qcal-spill", 1);
+    int rc = results_add_stat(r, "x", "obs", NULL, numbered_stat(1), &e);
+    unsetenv("TMPDIR");
+    cr_expect_neq(rc, 0);
+    cr_expect_eq(e.code, QERR_IO);
+    cr_expect(strstr(e.msg, "/nonexistent/qcal-spill") && strstr(e.msg, "No such file") &&
+              strstr(e.msg, "tensor 'x'"), "%s", e.msg);
+    cr_expect(strchr(e.msg, '\n') == NULL);
+    cr_expect_eq(r->n_stats, 0u);
+    results_free(r);
+}
+
 /* ---- hstat ------------------------------------------------------------------------------- */
 
 Test(hstat, deep_copy)
