@@ -3,7 +3,8 @@
 # (never asserted), printed as one table: figure, qcal, baseline, ratio, target (issue #7).
 #   bash tests/bench/run.sh BUILD_DIR [GIB]
 # Generates its dumps under BUILD_DIR/bench once (GIB GiB of float32, default 2; a gzip pair,
-# float16 and bfloat16, 2,000 small tensors, and a 4 GiB one for memory; BIG=0 skips that).
+# float16 and bfloat16, 2,000 small tensors, and for memory a 4 GiB one and 8,000 small
+# tensors; BIG=0 skips those two).
 # Warm figures read each file once before timing; cold ones drop the file's pages from the
 # page cache (posix_fadvise) before every timed command, baseline and qcal alike. Rounds
 # interleave qcal and its baseline so drift hits both alike; each figure is a median.
@@ -31,6 +32,7 @@ F16=$(dump f16-1g 1 12 f16)
 BF16=$(dump bf16-1g 1 12 bf16)
 SMALL=$(dump small-2000 0.25 2000 small)
 [ "$BIG" = 0 ] || BIGD=$(dump "f32-${BIG}g" "$BIG" 12 f32)
+[ "$BIG" = 0 ] || MANY=$(dump small-8000 1.0 8000 small)
 
 # The peer: PyTorch's observers from Debian's packages (the one thing only the benchmark needs).
 if ! "$PY" -c 'import torch, h5py' 2> /dev/null; then
@@ -103,6 +105,7 @@ if [ "$BIG" != 0 ]; then # memory: one run of each pass kind on the big dump
     echo "bench: the ${BIG} GiB dump" >&2
     timed big_hist COLD "$BIGD" $(run "$HIST" "$BIGD" -o "$OUT/big.h5")
     timed big_kl COLD "$BIGD" $(run kl "$BIGD" -o "$OUT/big.h5")
+    timed many_hist COLD "$MANY" $(run "$HIST" "$MANY" -o "$OUT/many.h5")
 fi
 
 med() { printf '%s\n' ${T[$1]:-0} | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
@@ -137,6 +140,7 @@ mem_row "peak RSS, histogram pass, 2,000 tensors / dump" small "$SMALL"
 if [ "$BIG" != 0 ]; then
     mem_row "peak RSS, histogram pass, $BIG GiB / dump" big_hist "$BIGD"
     mem_row "peak RSS, kl recipe (2 passes), $BIG GiB / dump" big_kl "$BIGD"
+    mem_row "peak RSS, histogram pass, 8,000 tensors / dump" many_hist "$MANY"
 fi
 diff_row "evaluation pass, 10 candidates per tensor / read" "<= 2"
 if [ "$HAVE_TORCH" = 1 ]; then
