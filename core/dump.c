@@ -635,7 +635,7 @@ static int open_file(dump *d, qerror *e)
                           is_h5 == 0 ? "no HDF5 signature (file signature not found)"
                                      : "an unreadable file");
     char why[256];
-    d->file = h5_open_dump(d->path, why, sizeof why);
+    d->file = h5_open_read(d->path, why, sizeof why);
     if (d->file < 0) {
         return qerror_set(e, QERR_DATA, "%s: cannot open as HDF5: %s%s", d->path, why,
                           strstr(why, "unable to lock") ? " (is a writer still open? HDF5_USE_FILE_LOCKING="

@@ -55,10 +55,8 @@ void h5_reason(char *buf, size_t size)
     snprintf(buf, size, "%s", inner);
 }
 
-hid_t h5_open_dump(const char *path, char *why, size_t size)
+hid_t h5_open_read(const char *path, char *why, size_t size)
 {
-    /* A pass reads each tensor once, then closes it: its object header and chunk index may
-     * leave HDF5's metadata cache then, or 8,000 tensors' B-tree nodes pile up in it. */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0)
         H5Pset_evict_on_close(fapl, 1);

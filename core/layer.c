@@ -240,7 +240,7 @@ int layers_load(const char *path, layer **out, size_t *n, qerror *e)
     *out = NULL, *n = 0;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     char why[256];
-    hid_t f = h5_open_dump(path, why, sizeof why);
+    hid_t f = h5_open_read(path, why, sizeof why);
     if (f < 0)
         return qerror_set(e, QERR_NOINPUT, "%s: cannot open as HDF5: %s", path, why);
     int rc = 0;

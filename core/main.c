@@ -907,7 +907,7 @@ static int dispatch(int argc, char **argv, qerror *e)
             fputs(help_of(cmd->name), stdout);
         else if (!rc) {
             if (c.has_state_budget)
-                results_set_default_state_budget(c.state_budget);
+                results_set_state_budget(c.state_budget);
             rc = cmd->fn(&c, e);
         }
         for (int i = 0; i < c.n_kv; i++)

@@ -149,10 +149,38 @@ static int declare(pass *p, dump *d, registry *reg, const result_stat *st, const
     return h;
 }
 
+/* Keeps observer h's state (the shares folded so far) serialized in acc, as state st, and
+ * drops it from the pass: merging holds one live state at a time, however many tensors (acc
+ * keeps what its memory budget does not hold in a temporary file). */
+static int stash(results *acc, const result_stat *st, pass *p, int h, qerror *e)
+{
+    hstat *state;
+    if (pass_serialize(p, h, &state, e) ||
+        results_add_stat(acc, st->tensor, st->observer, st->params, state, e))
+        return -1;
+    pass_release(p, h);
+    return 0;
+}
+
+/* Brings observer h's state back from acc (stash). */
+static int unstash(const results *acc, const result_stat *st, pass *p, int h, qerror *e)
+{
+    const result_stat *kept = results_find_stat((results *)acc, st->tensor, st->observer,
+                                                st->params);
+    if (!kept)
+        return qerror_set(e, QERR_SOFTWARE, "merge: lost the state of observer '%s' on tensor "
+                          "'%s'", st->observer, st->tensor);
+    hstat *loaded;
+    const qcal_stat *state = results_stat_view(acc, kept, &loaded, e);
+    int rc = !state || pass_fold(p, h, state, 1, e);
+    hstat_free(loaded);
+    return rc ? -1 : 0;
+}
+
 /* The states of the first share: the observers of its share states declared (handles[i],
- * -1 for whole states) and the first share folded in. */
+ * -1 for whole states) and the first share's states stashed in acc. */
 static int start_merge(const results *first, const char *path, pass *p, dump *d, registry *reg,
-                       int *handles, qerror *e)
+                       int *handles, results *acc, qerror *e)
 {
     for (size_t i = 0; i < first->n_stats; i++) {
         const result_stat *st = &first->stats[i];
@@ -161,23 +189,25 @@ static int start_merge(const results *first, const char *path, pass *p, dump *d,
             continue;
         if ((handles[i] = declare(p, d, reg, st, path, e)) < 0)
             return -1;
-        if (fold_saved(first, st, p, handles[i], e))
+        if (fold_saved(first, st, p, handles[i], e) || stash(acc, st, p, handles[i], e))
             return qerror_prefix(e, "%s", path);
     }
     return 0;
 }
 
-/* Share file `path` folded into p (after checking it against the first). */
+/* Share file `path` folded into the states in acc (after checking it against the first). */
 static int fold_share(const results *first, const char *first_path, const char *path, pass *p,
-                      const int *handles, qerror *e)
+                      const int *handles, results *acc, qerror *e)
 {
     results *r = NULL;
     int rc = results_read(path, &r, e) || check_alike(first, first_path, r, path, e);
     for (size_t i = 0; !rc && i < first->n_stats; i++) {
-        const result_stat *o = state_in(r, path, first, &first->stats[i], first_path, e);
+        const result_stat *st = &first->stats[i], *o = state_in(r, path, first, st, first_path, e);
         if (!o)
             rc = -1;
-        else if (handles[i] >= 0 && fold_saved(r, o, p, handles[i], e))
+        else if (handles[i] >= 0 &&
+                 (unstash(acc, st, p, handles[i], e) || fold_saved(r, o, p, handles[i], e) ||
+                  stash(acc, st, p, handles[i], e)))
             rc = qerror_prefix(e, "%s", path);
     }
     results_free(r);
@@ -194,14 +224,19 @@ static int copy_saved(const results *r, const result_stat *st, hstat **out, qerr
     return state ? hstat_copy(state, out, e) : -1;
 }
 
-/* The merged statistics, in the first share's order: folded share states, whole states kept. */
-static int collect(const results *first, pass *p, const int *handles, results *out, qerror *e)
+/* The merged statistics, in the first share's order: folded share states (from acc), whole
+ * states kept. */
+static int collect(const results *first, const results *acc, const int *handles, results *out,
+                   qerror *e)
 {
     for (size_t i = 0; i < first->n_stats; i++) {
-        const result_stat *st = &first->stats[i];
+        const result_stat *st = &first->stats[i], *from = st;
+        if (handles[i] >= 0 &&
+            !(from = results_find_stat((results *)acc, st->tensor, st->observer, st->params)))
+            return qerror_set(e, QERR_SOFTWARE, "merge: lost the state of observer '%s' on "
+                              "tensor '%s'", st->observer, st->tensor);
         hstat *state = NULL;
-        if (handles[i] >= 0 ? pass_serialize(p, handles[i], &state, e)
-                            : copy_saved(first, st, &state, e))
+        if (copy_saved(handles[i] >= 0 ? acc : first, from, &state, e))
             return -1;
         if (results_add_stat(out, st->tensor, st->observer, st->params, state, e))
             return -1;
@@ -222,13 +257,15 @@ static int merge_all(const shares *s, const results *first, registry *reg, resul
         return -1;
     pass *p = pass_new(d);
     int *handles = calloc(first->n_stats ? first->n_stats : 1, sizeof *handles);
-    int rc = p && handles ? 0 : qerror_set(e, QERR_SOFTWARE, "out of memory");
+    results *acc = results_new("", ""); /* the shares folded so far */
+    int rc = p && handles && acc ? 0 : qerror_set(e, QERR_SOFTWARE, "out of memory");
     if (!rc)
-        rc = start_merge(first, s->paths[0], p, d, reg, handles, e);
+        rc = start_merge(first, s->paths[0], p, d, reg, handles, acc, e);
     for (size_t i = 1; !rc && i < s->k; i++) /* share order */
-        rc = fold_share(first, s->paths[0], s->paths[i], p, handles, e);
+        rc = fold_share(first, s->paths[0], s->paths[i], p, handles, acc, e);
     if (!rc)
-        rc = collect(first, p, handles, out, e);
+        rc = collect(first, acc, handles, out, e);
+    results_free(acc);
     free(handles);
     pass_free(p);
     dump_close(d);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <hdf5.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "h5attr.h"
 #include "qmath.h"
 #include "spill.h"
 #include "statpack.h"
@@ -69,9 +71,29 @@ static void cands_key(const void *items, size_t i, const char **parts)
     parts[0] = ((const result_candidates *)items)[i].tensor;
 }
 
-static size_t default_state_budget = RESULTS_STATE_BUDGET;
+/* The process's budget for saved states in memory, and what all results hold of it. */
+static size_t state_budget = RESULTS_STATE_BUDGET;
+static _Atomic size_t states_held;
 
-void results_set_default_state_budget(size_t bytes) { default_state_budget = bytes; }
+void results_set_state_budget(size_t bytes) { state_budget = bytes; }
+
+/* Takes bytes from the budget for r, or says there is not enough (0). */
+static int take_budget(results *r, size_t bytes)
+{
+    size_t held = atomic_load(&states_held);
+    do {
+        if (bytes > state_budget || held > state_budget - bytes)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&states_held, &held, held + bytes));
+    r->held_bytes += bytes;
+    return 1;
+}
+
+static void give_budget(results *r, size_t bytes)
+{
+    atomic_fetch_sub(&states_held, bytes);
+    r->held_bytes -= bytes;
+}
 
 /* An empty results with its indexes ready; NULL when out of memory. */
 static results *results_alloc(void)
@@ -83,7 +105,6 @@ static results *results_alloc(void)
     keyindex_init(&r->by_stat, 3, stat_key);
     keyindex_init(&r->by_info, 1, info_key);
     keyindex_init(&r->by_cands, 1, cands_key);
-    r->state_budget = default_state_budget;
     return r;
 }
 
@@ -169,6 +190,7 @@ void results_free(results *r)
     free(r->source);
     free(r->qcal_version);
     free(r->created);
+    give_budget(r, r->held_bytes);
     spill_free(r->spill);
     free(r);
 }
@@ -290,11 +312,8 @@ static int name_ok(const char *s)
 /* Keeps s's state in memory while the budget allows, else moves it to the spill file. */
 static int hold_or_spill(results *r, result_stat *s, qerror *e)
 {
-    size_t bytes = hstat_data_bytes(s->state);
-    if (bytes <= r->state_budget && r->held_bytes <= r->state_budget - bytes) {
-        r->held_bytes += bytes;
+    if (take_budget(r, hstat_data_bytes(s->state)))
         return 0;
-    }
     statbuf packed = {0};
     if (!r->spill && !(r->spill = spill_new()))
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
@@ -316,7 +335,7 @@ static int stat_store(results *r, result_stat *s, qerror *e)
 {
     result_stat *old = results_find_stat(r, s->tensor, s->observer, s->params);
     if (old) {
-        r->held_bytes -= hstat_data_bytes(old->state); /* a spilled one's bytes stay unused */
+        give_budget(r, hstat_data_bytes(old->state)); /* a spilled one's bytes stay unused */
         stat_clear(old);
         *old = *s; /* the same key: the index stays right */
         return 0;
@@ -353,7 +372,6 @@ int results_add_stat(results *r, const char *tensor, const char *observer, const
     return stat_store(r, &s, e);
 }
 
-void results_set_state_budget(results *r, size_t bytes) { r->state_budget = bytes; }
 
 const qcal_stat *results_stat_view(const results *r, const result_stat *s, hstat **loaded,
                                    qerror *e)
@@ -506,8 +524,9 @@ static herr_t first_desc(unsigned n, const H5E_error2_t *err, void *ud)
     return 0;
 }
 
-/* The innermost HDF5 error message; must run before the next HDF5 call clears the stack. */
-static void h5_reason(char *buf)
+/* The description of HDF5's API-level error (the first on its stack, walking downward); must
+ * run before the next HDF5 call clears the stack. */
+static void api_reason(char *buf)
 {
     buf[0] = '\0';
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, first_desc, buf);
@@ -518,7 +537,7 @@ static void h5_reason(char *buf)
 static int write_failed(const ctx *c, const char *what, const char *name)
 {
     char why[256];
-    h5_reason(why);
+    api_reason(why);
     return qerror_set(c->e, QERR_IO, "cannot write '%s': %s %s of %s: %s", c->path, what, name,
                       c->obj, why);
 }
@@ -896,7 +915,7 @@ static int write_hdf5(const results *r, const char *tmp, ctx *c)
     hid_t f = fapl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
     H5Pclose(fcpl);
     if (f < 0) {
-        h5_reason(why);
+        api_reason(why);
         if (fapl >= 0)
             H5Pclose(fapl);
         return qerror_set(c->e, QERR_CANTCREAT, "cannot create '%s': %s", c->path, why);
@@ -904,7 +923,7 @@ static int write_hdf5(const results *r, const char *tmp, ctx *c)
     H5Pclose(fapl);
     int rc = write_body(f, r, c);
     if (H5Fclose(f) < 0 && !rc) {
-        h5_reason(why);
+        api_reason(why);
         rc = qerror_set(c->e, QERR_IO, "cannot write '%s': %s", c->path, why);
     }
     return rc;
@@ -1654,12 +1673,10 @@ static int read_file(const char *path, int header_only, results **out, ctx *c)
         return sys_failed(c, QERR_NOINPUT, "open");
     if (H5Fis_hdf5(path) <= 0)
         return qerror_set(c->e, QERR_DATA, "'%s' is not a qcal results file (not HDF5)", path);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        char why[256];
-        h5_reason(why);
+    char why[256];
+    hid_t f = h5_open_read(path, why, sizeof why);
+    if (f < 0)
         return qerror_set(c->e, QERR_NOINPUT, "cannot open '%s': %s", path, why);
-    }
     results *r = results_alloc();
     int rc = r ? read_root(f, r, c) : qerror_set(c->e, QERR_SOFTWARE, "out of memory");
     if (!rc && !header_only)

@@ -100,10 +100,11 @@ typedef struct results {
     result_stat *stats;
     size_t n_stats, cap_stats;
     keyindex by_tensor, by_stat, by_info, by_cands; /* lookups by name (results_find...) */
-    /* Saved states are held in memory up to state_budget bytes of arrays, the rest in a
-     * temporary file (spill.h), so memory does not grow with the number of tensors. */
+    /* Saved states are held in memory while the process's budget allows (all results
+     * together: results_set_state_budget), the rest in a temporary file (spill.h), so memory
+     * does not grow with the number of tensors. */
     struct spill *spill;
-    size_t held_bytes, state_budget;
+    size_t held_bytes; /* of arrays, this results' share of the budget */
 } results;
 
 #define RESULTS_STATE_BUDGET ((size_t)64 << 20)
@@ -132,12 +133,11 @@ void result_scheme_text(const qcal_qspec *s, char *buf, size_t size);
 int results_add_stat(results *r, const char *tensor, const char *observer, const char *params,
                      hstat *state, qerror *e);
 
-/* The memory r's saved states may hold before the next ones go to a temporary file (0: every
- * state goes to the file). Applies to states added later. */
-void results_set_state_budget(results *r, size_t bytes);
-/* The budget results made from now on start with (results_new, results_read; at first
- * RESULTS_STATE_BUDGET): a process-wide setting (`--state-mib`), set before any thread runs. */
-void results_set_default_state_budget(size_t bytes);
+/* The bytes of arrays the saved states of all results in the process may hold in memory
+ * before the next ones go to temporary files (at first RESULTS_STATE_BUDGET; 0: every state
+ * goes to a file). Applies to states added later. `--state-mib`; set it while no other
+ * thread adds states. */
+void results_set_state_budget(size_t bytes);
 /* The state of s, wherever it is kept: s->state's view, or the state read back from the
  * temporary file into *loaded, which the caller frees (hstat_free) once done with the view
  * (*loaded is NULL when nothing was read). NULL on failure (QERR_IO, QERR_SOFTWARE). */

@@ -844,7 +844,7 @@ static results *numbered_results(size_t budget, const int *order, int n)
 {
     results *r = results_new("r", "d.h5");
     cr_assert(r);
-    results_set_state_budget(r, budget);
+    results_set_state_budget(budget);
     char tensor[16];
     qerror e = {0};
     for (int k = 0; k < n; k++) {
@@ -885,9 +885,8 @@ Test(results, states_past_the_budget_go_to_a_file_and_come_back_whole)
     cr_assert_eq(results_write(r, path_in("held.h5"), 0, &e), 0, "%s", e.msg);
     results_free(r);
     cr_expect(same_file_bytes(path_in("spilled.h5"), path_in("held.h5")));
-    results_set_default_state_budget(0); /* reading back: every state to the file */
+    results_set_state_budget(0); /* reading back: every state to the file */
     int rc = results_read(path_in("spilled.h5"), &r, &e);
-    results_set_default_state_budget(RESULTS_STATE_BUDGET);
     cr_assert_eq(rc, 0, "%s", e.msg);
     for (int i = 0; i < 5; i++) {
         snprintf(tensor, sizeof tensor, "x%d", i);
@@ -913,6 +912,24 @@ Test(results, replacing_a_held_state_frees_its_share_of_the_budget)
     results_free(r);
 }
 
+/* The budget is the process's: what one results holds, another cannot; freeing a results
+ * gives its share back. */
+Test(results, the_budget_is_shared_by_every_results_and_given_back)
+{
+    const int one[1] = {1}, two[1] = {2}, three[1] = {3};
+    results *a = numbered_results(64, one, 1); /* 64 bytes of arrays: the whole budget */
+    results *b = numbered_results(64, two, 1);
+    cr_expect_not_null(a->stats[0].state);
+    cr_expect_null(b->stats[0].state, "a holds the budget");
+    results_free(a);
+    results *c = numbered_results(64, three, 1);
+    cr_expect_not_null(c->stats[0].state, "a's share came back");
+    expect_saved_numbered(b, "x2", 2);
+    expect_saved_numbered(c, "x3", 3);
+    results_free(b);
+    results_free(c);
+}
+
 /* States come in whatever order a pass's threads finish tensors; the file is the same. */
 Test(results, statistics_written_in_one_order_whatever_order_they_came_in)
 {
@@ -935,7 +952,7 @@ Test(results, no_place_for_spilled_states_is_one_clear_error)
 {
     results *r = results_new("r", "d.h5");
     cr_assert(r);
-    results_set_state_budget(r, 0);
+    results_set_state_budget(0);
     qerror e = {0};
     setenv("TMPDIR", "/nonexistent/qcal-spill", 1);
     int rc = results_add_stat(r, "x", "obs", NULL, numbered_stat(1), &e);
