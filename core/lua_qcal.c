@@ -579,7 +579,7 @@ static int keep_state(void *ud, int h, hstat *state, qerror *e)
     return 0;
 }
 
-/* Brings back observer h's state from its serialized copy in the results (save_states). */
+/* Brings back observer h's state from its serialized copy in the results (keep_state). */
 static int restore_state(lua_qcal_ctx *ctx, const lpass *lp, int h, qerror *e)
 {
     pass *p = lp->p;

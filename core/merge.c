@@ -163,10 +163,9 @@ static int stash(results *acc, const result_stat *st, pass *p, int h, qerror *e)
 }
 
 /* Brings observer h's state back from acc (stash). */
-static int unstash(const results *acc, const result_stat *st, pass *p, int h, qerror *e)
+static int unstash(results *acc, const result_stat *st, pass *p, int h, qerror *e)
 {
-    const result_stat *kept = results_find_stat((results *)acc, st->tensor, st->observer,
-                                                st->params);
+    const result_stat *kept = results_find_stat(acc, st->tensor, st->observer, st->params);
     if (!kept)
         return qerror_set(e, QERR_SOFTWARE, "merge: lost the state of observer '%s' on tensor "
                           "'%s'", st->observer, st->tensor);
@@ -226,13 +225,13 @@ static int copy_saved(const results *r, const result_stat *st, hstat **out, qerr
 
 /* The merged statistics, in the first share's order: folded share states (from acc), whole
  * states kept. */
-static int collect(const results *first, const results *acc, const int *handles, results *out,
+static int collect(const results *first, results *acc, const int *handles, results *out,
                    qerror *e)
 {
     for (size_t i = 0; i < first->n_stats; i++) {
         const result_stat *st = &first->stats[i], *from = st;
         if (handles[i] >= 0 &&
-            !(from = results_find_stat((results *)acc, st->tensor, st->observer, st->params)))
+            !(from = results_find_stat(acc, st->tensor, st->observer, st->params)))
             return qerror_set(e, QERR_SOFTWARE, "merge: lost the state of observer '%s' on "
                               "tensor '%s'", st->observer, st->tensor);
         hstat *state = NULL;

@@ -828,8 +828,8 @@ static const result_stat *find_saved(const results *saved, const decl *dc)
     char params[1024];
     params_format_all(dc->obs->desc.params, dc->obs->desc.n_params, dc->params, params,
                       sizeof params);
-    /* by the results' index (a cache, which finding updates): a scan per declaration took
-     * minutes for 16,000 states */
+    /* by the results' index (a cache, which finding may update), not by a scan of every
+     * saved state per declaration (quadratic in the number of tensors) */
     const result_stat *s =
         results_find_stat((results *)saved, dc->desc.name, dc->obs->desc.name, params);
     return s && (!s->batch_size || s->axis == dc->desc.channel_axis) ? s : NULL;

@@ -341,6 +341,7 @@ static int stat_store(results *r, result_stat *s, qerror *e)
         return 0;
     }
     if (reserve((void **)&r->stats, &r->cap_stats, r->n_stats, sizeof *r->stats)) {
+        give_budget(r, hstat_data_bytes(s->state));
         stat_clear(s);
         return qerror_set(e, QERR_SOFTWARE, "out of memory storing statistics");
     }
@@ -371,7 +372,6 @@ int results_add_stat(results *r, const char *tensor, const char *observer, const
     }
     return stat_store(r, &s, e);
 }
-
 
 const qcal_stat *results_stat_view(const results *r, const result_stat *s, hstat **loaded,
                                    qerror *e)
