@@ -369,6 +369,28 @@ static void kept_free(kept *k)
         hstat_free(k->states[i]);
 }
 
+/* declare_all on the test dump, its states handed to k. */
+static pass *declare_all_keeping(dump **d, int *handles, size_t *n, kept *k)
+{
+    qerror e = {0};
+    cr_assert_eq(dump_open(dump_file, d, &e), 0, "%s", e.msg);
+    pass *p = declare_all(*d, handles, n);
+    atomic_init(&k->inside, 0);
+    pass_set_keep(p, keep_into, k);
+    return p;
+}
+
+/* Runs p in slabs of 64 bytes, batches of 4 rows. */
+static int run_keeping(pass *p, int threads, qerror *e)
+{
+    pass_options o;
+    pass_defaults(&o);
+    o.threads = threads;
+    o.slab_bytes = 64;
+    o.batch_size = 4;
+    return pass_run(p, &o, e);
+}
+
 /* Every declaration is handed over exactly once, its state the one the pass would have held,
  * within a tensor in declaration order; the pass keeps none, and
  * pass_fold brings one back to finalize as before. */
@@ -379,19 +401,11 @@ Test(pass, keep_hands_every_state_over_once_and_keeps_none)
     for (int threads = 1; threads <= 3; threads++) {
         dump *d;
         qerror e = {0};
-        cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
         int handles[32];
         size_t n;
-        pass *p = declare_all(d, handles, &n);
         kept k = {.fail_at = -1};
-        atomic_init(&k.inside, 0);
-        pass_set_keep(p, keep_into, &k);
-        pass_options o;
-        pass_defaults(&o);
-        o.threads = threads;
-        o.slab_bytes = 64;
-        o.batch_size = 4;
-        cr_assert_eq(pass_run(p, &o, &e), 0, "%s", e.msg);
+        pass *p = declare_all_keeping(&d, handles, &n, &k);
+        cr_assert_eq(run_keeping(p, threads, &e), 0, "%s", e.msg);
         cr_assert_eq((size_t)k.n, n);
         for (size_t i = 0; i < n; i++) {
             cr_expect_eq(k.times[handles[i]], 1, "handle %d kept %d times", handles[i],
@@ -467,19 +481,11 @@ Test(pass, keep_failure_fails_the_pass)
     for (int threads = 1; threads <= 3; threads++) {
         dump *d;
         qerror e = {0};
-        cr_assert_eq(dump_open(dump_file, &d, &e), 0, "%s", e.msg);
         int handles[32];
         size_t n;
-        pass *p = declare_all(d, handles, &n);
         kept k = {.fail_at = 6};
-        atomic_init(&k.inside, 0);
-        pass_set_keep(p, keep_into, &k);
-        pass_options o;
-        pass_defaults(&o);
-        o.threads = threads;
-        o.slab_bytes = 64;
-        o.batch_size = 4;
-        cr_expect_neq(pass_run(p, &o, &e), 0);
+        pass *p = declare_all_keeping(&d, handles, &n, &k);
+        cr_expect_neq(run_keeping(p, threads, &e), 0);
         cr_expect_eq(e.code, QERR_IO);
         cr_expect(strstr(e.msg, "keeping #6 failed"), "%s", e.msg);
         kept_free(&k);
