@@ -297,13 +297,16 @@ static int open_item(dump *d, size_t i, qerror *e)
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
     if (dapl >= 0 && it->cache_slots)
         H5Pset_chunk_cache(dapl, it->cache_slots, it->cache_bytes, 1.0);
+    char why[256];
     it->dataset = dapl < 0 ? -1 : H5Dopen2(d->file, it->path, dapl);
+    if (it->dataset < 0) /* before H5Pclose: every API call begins by clearing the error stack */
+        h5_reason(why, sizeof why);
     if (dapl >= 0)
         H5Pclose(dapl);
     it->space = it->dataset < 0 ? -1 : H5Dget_space(it->dataset);
-    if (it->space < 0) {
-        char why[256];
+    if (it->dataset >= 0 && it->space < 0)
         h5_reason(why, sizeof why);
+    if (it->space < 0) {
         close_item(it);
         return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot open: %s", d->path, it->t.name,
                           why);
@@ -476,13 +479,14 @@ static int walk_group(walk_ctx *w, const char *full)
     snprintf(w->prefix, sizeof w->prefix, "%s", full);
     hid_t g = H5Gopen2(w->d->file, full[0] ? full : "/", H5P_DEFAULT);
     herr_t rc = g < 0 ? -1 : H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, visit, w);
+    char why[256];
+    if (rc < 0) /* before H5Gclose clears HDF5's error stack */
+        h5_reason(why, sizeof why);
     if (g >= 0)
         H5Gclose(g);
     memcpy(w->prefix, saved, sizeof saved);
     w->depth--;
     if (rc < 0 && !w->failed) {
-        char why[256];
-        h5_reason(why, sizeof why);
         return qerror_set(w->e, QERR_DATA, "%s: cannot list '%s': %s", w->d->path,
                           full[0] ? full : "/", why);
     }
@@ -645,15 +649,22 @@ static int open_file(dump *d, qerror *e)
 }
 
 static int open_at(const char *path, int weights, dump **out, qerror *e);
+static int open_guarded(const char *path, int weights, dump **out, qerror *e)
+{
+    const char *guard = h5_guard_enter(path);
+    int rc = open_at(path, weights, out, e);
+    h5_guard_leave(guard);
+    return rc;
+}
 
 int dump_open(const char *path, dump **out, qerror *e)
 {
-    return open_at(path, 0, out, e);
+    return open_guarded(path, 0, out, e);
 }
 
 int dump_open_weights(const char *path, dump **out, qerror *e)
 {
-    return open_at(path, 1, out, e);
+    return open_guarded(path, 1, out, e);
 }
 
 int dump_has_weights(const dump *d)
@@ -785,7 +796,7 @@ uint64_t dump_slab_rows(const dump *d, size_t i, size_t slab_bytes)
 
 static int read_parts(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e);
 
-int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e)
+static int read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e)
 {
     dump_item *it = &d->items[i];
     if (d->n_parts)
@@ -804,23 +815,34 @@ int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, q
     for (int k = 0; k < it->t.rank; k++)
         count[k] = k ? it->t.dims[k] : nrows;
     herr_t rc;
+    char why[256];
     if (d->weights) { /* the one sample is the whole dataset */
         rc = H5Dread(it->dataset, it->memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw);
+        if (rc < 0)
+            h5_reason(why, sizeof why);
     } else {
         hid_t mem = H5Screate_simple(it->t.rank, count, NULL);
         rc = H5Sselect_hyperslab(it->space, H5S_SELECT_SET, start, NULL, count, NULL);
         if (rc >= 0)
             rc = H5Dread(it->dataset, it->memtype, mem, it->space, H5P_DEFAULT, raw);
+        if (rc < 0) /* before H5Sclose: every API call begins by clearing the error stack */
+            h5_reason(why, sizeof why);
         H5Sclose(mem);
     }
     if (rc < 0) {
-        char why[256];
-        h5_reason(why, sizeof why);
         return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot read samples %llu to %llu: %s",
                           d->path, it->t.name, (unsigned long long)row0,
                           (unsigned long long)(row0 + nrows - 1), why);
     }
     return 0;
+}
+
+int dump_read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw, qerror *e)
+{
+    const char *guard = h5_guard_enter(d->path);
+    int rc = read_raw(d, i, row0, nrows, raw, e);
+    h5_guard_leave(guard);
+    return rc;
 }
 
 const packed_form *dump_packed_form(const dump *d, size_t i)
@@ -861,8 +883,8 @@ static void chunk_offset(const packed_form *f, uint64_t row0, uint64_t j, uint64
     }
 }
 
-int dump_read_packed(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *buf, size_t cap,
-                     qerror *e)
+static int read_packed(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *buf, size_t cap,
+                       qerror *e)
 {
     dump_item *it = &d->items[i];
     if (!dump_packed_form(d, i) || nrows == 0 || row0 > it->t.dims[0] ||
@@ -887,6 +909,15 @@ int dump_read_packed(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *buf
         used += chunks[k].bytes;
     }
     return 0;
+}
+
+int dump_read_packed(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *buf, size_t cap,
+                     qerror *e)
+{
+    const char *guard = h5_guard_enter(d->path);
+    int rc = read_packed(d, i, row0, nrows, buf, cap, e);
+    h5_guard_leave(guard);
+    return rc;
 }
 
 int dump_is_weight_name(const char *name)

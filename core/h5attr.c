@@ -1,9 +1,13 @@
 /* h5attr.c - reading string attributes (whatever their length kind and character set), opening dumps */
 #include "h5attr.h"
 
+#include "error.h"
+
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A string attribute (fixed or variable length), malloc'd; NULL when absent. *bad when it is
  * present but not a scalar string. */
@@ -67,3 +71,42 @@ hid_t h5_open_read(const char *path, char *why, size_t size)
         H5Pclose(fapl);
     return f;
 }
+
+/* ---- a fault inside HDF5 on a corrupt file: one line, not a crash --------------------- */
+
+static _Thread_local const char *guarded_path; /* the file this thread is reading, or NULL */
+static struct sigaction before_segv, before_bus;
+
+static void say(const char *text) { (void)!write(STDERR_FILENO, text, strlen(text)); }
+
+/* Only async-signal-safe calls here: write and _exit; else the fault is someone else's. */
+static void on_fault(int sig)
+{
+    const char *path = guarded_path;
+    if (path) {
+        say("qcal: ");
+        say(path);
+        say(": corrupt file: the HDF5 library crashed reading it\n");
+        _exit(QERR_DATA);
+    }
+    sigaction(sig, sig == SIGBUS ? &before_bus : &before_segv, NULL); /* refault into it */
+}
+
+void h5_guard_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fault;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &before_segv);
+    sigaction(SIGBUS, &sa, &before_bus);
+}
+
+const char *h5_guard_enter(const char *path)
+{
+    const char *previous = guarded_path;
+    guarded_path = path;
+    return previous;
+}
+
+void h5_guard_leave(const char *previous) { guarded_path = previous; }

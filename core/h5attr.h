@@ -18,4 +18,14 @@ void h5_reason(char *buf, size_t size);
  * with different settings. On failure: -1, the innermost HDF5 reason in why. */
 hid_t h5_open_read(const char *path, char *why, size_t size);
 
+/* HDF5 itself can crash on a corrupt file (a damaged global heap sends H5Aread's memcpy past
+ * its buffer: measured on mutated sample dumps). h5_guard_install (once, at start) makes a
+ * SIGSEGV or SIGBUS raised while the faulting thread is between h5_guard_enter and
+ * h5_guard_leave print one line naming the file and exit with QERR_DATA; any other fault goes
+ * on to the handler that was there before (a crash, or the sanitizer's report). enter returns
+ * the file guarded before, for leave to restore (guards nest). */
+void h5_guard_install(void);
+const char *h5_guard_enter(const char *path);
+void h5_guard_leave(const char *previous);
+
 #endif

@@ -235,7 +235,7 @@ static int load_one(hid_t root, const char *name, const char *path, layer *l, qe
     return rc;
 }
 
-int layers_load(const char *path, layer **out, size_t *n, qerror *e)
+static int load_layers(const char *path, layer **out, size_t *n, qerror *e)
 {
     *out = NULL, *n = 0;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -269,6 +269,14 @@ int layers_load(const char *path, layer **out, size_t *n, qerror *e)
         layers_free(*out, *n);
         *out = NULL, *n = 0;
     }
+    return rc;
+}
+
+int layers_load(const char *path, layer **out, size_t *n, qerror *e)
+{
+    const char *guard = h5_guard_enter(path);
+    int rc = load_layers(path, out, n, e);
+    h5_guard_leave(guard);
     return rc;
 }
 

@@ -46,6 +46,7 @@ static lua_qcal_ctx *get_ctx(lua_State *L)
 /* Raises a Lua error from a host error, after every host resource is released. */
 static int raise(lua_State *L, const qerror *e)
 {
+    get_ctx(L)->raised = *e;
     luaL_where(L, 1);
     lua_pushstring(L, e->msg);
     lua_concat(L, 2);

@@ -26,6 +26,8 @@ typedef struct lua_qcal_ctx {
     int observed;             /* `qcal observe` streamed its pass (and stopped the script) */
     recipe_param *described;
     size_t n_described, cap_described;
+    qerror raised;            /* the last host error raised into the script (code 0: none):
+                                 when the script dies of it, it is reported with its own code */
 } lua_qcal_ctx;
 
 /* Registers `qcal` in package.preload, bound to ctx (which must outlive the state). */

@@ -21,6 +21,7 @@
 #include "dist_mpi.h"
 #endif
 #include "export.h"
+#include "h5attr.h"
 #include "outfile.h"
 #include "report.h"
 #include "params.h"
@@ -938,6 +939,7 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGHUP, on_signal);
+    h5_guard_install();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     /* HDF5 keeps freed objects on free lists without bound (tens of MiB after opening 2,000
      * datasets and writing their results): cap them at 1 MiB per kind, 64 KiB per list. */

@@ -270,9 +270,19 @@ static void log_text(const recipe_options *o, const char *text)
         o->log(o->log_ud, text);
 }
 
-/* Turns a failed pcall into one error line (first line of the message) + the traceback. */
+/* Whether the first line of msg (len bytes) ends with the text of host error `raised`. */
+static int ends_with_host_error(const char *msg, int len, const qerror *raised)
+{
+    size_t n = strlen(raised->msg);
+    return raised->code && n && (size_t)len >= n && !memcmp(msg + len - n, raised->msg, n);
+}
+
+/* Turns a failed pcall into one error line (first line of the message) + the traceback. A
+ * host error that ended the script (a corrupt dump, a failing plugin, a full disk) keeps its
+ * exit code and comes as its one line, after the recipe's file:line, without a traceback: it
+ * is about the input, not the script. */
 static int script_failed(lua_State *L, int status, const char *name, const limits *lim,
-                         const recipe_options *o, qerror *e)
+                         const recipe_options *o, const lua_qcal_ctx *ctx, qerror *e)
 {
     if (status == LUA_ERRMEM || lim->memory_hit)
         return qerror_set(e, QERR_CONFIG, "recipe '%s': memory limit of %zu MiB exceeded "
@@ -282,6 +292,8 @@ static int script_failed(lua_State *L, int status, const char *name, const limit
         msg = "error object is not a string";
     const char *newline = strchr(msg, '\n');
     int first_len = newline ? (int)(newline - msg) : (int)strlen(msg);
+    if (ends_with_host_error(msg, first_len, &ctx->raised))
+        return qerror_set(e, ctx->raised.code, "%.*s", first_len, msg);
     if (newline) {
         log_text(o, newline + 1);
         log_text(o, "\n");
@@ -300,7 +312,7 @@ static int run_chunk(lua_State *L, const char *path, const char *name, const lim
     if (status != LUA_OK) {
         if ((ctx->describing || ctx->observed) && lua_qcal_is_stop(L, -1))
             return 0;
-        return script_failed(L, status, name, lim, o, e);
+        return script_failed(L, status, name, lim, o, ctx, e);
     }
     return 0;
 }
@@ -337,7 +349,7 @@ static int execute(const char *path, lua_qcal_ctx *ctx, const recipe_options *o,
     lua_pushlightuserdata(L, &args);
     int rc = 0;
     if (lua_pcall(L, 1, 0, 0) != LUA_OK)
-        rc = script_failed(L, LUA_ERRRUN, ctx->recipe_name, &lim, o, e);
+        rc = script_failed(L, LUA_ERRRUN, ctx->recipe_name, &lim, o, ctx, e);
     else
         rc = run_chunk(L, path, ctx->recipe_name, &lim, o, ctx, e);
     if (!rc && ctx->o->observe && !ctx->observed)

@@ -1701,11 +1701,13 @@ static int read_guarded(const char *path, int header_only, results **out, qerror
     ctx c = {.path = path, .e = e};
     int rc;
     *out = NULL;
+    const char *guard = h5_guard_enter(path);
     H5E_BEGIN_TRY
     {
         rc = read_file(path, header_only, out, &c);
     }
     H5E_END_TRY;
+    h5_guard_leave(guard);
     return rc;
 }
 

@@ -242,3 +242,52 @@ Test(cli, interrupted_run_keeps_the_earlier_results)
     }
     free(recipe);
 }
+
+/* The byte offset of the first object's size in the file's first global heap collection
+ * (where HDF5 keeps variable-length strings such as op_type): "GCOL", version, 3 reserved
+ * bytes, the collection's size (8), then the object's index (2), reference count (2), 4
+ * reserved bytes and its size (8). -1 when there is none. */
+static long first_heap_object_size_at(const char *path)
+{
+    static unsigned char bytes[1 << 20];
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    size_t n = fread(bytes, 1, sizeof bytes, f);
+    fclose(f);
+    for (size_t i = 0; i + 32 <= n; i++)
+        if (!memcmp(bytes + i, "GCOL", 4))
+            return (long)i + 24;
+    return -1;
+}
+
+/* HDF5 1.10 copies a variable-length string with the length its global heap states: a damaged
+ * length makes it read past its buffer and crash (found by mutating the sample dump). qcal
+ * says which file is corrupt, in one line, and exits 65 (data error), not with a signal.
+ * (Under AddressSanitizer its memcpy check would report first: replace_intrin=0 leaves the
+ * copy to fault as it does in a plain build.) */
+Test(cli, hdf5_crashing_on_a_corrupt_file_is_one_line)
+{
+    char *bad = fx_path(dir, "heap.h5"), args[1024];
+    snprintf(args, sizeof args, "cp '%s' '%s'", dump_file, bad);
+    cr_assert_eq(system(args), 0);
+    long at = first_heap_object_size_at(bad);
+    cr_assert_gt(at, 0, "the fixture's op_type is a variable-length string in a global heap");
+    FILE *f = fopen(bad, "r+b");
+    cr_assert_not_null(f);
+    const unsigned char huge[8] = {0, 0, 0, 0x10, 0, 0, 0, 0}; /* 2^28 bytes, little-endian */
+    fseek(f, at, SEEK_SET);
+    fwrite(huge, 1, 8, f);
+    fclose(f);
+    const char *env = "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}replace_intrin=0";
+    const char *commands[2] = {"info '%s'", "run minmax '%s' -o '%s'"};
+    for (int k = 0; k < 2; k++) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, commands[k], bad, out_file);
+        cr_expect_eq(qcal(env, cmd), 65, "%s: %s", cmd, err_text);
+        cr_expect_eq(line_count(err_text), 1, "%s", err_text);
+        cr_expect(strstr(err_text, bad) && strstr(err_text, "corrupt file"), "%s", err_text);
+    }
+    struct stat st;
+    cr_expect_neq(stat(out_file, &st), 0, "no output");
+    free(bad);
+}

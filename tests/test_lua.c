@@ -186,6 +186,20 @@ Test(lua, parameters_are_typed_by_their_defaults)
     cr_expect(strstr(e.msg, "unknown parameter 'bitz'") && strstr(e.msg, "bits"), "%s", e.msg);
 }
 
+/* A host error the recipe caught, then an error of the recipe's own: that one is reported, as
+ * a recipe error with its traceback. */
+Test(lua, recipe_error_after_a_caught_host_error_stays_a_recipe_error)
+{
+    qerror e = {0};
+    const char *text = "local qcal = require('qcal')\n"
+                       "assert(not pcall(qcal.weights), 'the fixture dump has no /weights')\n"
+                       "error('giving up')\n";
+    cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
+    cr_expect_eq(e.code, QERR_CONFIG, "%d: %s", e.code, e.msg);
+    cr_expect(strstr(e.msg, "recipe.lua:3: giving up"), "%s", e.msg);
+    cr_expect(strstr(log_text, "stack traceback"), "%s", log_text);
+}
+
 Test(lua, runtime_error_reports_file_line_and_writes_nothing)
 {
     qerror e = {0};
@@ -410,9 +424,15 @@ Test(lua, tensor_without_finite_values_is_named)
     cr_expect_eq(read_attr("/calibration/mixed", "max"), 3.0);
     cr_assert_eq(unlink(out_file), 0);
     cr_assert_eq(fx_write_dump(dump_file, ds, 2, 0), 0);
+    log_text[0] = '\0';
     cr_assert_neq(recipe_run(&o, &e), 0);
     cr_expect(strstr(e.msg, "'all_nan'") && strstr(e.msg, "no finite value") &&
               strstr(e.msg, "5 NaN") && strstr(e.msg, "3 Inf"), "%s", e.msg);
+    /* an error about the data, raised into the recipe: its own code and one line that says
+     * where in the recipe, no traceback */
+    cr_expect_eq(e.code, QERR_DATA, "%d: %s", e.code, e.msg);
+    cr_expect(strstr(e.msg, "minmax.lua:") && !strstr(e.msg, "recipe error"), "%s", e.msg);
+    cr_expect_null(strstr(log_text, "stack traceback"), "%s", log_text);
     cr_expect_neq(access(out_file, F_OK), 0, "nothing written");
 }
 
