@@ -372,6 +372,49 @@ static void packed_form_of(hid_t ds, hid_t dcpl, dump_item *it)
     it->packable = 1;
 }
 
+/* Chunks a chunked dataset's dimensions need, and how many were written. 0, or -1 (why). */
+static int count_chunks(hid_t ds, hid_t dcpl, hid_t space, hsize_t *need, hsize_t *written,
+                        char *why)
+{
+    hsize_t dims[H5S_MAX_RANK], chunk[H5S_MAX_RANK];
+    int rank = H5Sget_simple_extent_dims(space, dims, NULL);
+    if (rank < 0 || H5Pget_chunk(dcpl, rank, chunk) != rank ||
+        H5Dget_num_chunks(ds, space, written) < 0) {
+        h5_reason(why, 256);
+        return -1;
+    }
+    *need = 1;
+    for (int k = 0; k < rank; k++)
+        *need *= chunk[k] ? (dims[k] + chunk[k] - 1) / chunk[k] : 0;
+    return 0;
+}
+
+/* Every value stored: a dataset whose storage (or some of whose chunks) was never written
+ * reads as its fill value, which would be calibrated as if a model had produced it (a dumper
+ * that stopped early, dimensions that claim more samples than were written). Chunks are
+ * counted: HDF5 1.10's H5Dget_space_status calls a chunked dataset whose dimensions are not
+ * whole chunks partly allocated even when every chunk is there. */
+static int check_written(hid_t ds, hid_t dcpl, hid_t space, const dump *d, const char *name,
+                         qerror *e)
+{
+    char why[256];
+    H5D_space_status_t status = H5D_SPACE_STATUS_ALLOCATED;
+    hsize_t need = 0, written = 0;
+    int chunked = H5Pget_layout(dcpl) == H5D_CHUNKED;
+    if (chunked ? count_chunks(ds, dcpl, space, &need, &written, why)
+                : H5Dget_space_status(ds, &status) < 0 && (h5_reason(why, sizeof why), 1))
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': cannot tell whether its values were "
+                          "written: %s", d->path, name, why);
+    if (chunked && written < need)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected its %llu chunks written, found "
+                          "%llu (the others would read as the fill value)", d->path, name,
+                          (unsigned long long)need, (unsigned long long)written);
+    if (!chunked && status != H5D_SPACE_STATUS_ALLOCATED)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected its values written, found no "
+                          "storage (they would read as the fill value)", d->path, name);
+    return 0;
+}
+
 /* Reads a dataset's description and the chunk cache it will be read with. */
 static int describe(dump *d, dump_item *it, const char *full, qerror *e)
 {
@@ -382,6 +425,7 @@ static int describe(dump *d, dump_item *it, const char *full, qerror *e)
     rc = rc ? rc : check_shape(&it->t, space, d, e);
     rc = rc ? rc : check_filters(dcpl, d, it->t.name, e);
     rc = rc ? rc : read_attrs(it, ds, d, e);
+    rc = rc ? rc : check_written(ds, dcpl, space, d, it->t.name, e);
     if (!rc && !d->weights && H5Pget_layout(dcpl) == H5D_CHUNKED) {
         hsize_t chunk[H5S_MAX_RANK];
         H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk);

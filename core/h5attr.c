@@ -94,8 +94,14 @@ static void on_fault(int sig)
 
 void h5_guard_install(void)
 {
+    /* HDF5 recursing without end through a damaged B-tree overflows the stack: the handler
+     * then needs a stack of its own (this thread's: every HDF5 call is made from it) */
+    static char alternate[1 << 16];
+    stack_t st = {.ss_sp = alternate, .ss_size = sizeof alternate};
+    sigaltstack(&st, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
+    sa.sa_flags = SA_ONSTACK;
     sa.sa_handler = on_fault;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &before_segv);
