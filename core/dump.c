@@ -400,9 +400,13 @@ static int check_written(hid_t ds, hid_t dcpl, hid_t space, const dump *d, const
     char why[256];
     H5D_space_status_t status = H5D_SPACE_STATUS_ALLOCATED;
     hsize_t need = 0, written = 0;
-    int chunked = H5Pget_layout(dcpl) == H5D_CHUNKED;
-    if (chunked ? count_chunks(ds, dcpl, space, &need, &written, why)
-                : H5Dget_space_status(ds, &status) < 0 && (h5_reason(why, sizeof why), 1))
+    int chunked = H5Pget_layout(dcpl) == H5D_CHUNKED, failed;
+    if (chunked) {
+        failed = count_chunks(ds, dcpl, space, &need, &written, why);
+    } else if ((failed = H5Dget_space_status(ds, &status) < 0)) {
+        h5_reason(why, sizeof why);
+    }
+    if (failed)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': cannot tell whether its values were "
                           "written: %s", d->path, name, why);
     if (chunked && written < need)
