@@ -380,18 +380,15 @@ Test(results, nested_tensor_names)
     results_free(r);
 }
 
-/* A statistic with every dtype, a scalar and an empty array. */
-static hstat *sample_stat(void)
+/* A "qcal.test" v3 statistic of two channels: lo f32[2], count u64 (scalar), grid i64[2, 3]
+ * and an empty f64 array (`empty`: its data pointer, which may be NULL). */
+static hstat *test_stat(const float *lo, uint64_t count, const int64_t *grid, const double *empty)
 {
-    static const float lo[2] = {-1.5f, 0.25f};
-    static const uint64_t count = 12345678901ULL;
-    static const int64_t grid[6] = {-3, -2, -1, 0, 1, 2};
-    static const double none[1] = {0};
     qcal_array a[4] = {
         {.name = "lo", .dtype = QCAL_DTYPE_F32, .rank = 1, .shape = {2}, .data = lo},
         {.name = "count", .dtype = QCAL_DTYPE_U64, .rank = 0, .data = &count},
         {.name = "grid", .dtype = QCAL_DTYPE_I64, .rank = 2, .shape = {2, 3}, .data = grid},
-        {.name = "empty", .dtype = QCAL_DTYPE_F64, .rank = 1, .shape = {0}, .data = none},
+        {.name = "empty", .dtype = QCAL_DTYPE_F64, .rank = 1, .shape = {0}, .data = empty},
     };
     qcal_stat st = {.kind = "qcal.test", .kind_version = 3, .n_arrays = 4, .channels = 2,
                     .arrays = a};
@@ -399,6 +396,16 @@ static hstat *sample_stat(void)
     qerror e = {0};
     cr_assert_eq(hstat_copy(&st, &h, &e), 0, "%s", e.msg);
     return h;
+}
+
+/* A statistic with every dtype, a scalar and an empty array. */
+static hstat *sample_stat(void)
+{
+    static const float lo[2] = {-1.5f, 0.25f};
+    static const uint64_t count = 12345678901ULL;
+    static const int64_t grid[6] = {-3, -2, -1, 0, 1, 2};
+    static const double none[1] = {0};
+    return test_stat(lo, count, grid, none);
 }
 
 Test(results, statistics_raw)
@@ -792,18 +799,7 @@ static hstat *numbered_stat(int i)
     int64_t grid[6];
     for (int k = 0; k < 6; k++)
         grid[k] = i + k;
-    qcal_array a[4] = {
-        {.name = "lo", .dtype = QCAL_DTYPE_F32, .rank = 1, .shape = {2}, .data = lo},
-        {.name = "count", .dtype = QCAL_DTYPE_U64, .rank = 0, .data = &count},
-        {.name = "grid", .dtype = QCAL_DTYPE_I64, .rank = 2, .shape = {2, 3}, .data = grid},
-        {.name = "empty", .dtype = QCAL_DTYPE_F64, .rank = 1, .shape = {0}, .data = NULL},
-    };
-    qcal_stat st = {.kind = "qcal.test", .kind_version = 3, .n_arrays = 4, .channels = 2,
-                    .arrays = a};
-    hstat *h = NULL;
-    qerror e = {0};
-    cr_assert_eq(hstat_copy(&st, &h, &e), 0, "%s", e.msg);
-    return h;
+    return test_stat(lo, count, grid, NULL);
 }
 
 /* Checks the view against numbered_stat(i), value by value. */
