@@ -9,6 +9,7 @@
 #include <string.h>
 
 #define CHUNK 4096 /* values every candidate measures while they are in cache */
+_Static_assert(CHUNK % QMATH_CLEAN_BLOCK == 0, "whole blocks of extrema per chunk");
 
 /* ---- sets ------------------------------------------------------------------------------ */
 
@@ -237,15 +238,15 @@ static void fake_quant_span(const eval_candidate *c, const float *x, float *q, u
     }
 }
 
-/* Adds the error of n clean values (qmath_clean_run) of a sample starting at flat offset `at`
- * to acc: the sums of the grid, not the count or sum x^2. */
-static void error_span(const eval_candidate *c, const float *clean, uint64_t n, uint64_t at,
-                       qmath_err *acc)
+/* Adds the error of a chunk's n clean values (qmath_clean_run) to acc: the sums of the grid,
+ * not the count or sum x^2. The chunk starts at flat offset `at` of its sample. */
+static void error_span(const eval_candidate *c, const float *clean, const float *extrema,
+                       uint64_t n, uint64_t at, qmath_err *acc)
 {
     for (uint64_t i = 0, ch, run; i < n; i += run) {
         run = channel_run(c, at + i, n - i, &ch);
-        qmath_grid_err(acc, clean + i, run, c->scale[ch], c->zero_point[ch], c->spec.qmin,
-                       c->spec.qmax);
+        qmath_grid_err(acc, clean, extrema, i, run, c->scale[ch], c->zero_point[ch],
+                       c->spec.qmin, c->spec.qmax);
     }
 }
 
@@ -256,7 +257,7 @@ static void error_span(const eval_candidate *c, const float *clean, uint64_t n, 
 static void tensor_errors(eval_state *s, const qcal_slab *slab)
 {
     uint64_t n = s->set->n;
-    float clean[CHUNK];
+    float clean[CHUNK], extrema[2 * (CHUNK / QMATH_CLEAN_BLOCK)];
     for (uint64_t r = 0; r < slab->rows; r++) {
         const float *row = slab->data + r * slab->row_size;
         uint64_t used = 0;
@@ -264,9 +265,9 @@ static void tensor_errors(eval_state *s, const qcal_slab *slab)
         memset(s->row, 0, n * sizeof *s->row);
         for (uint64_t at = 0; at < slab->row_size; at += CHUNK) {
             uint64_t len = slab->row_size - at < CHUNK ? slab->row_size - at : CHUNK;
-            used += qmath_clean_run(row + at, len, clean, &sum_sq_ref);
+            used += qmath_clean_run(row + at, len, clean, extrema, &sum_sq_ref);
             for (uint64_t k = 0; k < n; k++)
-                error_span(&s->set->cand[k], clean, len, at, &s->row[k]);
+                error_span(&s->set->cand[k], clean, extrema, len, at, &s->row[k]);
         }
         for (uint64_t k = 0; k < n; k++) {
             s->row[k].n = used, s->row[k].sum_sq_ref = sum_sq_ref;

@@ -3,6 +3,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 /* Every float32 step below is an assignment to a float, which C11 (with the standard
  * excess-precision rules that -std=c11 selects) rounds to float32 even on x87; no step is an
@@ -133,16 +134,24 @@ void qmath_fake_quant_n(const float *x, float *out, uint64_t n, float scale, int
 
 /* Fake-quantize and error sums fused, the hot loop of the evaluation pass, in two steps:
  * qmath_clean_run once per run of values (NaN and Inf become 0, which every grid reproduces
- * exactly, so they add nothing; the count and sum x^2 are the same for every grid), then
- * qmath_grid_err per grid. Within a block of FQ_SPAN values the products are summed per lane
- * in float32 (value i to lane i mod the lane count), then each block's lane sums are added to
- * float64 totals in lane order (a block's rounding is ~1e-7 of itself, far below the
- * differences between candidates). The grid sums have 16 lanes (two AVX2 vectors: the
- * additions' latency bounded the loop with one) and, on CPUs with FMA, accumulate with fused
- * multiply-adds (1.8x with both, measured); elsewhere with a multiply and an add. A scalar
- * form makes the same operations in the same order, so the SIMD forms are tested bit for bit
- * against it; results agree across machines to float32 rounding, exactly among FMA ones. */
-enum { FQ_LANES = 8, FQ_GRID_LANES = 16, FQ_SPAN = 256 };
+ * exactly, so they add nothing; the count, sum x^2 and each block's extrema are the same for
+ * every grid), then qmath_grid_err per grid.
+ * Per value the kernel takes the step count r = round(clamp(x / scale)), torch's q = r scale
+ * (float32) and e = x - q, and sums e^2, x q and r^2; sum q^2 is scale^2 sum r^2, formed in
+ * float64 at the end: the sums of r^2 are integers, exact in float32 lanes for grids of up to
+ * 10 bits (the cosine of a 2 GiB benchmark dump came 40x closer to a float64 reference than
+ * with sum q^2 in float32), and exactly 0 when every q is. A block whose values all lie inside
+ * the grid (its extrema say so) skips the clamp: the same numbers, two operations fewer (the
+ * kernel time of the evaluation benchmark fell by a quarter).
+ * Within a block of FQ_SPAN values the products are summed per lane in float32 (value i to
+ * lane i mod the lane count), then each block's lane sums are added to float64 totals in lane
+ * order (a block's rounding is ~1e-7 of itself, far below the differences between
+ * candidates). The grid sums have 16 lanes (two AVX2 vectors: the additions' latency bounded
+ * the loop with one) and, on CPUs with FMA, accumulate with fused multiply-adds; elsewhere
+ * with a multiply and an add. A scalar form makes the same operations in the same order, so
+ * the SIMD forms are tested bit for bit against it; results agree across machines to float32
+ * rounding, exactly among FMA ones. */
+enum { FQ_LANES = 8, FQ_GRID_LANES = 16, FQ_SPAN = QMATH_CLEAN_BLOCK };
 
 /* A grid as the kernel uses it: the step count is clamped to [lo, hi] = [qmin - zp, qmax - zp]
  * before rounding, which gives fake_quant_one's value for every finite x (rounding is monotone
@@ -151,34 +160,48 @@ typedef struct fq_grid {
     float inv, scale, lo, hi;
 } fq_grid;
 
+/* Per-lane float64 sums over the blocks of one call: sum e^2, sum x q, sum r^2. */
 typedef struct fq_totals {
-    double se, sq, dot;
+    double se[FQ_GRID_LANES], xq[FQ_GRID_LANES], rr[FQ_GRID_LANES];
 } fq_totals;
 
 typedef void (*fq_block_fn)(const float *x, uint64_t len, const fq_grid *g, fq_totals *t);
-typedef uint64_t (*clean_block_fn)(const float *x, uint64_t len, float *out, double *sum_sq);
+typedef uint64_t (*clean_block_fn)(const float *x, uint64_t len, float *out, double *sum_sq,
+                                   float *extrema); /* sum_sq: FQ_LANES float64 lanes */
 
 /* The forms of the comparisons are those of SSE's max and min (the second operand on ties),
  * so that a -0 takes the same path everywhere. */
-static inline float grid_value(float x, const fq_grid *g)
+static inline float grid_steps(float x, const fq_grid *g)
 {
     const float magic = 0x1.8p23f; /* |p| <= 2^16 here: adding and removing rounds half to even */
     float p = x * g->inv;
     p = p > g->lo ? p : g->lo;
     p = p < g->hi ? p : g->hi;
-    float r = (p + magic) - magic;
-    return r * g->scale;
+    return (p + magic) - magic;
 }
 
+/* A block's float32 lane sums join the float64 lane sums, lane by lane: no chain of dependent
+ * additions per block (adding 48 lanes into three totals one after the other took longer than
+ * the block itself), and the same numbers whatever the vector width. */
 static void add_lanes(double *total, const float *lane, int lanes)
 {
     for (int l = 0; l < lanes; l++)
-        *total += lane[l];
+        total[l] += lane[l];
 }
 
-static uint64_t clean_block_scalar(const float *x, uint64_t len, float *out, double *sum_sq)
+/* The lanes' sum, in lane order, once per call. */
+static double lane_total(const double *lane, int lanes)
 {
-    float sr[FQ_LANES] = {0};
+    double total = 0;
+    for (int l = 0; l < lanes; l++)
+        total += lane[l];
+    return total;
+}
+
+static uint64_t clean_block_scalar(const float *x, uint64_t len, float *out, double *sum_sq,
+                                   float *extrema)
+{
+    float sr[FQ_LANES] = {0}, lo = INFINITY, hi = -INFINITY;
     uint64_t used = 0;
     for (uint64_t i = 0; i < len; i++) {
         float v = x[i];
@@ -187,8 +210,10 @@ static uint64_t clean_block_scalar(const float *x, uint64_t len, float *out, dou
         out[i] = v;
         sr[i % FQ_LANES] += v * v;
         used += (uint64_t)keep;
+        lo = v < lo ? v : lo, hi = v > hi ? v : hi;
     }
     add_lanes(sum_sq, sr, FQ_LANES);
+    extrema[0] = lo, extrema[1] = hi;
     return used;
 }
 
@@ -196,19 +221,19 @@ static uint64_t clean_block_scalar(const float *x, uint64_t len, float *out, dou
 static void grid_block_scalar(const float *x, uint64_t len, const fq_grid *g, fq_totals *t,
                               int fused)
 {
-    float se[FQ_GRID_LANES] = {0}, sq[FQ_GRID_LANES] = {0}, dot[FQ_GRID_LANES] = {0};
+    float se[FQ_GRID_LANES] = {0}, xq[FQ_GRID_LANES] = {0}, rr[FQ_GRID_LANES] = {0};
     for (uint64_t i = 0; i < len; i++) {
         int l = (int)(i % FQ_GRID_LANES);
-        float xv = x[i], qv = grid_value(xv, g), d = xv - qv;
+        float xv = x[i], r = grid_steps(xv, g), q = r * g->scale, e = xv - q;
         if (fused) {
-            se[l] = fmaf(d, d, se[l]), sq[l] = fmaf(qv, qv, sq[l]), dot[l] = fmaf(xv, qv, dot[l]);
+            se[l] = fmaf(e, e, se[l]), xq[l] = fmaf(xv, q, xq[l]), rr[l] = fmaf(r, r, rr[l]);
         } else {
-            float dd = d * d, qq = qv * qv, xq = xv * qv; /* each rounded: no contraction */
-            se[l] += dd, sq[l] += qq, dot[l] += xq;
+            float ee = e * e, xqv = xv * q, rrv = r * r; /* each rounded: no contraction */
+            se[l] += ee, xq[l] += xqv, rr[l] += rrv;
         }
     }
-    add_lanes(&t->se, se, FQ_GRID_LANES), add_lanes(&t->sq, sq, FQ_GRID_LANES);
-    add_lanes(&t->dot, dot, FQ_GRID_LANES);
+    add_lanes(t->se, se, FQ_GRID_LANES), add_lanes(t->xq, xq, FQ_GRID_LANES);
+    add_lanes(t->rr, rr, FQ_GRID_LANES);
 }
 
 static void fq_block_scalar(const float *x, uint64_t len, const fq_grid *g, fq_totals *t)
@@ -221,6 +246,15 @@ static void fq_block_scalar_fused(const float *x, uint64_t len, const fq_grid *g
     grid_block_scalar(x, len, g, t, 1);
 }
 
+/* The lanes of extrema vectors into extrema[0] (min) and extrema[1] (max). */
+static void store_extrema(const float *lo, const float *hi, int lanes, float *extrema)
+{
+    float mn = lo[0], mx = hi[0];
+    for (int l = 1; l < lanes; l++)
+        mn = lo[l] < mn ? lo[l] : mn, mx = hi[l] > mx ? hi[l] : mx;
+    extrema[0] = mn, extrema[1] = mx;
+}
+
 #if defined(__SSE2__)
 #include <immintrin.h>
 
@@ -228,10 +262,11 @@ static void fq_block_scalar_fused(const float *x, uint64_t len, const fq_grid *g
 static const uint8_t kept_of_mask[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
 
 /* len is a multiple of 8: lanes 0-3 in the *0 registers, 4-7 in the *1 ones. */
-static uint64_t clean_block_sse2(const float *x, uint64_t len, float *out, double *sum_sq)
+static uint64_t clean_block_sse2(const float *x, uint64_t len, float *out, double *sum_sq,
+                                 float *extrema)
 {
     const __m128 zero = _mm_setzero_ps();
-    __m128 sr0 = zero, sr1 = zero;
+    __m128 sr0 = zero, sr1 = zero, lo = _mm_set1_ps(INFINITY), hi = _mm_set1_ps(-INFINITY);
     uint64_t used = 0;
     for (uint64_t i = 0; i < len; i += FQ_LANES) {
         __m128 a = _mm_loadu_ps(x + i), b = _mm_loadu_ps(x + i + 4);
@@ -239,11 +274,14 @@ static uint64_t clean_block_sse2(const float *x, uint64_t len, float *out, doubl
         a = _mm_and_ps(a, ka), b = _mm_and_ps(b, kb);
         _mm_storeu_ps(out + i, a), _mm_storeu_ps(out + i + 4, b);
         sr0 = _mm_add_ps(sr0, _mm_mul_ps(a, a)), sr1 = _mm_add_ps(sr1, _mm_mul_ps(b, b));
+        lo = _mm_min_ps(lo, _mm_min_ps(a, b)), hi = _mm_max_ps(hi, _mm_max_ps(a, b));
         used += kept_of_mask[_mm_movemask_ps(ka)] + kept_of_mask[_mm_movemask_ps(kb)];
     }
-    float lane[FQ_LANES];
+    float lane[FQ_LANES], l_lo[4], l_hi[4];
     _mm_storeu_ps(lane, sr0), _mm_storeu_ps(lane + 4, sr1);
     add_lanes(sum_sq, lane, FQ_LANES);
+    _mm_storeu_ps(l_lo, lo), _mm_storeu_ps(l_hi, hi);
+    store_extrema(l_lo, l_hi, 4, extrema);
     return used;
 }
 
@@ -253,24 +291,24 @@ static void fq_block_sse2(const float *x, uint64_t len, const fq_grid *g, fq_tot
     const __m128 inv = _mm_set1_ps(g->inv), scale = _mm_set1_ps(g->scale);
     const __m128 lo = _mm_set1_ps(g->lo), hi = _mm_set1_ps(g->hi);
     const __m128 magic = _mm_set1_ps(0x1.8p23f);
-    __m128 se[4], sq[4], dot[4];
+    __m128 se[4], xq[4], rr[4];
     for (int k = 0; k < 4; k++)
-        se[k] = sq[k] = dot[k] = _mm_setzero_ps();
+        se[k] = xq[k] = rr[k] = _mm_setzero_ps();
     for (uint64_t i = 0; i < len; i += FQ_GRID_LANES)
         for (int k = 0; k < 4; k++) {
             __m128 xv = _mm_loadu_ps(x + i + 4 * k);
             __m128 p = _mm_min_ps(_mm_max_ps(_mm_mul_ps(xv, inv), lo), hi);
-            __m128 qv = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(p, magic), magic), scale);
-            __m128 d = _mm_sub_ps(xv, qv);
-            se[k] = _mm_add_ps(se[k], _mm_mul_ps(d, d)), sq[k] = _mm_add_ps(sq[k], _mm_mul_ps(qv, qv));
-            dot[k] = _mm_add_ps(dot[k], _mm_mul_ps(xv, qv));
+            __m128 r = _mm_sub_ps(_mm_add_ps(p, magic), magic);
+            __m128 q = _mm_mul_ps(r, scale), e = _mm_sub_ps(xv, q);
+            se[k] = _mm_add_ps(se[k], _mm_mul_ps(e, e)), xq[k] = _mm_add_ps(xq[k], _mm_mul_ps(xv, q));
+            rr[k] = _mm_add_ps(rr[k], _mm_mul_ps(r, r));
         }
-    float l_se[FQ_GRID_LANES], l_sq[FQ_GRID_LANES], l_dot[FQ_GRID_LANES];
+    float l_se[FQ_GRID_LANES], l_xq[FQ_GRID_LANES], l_rr[FQ_GRID_LANES];
     for (int k = 0; k < 4; k++)
-        _mm_storeu_ps(l_se + 4 * k, se[k]), _mm_storeu_ps(l_sq + 4 * k, sq[k]),
-            _mm_storeu_ps(l_dot + 4 * k, dot[k]);
-    add_lanes(&t->se, l_se, FQ_GRID_LANES), add_lanes(&t->sq, l_sq, FQ_GRID_LANES);
-    add_lanes(&t->dot, l_dot, FQ_GRID_LANES);
+        _mm_storeu_ps(l_se + 4 * k, se[k]), _mm_storeu_ps(l_xq + 4 * k, xq[k]),
+            _mm_storeu_ps(l_rr + 4 * k, rr[k]);
+    add_lanes(t->se, l_se, FQ_GRID_LANES), add_lanes(t->xq, l_xq, FQ_GRID_LANES);
+    add_lanes(t->rr, l_rr, FQ_GRID_LANES);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -278,10 +316,11 @@ static void fq_block_sse2(const float *x, uint64_t len, const fq_grid *g, fq_tot
 /* AVX2 forms (chosen at run time); the clamped step count is below 2^16, where the rounding
  * instruction and the magic constant agree. */
 __attribute__((target("avx2"))) static uint64_t clean_block_avx2(const float *x, uint64_t len,
-                                                                 float *out, double *sum_sq)
+                                                                 float *out, double *sum_sq,
+                                                                 float *extrema)
 {
     const __m256 zero = _mm256_setzero_ps();
-    __m256 sr = zero;
+    __m256 sr = zero, lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY);
     uint64_t used = 0;
     for (uint64_t i = 0; i < len; i += FQ_LANES) {
         __m256 v = _mm256_loadu_ps(x + i);
@@ -289,52 +328,67 @@ __attribute__((target("avx2"))) static uint64_t clean_block_avx2(const float *x,
         v = _mm256_and_ps(v, keep);
         _mm256_storeu_ps(out + i, v);
         sr = _mm256_add_ps(sr, _mm256_mul_ps(v, v));
+        lo = _mm256_min_ps(lo, v), hi = _mm256_max_ps(hi, v);
         int m = _mm256_movemask_ps(keep);
         used += kept_of_mask[m & 15] + kept_of_mask[m >> 4];
     }
-    float lane[FQ_LANES];
+    float lane[FQ_LANES], l_lo[FQ_LANES], l_hi[FQ_LANES];
     _mm256_storeu_ps(lane, sr);
     add_lanes(sum_sq, lane, FQ_LANES);
+    _mm256_storeu_ps(l_lo, lo), _mm256_storeu_ps(l_hi, hi);
+    store_extrema(l_lo, l_hi, FQ_LANES, extrema);
     return used;
 }
 
-/* One vector of eight values into its lanes' sums. */
-#define FQ_STEP_FMA(xv, se, sq, dot)                                                           \
-    do {                                                                                        \
-        __m256 p_ = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xv, inv), lo), hi);               \
-        __m256 q_ = _mm256_mul_ps(_mm256_round_ps(p_, _MM_FROUND_TO_NEAREST_INT |               \
-                                                          _MM_FROUND_NO_EXC), scale);           \
-        __m256 d_ = _mm256_sub_ps(xv, q_);                                                      \
-        se = _mm256_fmadd_ps(d_, d_, se), sq = _mm256_fmadd_ps(q_, q_, sq);                     \
-        dot = _mm256_fmadd_ps(xv, q_, dot);                                                     \
-    } while (0)
+/* One vector of eight values into its lanes' sums; `clamp` is a constant of each caller. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+fq_step_avx2(__m256 xv, const fq_grid *g, int clamp, __m256 *se, __m256 *xq, __m256 *rr)
+{
+    __m256 p = _mm256_mul_ps(xv, _mm256_set1_ps(g->inv));
+    if (clamp)
+        p = _mm256_min_ps(_mm256_max_ps(p, _mm256_set1_ps(g->lo)), _mm256_set1_ps(g->hi));
+    __m256 r = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 q = _mm256_mul_ps(r, _mm256_set1_ps(g->scale)), e = _mm256_sub_ps(xv, q);
+    *se = _mm256_fmadd_ps(e, e, *se), *xq = _mm256_fmadd_ps(xv, q, *xq);
+    *rr = _mm256_fmadd_ps(r, r, *rr);
+}
 
 /* Lanes 0-7 in the *0 registers, 8-15 in the *1 ones. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+fq_avx2(const float *x, uint64_t len, const fq_grid *g, fq_totals *t, int clamp)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 se0 = zero, xq0 = zero, rr0 = zero, se1 = zero, xq1 = zero, rr1 = zero;
+    for (uint64_t i = 0; i < len; i += FQ_GRID_LANES) {
+        fq_step_avx2(_mm256_loadu_ps(x + i), g, clamp, &se0, &xq0, &rr0);
+        fq_step_avx2(_mm256_loadu_ps(x + i + 8), g, clamp, &se1, &xq1, &rr1);
+    }
+    float l_se[FQ_GRID_LANES], l_xq[FQ_GRID_LANES], l_rr[FQ_GRID_LANES];
+    _mm256_storeu_ps(l_se, se0), _mm256_storeu_ps(l_se + 8, se1);
+    _mm256_storeu_ps(l_xq, xq0), _mm256_storeu_ps(l_xq + 8, xq1);
+    _mm256_storeu_ps(l_rr, rr0), _mm256_storeu_ps(l_rr + 8, rr1);
+    add_lanes(t->se, l_se, FQ_GRID_LANES), add_lanes(t->xq, l_xq, FQ_GRID_LANES);
+    add_lanes(t->rr, l_rr, FQ_GRID_LANES);
+}
+
 __attribute__((target("avx2,fma"))) static void fq_block_avx2(const float *x, uint64_t len,
                                                               const fq_grid *g, fq_totals *t)
 {
-    const __m256 inv = _mm256_set1_ps(g->inv), scale = _mm256_set1_ps(g->scale);
-    const __m256 lo = _mm256_set1_ps(g->lo), hi = _mm256_set1_ps(g->hi);
-    const __m256 zero = _mm256_setzero_ps();
-    __m256 se0 = zero, sq0 = zero, dot0 = zero, se1 = zero, sq1 = zero, dot1 = zero;
-    for (uint64_t i = 0; i < len; i += FQ_GRID_LANES) {
-        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
-        FQ_STEP_FMA(a, se0, sq0, dot0);
-        FQ_STEP_FMA(b, se1, sq1, dot1);
-    }
-    float l_se[FQ_GRID_LANES], l_sq[FQ_GRID_LANES], l_dot[FQ_GRID_LANES];
-    _mm256_storeu_ps(l_se, se0), _mm256_storeu_ps(l_se + 8, se1);
-    _mm256_storeu_ps(l_sq, sq0), _mm256_storeu_ps(l_sq + 8, sq1);
-    _mm256_storeu_ps(l_dot, dot0), _mm256_storeu_ps(l_dot + 8, dot1);
-    add_lanes(&t->se, l_se, FQ_GRID_LANES), add_lanes(&t->sq, l_sq, FQ_GRID_LANES);
-    add_lanes(&t->dot, l_dot, FQ_GRID_LANES);
+    fq_avx2(x, len, g, t, 1);
+}
+
+__attribute__((target("avx2,fma"))) static void fq_inside_avx2(const float *x, uint64_t len,
+                                                               const fq_grid *g, fq_totals *t)
+{
+    fq_avx2(x, len, g, t, 0);
 }
 #endif
 #endif
 
 typedef struct fq_kernels {
     clean_block_fn clean;
-    fq_block_fn block, tail; /* whole blocks of FQ_SPAN; the rest (its scalar form) */
+    fq_block_fn block, inside, tail; /* whole blocks of FQ_SPAN (any; inside the grid); the
+                                        rest (its scalar form) */
 } fq_kernels;
 
 static int have_avx2_fma(void)
@@ -350,12 +404,12 @@ static fq_kernels kernels_for_this_cpu(void)
 {
 #if defined(QMATH_HAVE_AVX2)
     if (have_avx2_fma())
-        return (fq_kernels){clean_block_avx2, fq_block_avx2, fq_block_scalar_fused};
+        return (fq_kernels){clean_block_avx2, fq_block_avx2, fq_inside_avx2, fq_block_scalar_fused};
 #endif
 #if defined(__SSE2__)
-    return (fq_kernels){clean_block_sse2, fq_block_sse2, fq_block_scalar};
+    return (fq_kernels){clean_block_sse2, fq_block_sse2, fq_block_sse2, fq_block_scalar};
 #else
-    return (fq_kernels){clean_block_scalar, fq_block_scalar, fq_block_scalar};
+    return (fq_kernels){clean_block_scalar, fq_block_scalar, fq_block_scalar, fq_block_scalar};
 #endif
 }
 
@@ -363,31 +417,46 @@ static fq_kernels kernels_for_this_cpu(void)
 static fq_kernels portable_kernels(void)
 {
     fq_block_fn block = have_avx2_fma() ? fq_block_scalar_fused : fq_block_scalar;
-    return (fq_kernels){clean_block_scalar, block, block};
+    return (fq_kernels){clean_block_scalar, block, block, block};
 }
 
 /* Whole blocks of FQ_SPAN values with the fast form; the rest with the scalar one. */
 static uint64_t clean_with(clean_block_fn clean, const float *x, uint64_t n, float *out,
-                           double *sum_sq)
+                           float *extrema, double *sum_sq)
 {
     uint64_t i = 0, used = 0;
+    double lanes[FQ_LANES] = {0};
     for (; i + FQ_SPAN <= n; i += FQ_SPAN)
-        used += clean(x + i, FQ_SPAN, out + i, sum_sq);
+        used += clean(x + i, FQ_SPAN, out + i, lanes, extrema + 2 * (i / FQ_SPAN));
     if (i < n)
-        used += clean_block_scalar(x + i, n - i, out + i, sum_sq);
+        used += clean_block_scalar(x + i, n - i, out + i, lanes, extrema + 2 * (i / FQ_SPAN));
+    *sum_sq += lane_total(lanes, FQ_LANES);
     return used;
 }
 
-static void grid_err_with(fq_kernels k, qmath_err *acc, const float *clean, uint64_t n,
-                          const fq_grid *g)
+/* Whether the FQ_SPAN values from offset i all lie inside the grid: the extrema of the (one
+ * or two) cleaned blocks they overlap, scaled as the kernel scales (monotone), within it. */
+static int span_inside(const float *extrema, uint64_t i, const fq_grid *g)
 {
-    fq_totals t = {0};
-    uint64_t i = 0;
-    for (; i + FQ_SPAN <= n; i += FQ_SPAN)
-        k.block(clean + i, FQ_SPAN, g, &t);
-    if (i < n)
-        k.tail(clean + i, n - i, g, &t);
-    acc->sum_sq_err += t.se, acc->sum_sq_q += t.sq, acc->dot += t.dot;
+    uint64_t b0 = i / FQ_SPAN, b1 = (i + FQ_SPAN - 1) / FQ_SPAN;
+    float lo = extrema[2 * b0] < extrema[2 * b1] ? extrema[2 * b0] : extrema[2 * b1];
+    float hi = extrema[2 * b0 + 1] > extrema[2 * b1 + 1] ? extrema[2 * b0 + 1] : extrema[2 * b1 + 1];
+    return lo * g->inv >= g->lo && hi * g->inv <= g->hi;
+}
+
+static void grid_err_with(fq_kernels k, qmath_err *acc, const float *clean,
+                          const float *extrema, uint64_t at, uint64_t n, const fq_grid *g)
+{
+    fq_totals t;
+    memset(&t, 0, sizeof t);
+    uint64_t i = at, end = at + n;
+    for (; i + FQ_SPAN <= end; i += FQ_SPAN)
+        (span_inside(extrema, i, g) ? k.inside : k.block)(clean + i, FQ_SPAN, g, &t);
+    if (i < end)
+        k.tail(clean + i, end - i, g, &t);
+    double scale = g->scale;
+    acc->sum_sq_err += lane_total(t.se, FQ_GRID_LANES), acc->dot += lane_total(t.xq, FQ_GRID_LANES);
+    acc->sum_sq_q += scale * scale * lane_total(t.rr, FQ_GRID_LANES);
 }
 
 static fq_grid grid_of(float scale, int64_t zero_point, int64_t qmin, int64_t qmax)
@@ -395,16 +464,17 @@ static fq_grid grid_of(float scale, int64_t zero_point, int64_t qmin, int64_t qm
     return (fq_grid){1.0f / scale, scale, (float)(qmin - zero_point), (float)(qmax - zero_point)};
 }
 
-uint64_t qmath_clean_run(const float *x, uint64_t n, float *clean, double *sum_sq_ref)
+uint64_t qmath_clean_run(const float *x, uint64_t n, float *clean, float *extrema,
+                         double *sum_sq_ref)
 {
-    return clean_with(kernels_for_this_cpu().clean, x, n, clean, sum_sq_ref);
+    return clean_with(kernels_for_this_cpu().clean, x, n, clean, extrema, sum_sq_ref);
 }
 
-void qmath_grid_err(qmath_err *acc, const float *clean, uint64_t n, float scale,
-                    int64_t zero_point, int64_t qmin, int64_t qmax)
+void qmath_grid_err(qmath_err *acc, const float *clean, const float *extrema, uint64_t at,
+                    uint64_t n, float scale, int64_t zero_point, int64_t qmin, int64_t qmax)
 {
     fq_grid g = grid_of(scale, zero_point, qmin, qmax);
-    grid_err_with(kernels_for_this_cpu(), acc, clean, n, &g);
+    grid_err_with(kernels_for_this_cpu(), acc, clean, extrema, at, n, &g);
 }
 
 /* Both steps over runs of a buffer's length. */
@@ -412,12 +482,12 @@ static void fake_quant_err_with(fq_kernels k, qmath_err *acc, const float *x, ui
                                 float scale, int64_t zero_point, int64_t qmin, int64_t qmax)
 {
     enum { RUN = 16 * FQ_SPAN };
-    float clean[RUN];
+    float clean[RUN], extrema[2 * (RUN / FQ_SPAN)];
     fq_grid g = grid_of(scale, zero_point, qmin, qmax);
     for (uint64_t at = 0; at < n; at += RUN) {
         uint64_t len = n - at < RUN ? n - at : RUN;
-        acc->n += clean_with(k.clean, x + at, len, clean, &acc->sum_sq_ref);
-        grid_err_with(k, acc, clean, len, &g);
+        acc->n += clean_with(k.clean, x + at, len, clean, extrema, &acc->sum_sq_ref);
+        grid_err_with(k, acc, clean, extrema, 0, len, &g);
     }
 }
 

@@ -408,16 +408,17 @@ Test(fake_quant, fused_error_matches_the_float64_reference_on_every_path)
 }
 
 /* The evaluation pass's two steps: NaN and Inf cleaned to 0 and left out of the count and
- * sum x^2 once, then each grid on the clean values; together the single call's sums. */
+ * sum x^2 once (with each block's extrema), then each grid on the clean values; together the
+ * single call's sums, also for a run starting inside the cleaned values. */
 Test(fake_quant, clean_once_then_each_grid_gives_the_single_call)
 {
-    static float x[4096], clean[4096];
+    static float x[4096], clean[4096], extrema[2 * 4096 / QMATH_CLEAN_BLOCK];
     uint64_t state = 7;
     for (size_t i = 0; i < 4096; i++) {
         state = state * 6364136223846793005ull + 1442695040888963407ull;
         x[i] = (float)(((double)(state >> 11) / 9007199254740992.0 - 0.5) * 6.0);
     }
-    x[0] = -0.0f, x[3] = NAN, x[300] = INFINITY, x[4095] = -INFINITY;
+    x[0] = -0.0f, x[3] = NAN, x[300] = INFINITY, x[4095] = -INFINITY, x[700] = 2.75f;
     const struct { float scale; int64_t zp, qmin, qmax; } grids[] = {
         {0.02f, 128, 0, 255}, {0.05f, 0, -127, 127}, {0.5f, 0, 0, 3}, {3e-5f, 0, -32768, 32767},
     };
@@ -427,19 +428,73 @@ Test(fake_quant, clean_once_then_each_grid_gives_the_single_call)
         for (uint64_t i = 0; i < n; i++)
             finite += isfinite(x[i]) != 0;
         double sum_sq_ref = 0;
-        cr_assert_eq(qmath_clean_run(x, n, clean, &sum_sq_ref), finite);
+        cr_assert_eq(qmath_clean_run(x, n, clean, extrema, &sum_sq_ref), finite);
         for (uint64_t i = 0; i < n; i++)
             cr_assert(isfinite(x[i]) ? clean[i] == x[i] : clean[i] == 0.0f, "value %llu",
                       (unsigned long long)i);
+        for (uint64_t b = 0; b * QMATH_CLEAN_BLOCK < n; b++) { /* extrema by a plain scan */
+            float lo = INFINITY, hi = -INFINITY;
+            for (uint64_t i = b * QMATH_CLEAN_BLOCK; i < n && i < (b + 1) * QMATH_CLEAN_BLOCK; i++)
+                lo = fminf(lo, isfinite(x[i]) ? x[i] : 0), hi = fmaxf(hi, isfinite(x[i]) ? x[i] : 0);
+            cr_assert(extrema[2 * b] == lo && extrema[2 * b + 1] == hi, "n %llu, block %llu",
+                      (unsigned long long)n, (unsigned long long)b);
+        }
         for (size_t g = 0; g < sizeof grids / sizeof *grids; g++) {
             qmath_err single = {0}, parts = {.n = finite, .sum_sq_ref = sum_sq_ref};
             qmath_fake_quant_err(&single, x, n, grids[g].scale, grids[g].zp, grids[g].qmin,
                                  grids[g].qmax);
-            qmath_grid_err(&parts, clean, n, grids[g].scale, grids[g].zp, grids[g].qmin,
-                           grids[g].qmax);
+            qmath_grid_err(&parts, clean, extrema, 0, n, grids[g].scale, grids[g].zp,
+                           grids[g].qmin, grids[g].qmax);
             cr_assert(!memcmp(&single, &parts, sizeof single), "grid %zu, n %llu", g,
                       (unsigned long long)n);
+            if (n < 1000)
+                continue;
+            qmath_err tail = {0}, offset = {0}; /* from value 333 on: its blocks straddle two */
+            qmath_fake_quant_err(&tail, x + 333, n - 333, grids[g].scale, grids[g].zp,
+                                 grids[g].qmin, grids[g].qmax);
+            qmath_grid_err(&offset, clean, extrema, 333, n - 333, grids[g].scale, grids[g].zp,
+                           grids[g].qmin, grids[g].qmax);
+            cr_assert(offset.sum_sq_err == tail.sum_sq_err && offset.sum_sq_q == tail.sum_sq_q &&
+                          offset.dot == tail.dot, "grid %zu, from 333", g);
         }
+    }
+}
+
+/* Blocks inside the grid skip the clamp: values on the grid's ends exactly (x / scale = qmin -
+ * zp and qmax - zp), ties, -0 on an unsigned grid's end, blocks inside next to blocks beyond;
+ * the sums equal the portable form's, which always clamps, bit for bit, and the float64 sums
+ * of torch's fake-quantize. */
+Test(fake_quant, blocks_inside_the_grid_give_the_clamped_sums)
+{
+    enum { N = 8 * QMATH_CLEAN_BLOCK };
+    static float x[N];
+    const struct { float scale; int64_t zp, qmin, qmax; } grids[] = {
+        {0.5f, 0, -8, 7}, {0.5f, 0, 0, 15}, {0.25f, 3, 0, 15},
+    };
+    for (size_t g = 0; g < sizeof grids / sizeof *grids; g++) {
+        float s = grids[g].scale, lo = (float)(grids[g].qmin - grids[g].zp) * s,
+              hi = (float)(grids[g].qmax - grids[g].zp) * s;
+        for (int i = 0; i < N; i++) { /* blocks 0-5 inside, 6 one step beyond, 7 far beyond */
+            int b = i / QMATH_CLEAN_BLOCK, j = i % QMATH_CLEAN_BLOCK;
+            float inside = lo + (hi - lo) * (float)(j % 61) / 60.0f;
+            x[i] = b < 6 ? inside : b == 6 ? (j ? inside : hi + s) : inside * 40.0f;
+            if (j == 1) x[i] = lo; /* the ends, exactly */
+            if (j == 2) x[i] = hi;
+            if (j == 3) x[i] = lo == 0 ? -0.0f : lo + 0.5f * s; /* -0 on the end; a tie */
+        }
+        qmath_err fast = {0}, slow = {0};
+        qmath_fake_quant_err(&fast, x, N, s, grids[g].zp, grids[g].qmin, grids[g].qmax);
+        qmath_fake_quant_err_portable(&slow, x, N, s, grids[g].zp, grids[g].qmin, grids[g].qmax);
+        cr_assert(!memcmp(&fast, &slow, sizeof fast), "grid %zu: the fast form differs", g);
+        double se = 0, sq = 0, dot = 0;
+        for (int i = 0; i < N; i++) {
+            double a = x[i], q = ref_fake_quant(x[i], s, grids[g].zp, grids[g].qmin, grids[g].qmax);
+            se += (a - q) * (a - q), sq += q * q, dot += a * q;
+        }
+        cr_assert(fabs(fast.sum_sq_err - se) <= 2e-6 * se && fabs(fast.sum_sq_q - sq) <= 2e-6 * sq &&
+                      fabs(fast.dot - dot) <= 2e-6 * fabs(dot),
+                  "grid %zu: %g %g %g vs %g %g %g", g, fast.sum_sq_err, fast.sum_sq_q, fast.dot,
+                  se, sq, dot);
     }
 }
 
