@@ -139,8 +139,7 @@ void qmath_fake_quant_n(const float *x, float *out, uint64_t n, float scale, int
  * Per value the kernel takes the step count r = round(clamp(x / scale)), torch's q = r scale
  * (float32) and e = x - q, and sums e^2, x q and r^2; sum q^2 is scale^2 sum r^2, formed in
  * float64 at the end: the sums of r^2 are integers, exact in float32 lanes for grids of up to
- * 10 bits (the cosine of a 2 GiB benchmark dump came 40x closer to a float64 reference than
- * with sum q^2 in float32), and exactly 0 when every q is. A block whose values all lie inside
+ * 10 bits, and exactly 0 when every q is. A block whose values all lie inside
  * the grid (its extrema say so) skips the clamp: the same numbers, two operations fewer (the
  * kernel time of the evaluation benchmark fell by a quarter).
  * Within a block of FQ_SPAN values the products are summed per lane in float32 (value i to
