@@ -371,12 +371,15 @@ Test(histogram, fixed_histogram_counts_clamps_merges_and_saves)
 }
 
 /* Slabs without NaN or Inf (the vectorised counting): every bin as the definition gives it,
- * with |x|, clamped values, zeros of both signs and lengths that are not multiples of 4. */
+ * with |x|, clamped values, zeros of both signs (a third of the values: they are counted
+ * apart, then into their bin) and lengths that are not multiples of 4. */
 Test(histogram, fixed_histogram_counts_finite_slabs_by_the_definition)
 {
     enum { N = 4099, B = 64 };
     static float x[N];
     fx_fill_gauss(x, N, 31, 0.3f, 1.5f);
+    for (int i = 5; i < N; i += 3) /* zeros of both signs, as in a ReLU's output */
+        x[i] = i % 2 ? -0.0f : 0.0f;
     x[0] = -0.0f, x[1] = 0.0f, x[2] = 1e30f, x[3] = -1e30f, x[4] = 1.25f; /* 1.25: a bin edge */
     const qcal_observer *fixed = &registry_observer(reg, "fixed_histogram")->desc;
     for (int pass = 0; pass < 4; pass++) { /* 2, 3: the scalar loops (QCAL_NO_SIMD) */
@@ -404,6 +407,45 @@ Test(histogram, fixed_histogram_counts_finite_slabs_by_the_definition)
                          abs, j);
         cr_expect_eq(u64(&out, "zeros"), zeros);
         cr_expect_eq(u64(&out, "count"), (uint64_t)N);
+        fixed->destroy(st);
+    }
+}
+
+/* Values on and next to every bin edge, with widths that are not binary fractions: the vector
+ * loop gives the bins of the definition, floor((x - lo) / w), where multiplying by 1 / w would
+ * not (the last three ranges). */
+Test(histogram, fixed_histogram_bins_values_at_the_edges_as_the_division)
+{
+    enum { B = 2048, N = 6 * B };
+    static float x[N];
+    /* the last three hold edges where the product's floor differs from the quotient's (found
+     * by a search: with lo = 0, a float edge can make (x - lo) / w an exact integer) */
+    const double ranges[][2] = {{-2.0, 3.0}, {-0.1, 0.1}, {-1e-3, 6.1e4}, {0.0, 270.32222222222225},
+                                {0.0, 281.87777777777779}, {0.0, 121.88378378378378}};
+    const qcal_observer *fixed = &registry_observer(reg, "fixed_histogram")->desc;
+    for (size_t r = 0; r < sizeof ranges / sizeof *ranges; r++) {
+        double lo = ranges[r][0], hi = ranges[r][1], w = (hi - lo) / B;
+        for (int k = 0; k < B; k++) { /* the edge rounded to float, each neighbour, twice */
+            float edge = (float)(lo + k * w), down = nextafterf(edge, -INFINITY),
+                  up = nextafterf(edge, INFINITY), up2 = nextafterf(up, INFINITY);
+            const float six[6] = {edge, down, up, up2, nextafterf(down, -INFINITY), (float)(lo + (k + 0.5) * w)};
+            memcpy(x + 6 * k, six, sizeof six);
+        }
+        uint64_t want[B] = {0};
+        for (int i = 0; i < N; i++) {
+            double j = floor(((double)x[i] - lo) / w);
+            want[j < 0 ? 0 : j >= B ? B - 1 : (int)j]++;
+        }
+        void *st = make_fixed(B, 0, lo, hi);
+        qcal_err err = {{0}};
+        qcal_slab slab = {x, 1, N, 0};
+        cr_assert_eq(fixed->observe(st, &slab, &err), QCAL_OK, "%s", err.msg);
+        qcal_stat out;
+        cr_assert_eq(fixed->finalize(st, &out, &err), QCAL_OK, "%s", err.msg);
+        const uint64_t *got = get(&out, "counts")->data;
+        for (int j = 0; j < B; j++)
+            cr_assert_eq(got[j], want[j], "range %zu, bin %d: %llu, the division gives %llu", r, j,
+                         (unsigned long long)got[j], (unsigned long long)want[j]);
         fixed->destroy(st);
     }
 }
