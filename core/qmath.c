@@ -141,9 +141,10 @@ void qmath_fake_quant_n(const float *x, float *out, uint64_t n, float scale, int
  * float64 at the end (the sums of r^2 are integers, exact in float32 lanes for grids of up to
  * 10 bits, and exactly 0 when every q is), and sum x q = (sum x^2 + sum q^2 - sum e^2) / 2
  * (qmath_grid_dot): four multiplications per vector, the bound of this loop, where summing x q
- * took a fifth. A block whose values all lie inside
- * the grid (its extrema say so) skips the clamp: the same numbers, two operations fewer (the
- * kernel time of the evaluation benchmark fell by a quarter).
+ * took a fifth. A block whose values all lie inside the grid (its extrema say so) skips the
+ * clamp: the same numbers, two operations fewer. (Grid kernel on 4096 cached values, best of
+ * three, before these three changes and after: 0.21 -> 0.11 ns per value inside the grid,
+ * 0.20 -> 0.16 clamped.)
  * Within a block of FQ_SPAN values the products are summed per lane in float32 (value i to
  * lane i mod the lane count), then each block's lane sums are added to float64 totals in lane
  * order (a block's rounding is ~1e-7 of itself, far below the differences between
