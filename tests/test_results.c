@@ -851,6 +851,15 @@ static results *numbered_results(size_t budget, const int *order, int n)
     return r;
 }
 
+/* numbered_results written to `name` in the test folder. */
+static void write_numbered(size_t budget, const int *order, int n, const char *name)
+{
+    results *r = numbered_results(budget, order, n);
+    qerror e = {0};
+    cr_assert_eq(results_write(r, path_in(name), 0, &e), 0, "%s", e.msg);
+    results_free(r);
+}
+
 static int same_file_bytes(const char *a, const char *b)
 {
     size_t na, nb;
@@ -877,9 +886,7 @@ Test(results, states_past_the_budget_go_to_a_file_and_come_back_whole)
     qerror e = {0};
     cr_assert_eq(results_write(r, path_in("spilled.h5"), 0, &e), 0, "%s", e.msg);
     results_free(r);
-    r = numbered_results(SIZE_MAX, order, 5);
-    cr_assert_eq(results_write(r, path_in("held.h5"), 0, &e), 0, "%s", e.msg);
-    results_free(r);
+    write_numbered(SIZE_MAX, order, 5, "held.h5");
     cr_expect(same_file_bytes(path_in("spilled.h5"), path_in("held.h5")));
     results_set_state_budget(0); /* reading back: every state to the file */
     int rc = results_read(path_in("spilled.h5"), &r, &e);
@@ -931,13 +938,8 @@ Test(results, statistics_written_in_one_order_whatever_order_they_came_in)
 {
     setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
     const int forward[4] = {0, 1, 2, 3}, scrambled[4] = {2, 0, 3, 1};
-    qerror e = {0};
-    results *r = numbered_results(SIZE_MAX, forward, 4);
-    cr_assert_eq(results_write(r, path_in("a.h5"), 0, &e), 0, "%s", e.msg);
-    results_free(r);
-    r = numbered_results(SIZE_MAX, scrambled, 4);
-    cr_assert_eq(results_write(r, path_in("b.h5"), 0, &e), 0, "%s", e.msg);
-    results_free(r);
+    write_numbered(SIZE_MAX, forward, 4, "a.h5");
+    write_numbered(SIZE_MAX, scrambled, 4, "b.h5");
     cr_expect(same_file_bytes(path_in("a.h5"), path_in("b.h5")));
     unsetenv("SOURCE_DATE_EPOCH");
 }
