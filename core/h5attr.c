@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 /* A string attribute (fixed or variable length), malloc'd; NULL when absent. *bad when it is
@@ -23,7 +24,7 @@ char *h5_attr_string(hid_t obj, const char *name, int *bad)
     } else if (H5Tis_variable_str(t) > 0) {
         char *s = NULL;
         hid_t mt = H5Tcopy(t);
-        if (H5Aread(a, mt, &s) >= 0 && s) {
+        if (h5_read_attr_vlen(a, mt, &s) >= 0 && s) {
             out = strdup(s);
             H5free_memory(s);
         }
@@ -76,6 +77,9 @@ hid_t h5_open_read(const char *path, char *why, size_t size)
 
 static _Thread_local const char *guarded_path; /* the file this thread is reading, or NULL */
 static struct sigaction before_segv, before_bus;
+/* the file whose variable-length data is being read under the stall watch: a global, as the
+ * timer's signal may reach any thread */
+static const char *volatile watched_path;
 
 static void say(const char *text) { (void)!write(STDERR_FILENO, text, strlen(text)); }
 
@@ -92,6 +96,44 @@ static void on_fault(int sig)
     sigaction(sig, sig == SIGBUS ? &before_bus : &before_segv, NULL); /* refault into it */
 }
 
+/* The stall watch's limit is CPU time, not wall time: a slow or stalled disk uses none, a
+ * spinning parser a whole core. A sound read of a variable-length value takes microseconds. */
+#define STALL_CPU_SECONDS 2
+
+static void on_stall(int sig)
+{
+    (void)sig;
+    const char *path = watched_path;
+    say("qcal: ");
+    say(path ? path : "an HDF5 file");
+    say(": corrupt file: the HDF5 library spun reading a variable-length value (a damaged "
+        "global heap)\n");
+    _exit(QERR_DATA);
+}
+
+static void watch(const char *path, long seconds)
+{
+    watched_path = path;
+    struct itimerval limit = {.it_value = {.tv_sec = seconds}};
+    setitimer(ITIMER_VIRTUAL, &limit, NULL);
+}
+
+herr_t h5_read_attr_vlen(hid_t attr, hid_t mtype, void *buf)
+{
+    watch(guarded_path, STALL_CPU_SECONDS);
+    herr_t rc = H5Aread(attr, mtype, buf);
+    watch(NULL, 0);
+    return rc;
+}
+
+herr_t h5_read_dataset_vlen(hid_t dataset, hid_t mtype, void *buf)
+{
+    watch(guarded_path, STALL_CPU_SECONDS);
+    herr_t rc = H5Dread(dataset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    watch(NULL, 0);
+    return rc;
+}
+
 void h5_guard_install(void)
 {
     /* HDF5 recursing without end through a damaged B-tree overflows the stack: the handler
@@ -106,6 +148,8 @@ void h5_guard_install(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &before_segv);
     sigaction(SIGBUS, &sa, &before_bus);
+    sa.sa_handler = on_stall;
+    sigaction(SIGVTALRM, &sa, NULL);
 }
 
 const char *h5_guard_enter(const char *path)

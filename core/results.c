@@ -1107,7 +1107,8 @@ static char *read_str(hid_t a, hid_t t)
     if (H5Tis_variable_str(t) > 0) {
         hid_t mt = str_type();
         char *s = NULL;
-        if (mt >= 0 && H5Tset_cset(mt, H5Tget_cset(t)) >= 0 && H5Aread(a, mt, &s) >= 0 && s) {
+        if (mt >= 0 && H5Tset_cset(mt, H5Tget_cset(t)) >= 0 && h5_read_attr_vlen(a, mt, &s) >= 0 &&
+            s) {
             out = strdup(s);
             H5free_memory(s);
         }
@@ -1506,7 +1507,7 @@ static int read_methods(hid_t g, uint64_t n, char **out, const ctx *c)
              dims[0] == n;
     char **raw = ok ? calloc(n ? n : 1, sizeof *raw) : NULL;
     hid_t mt = str_type();
-    if (raw && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0)
+    if (raw && h5_read_dataset_vlen(d, mt, raw) < 0)
         ok = 0;
     for (uint64_t i = 0; raw && i < n; i++) {
         out[i] = strdup(ok && raw[i] ? raw[i] : "");

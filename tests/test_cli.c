@@ -291,3 +291,32 @@ Test(cli, hdf5_crashing_on_a_corrupt_file_is_one_line)
     cr_expect_neq(stat(out_file, &st), 0, "no output");
     free(bad);
 }
+
+/* An object of size 0 at index 0 in a global heap never advances HDF5 1.10's parser of the
+ * collection: it loops for ever (found by mutating the sample dump). qcal's watch ends the
+ * read after 2 s of CPU time with one line naming the file, exit 65. */
+Test(cli, hdf5_spinning_on_a_corrupt_file_is_one_line, .timeout = 60)
+{
+    char *bad = fx_path(dir, "spin.h5"), args[1024];
+    snprintf(args, sizeof args, "cp '%s' '%s'", dump_file, bad);
+    cr_assert_eq(system(args), 0);
+    long at = first_heap_object_size_at(bad);
+    cr_assert_gt(at, 0, "the fixture's op_type is a variable-length string in a global heap");
+    FILE *f = fopen(bad, "r+b");
+    cr_assert_not_null(f);
+    const unsigned char zeros[16] = {0}; /* index, references, reserved, size: all 0 */
+    fseek(f, at - 8, SEEK_SET);
+    fwrite(zeros, 1, sizeof zeros, f);
+    fclose(f);
+    const char *commands[2] = {"info '%s'", "run minmax '%s' -o '%s'"};
+    for (int k = 0; k < 2; k++) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, commands[k], bad, out_file);
+        cr_expect_eq(qcal("", cmd), 65, "%s: %s", cmd, err_text);
+        cr_expect_eq(line_count(err_text), 1, "%s", err_text);
+        cr_expect(strstr(err_text, bad) && strstr(err_text, "corrupt file"), "%s", err_text);
+    }
+    struct stat st;
+    cr_expect_neq(stat(out_file, &st), 0, "no output");
+    free(bad);
+}

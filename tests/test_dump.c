@@ -1429,4 +1429,10 @@ Test(bad, layers_that_do_not_fit)
     add_layer(p, "fc", "attention", "fc.in", 2, lin_bad, 1);
     REFUSED(p, QERR_DATA, "layer 'fc'", "'linear' or 'conv2d'", "'attention'");
     free(p);
+    /* a damaged file's string can hold any byte: the message stays one line (a vertical tab
+     * or a newline would break it for whoever reads stderr by lines) */
+    p = layered_dump("l6.h5");
+    add_layer(p, "fc", "lin\vea\nr\x7f", "fc.in", 2, lin_bad, 1);
+    REFUSED(p, QERR_DATA, "layer 'fc'", "found 'lin\\x0bea r\\x7f'");
+    free(p);
 }
