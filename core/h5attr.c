@@ -96,8 +96,9 @@ static void on_fault(int sig)
     sigaction(sig, sig == SIGBUS ? &before_bus : &before_segv, NULL); /* refault into it */
 }
 
-/* The stall watch's limit is CPU time, not wall time: a slow or stalled disk uses none, a
- * spinning parser a whole core. A sound read of a variable-length value takes microseconds. */
+/* The stall watch's limit is CPU time (user and system: a damaged length also makes HDF5 clear
+ * gigabytes it has just allocated, in page faults), not wall time: a slow or stalled disk uses
+ * none. A sound read of a variable-length value takes microseconds. */
 #define STALL_CPU_SECONDS 2
 
 static void on_stall(int sig)
@@ -106,8 +107,8 @@ static void on_stall(int sig)
     const char *path = watched_path;
     say("qcal: ");
     say(path ? path : "an HDF5 file");
-    say(": corrupt file: the HDF5 library spun reading a variable-length value (a damaged "
-        "global heap)\n");
+    say(": corrupt file: the HDF5 library did not return from reading a variable-length value "
+        "(a damaged length or global heap)\n");
     _exit(QERR_DATA);
 }
 
@@ -115,7 +116,7 @@ static void watch(const char *path, long seconds)
 {
     watched_path = path;
     struct itimerval limit = {.it_value = {.tv_sec = seconds}};
-    setitimer(ITIMER_VIRTUAL, &limit, NULL);
+    setitimer(ITIMER_PROF, &limit, NULL);
 }
 
 herr_t h5_read_attr_vlen(hid_t attr, hid_t mtype, void *buf)
@@ -149,7 +150,7 @@ void h5_guard_install(void)
     sigaction(SIGSEGV, &sa, &before_segv);
     sigaction(SIGBUS, &sa, &before_bus);
     sa.sa_handler = on_stall;
-    sigaction(SIGVTALRM, &sa, NULL);
+    sigaction(SIGPROF, &sa, NULL);
 }
 
 const char *h5_guard_enter(const char *path)

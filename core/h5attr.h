@@ -27,8 +27,8 @@ hid_t h5_open_read(const char *path, char *why, size_t size);
 void h5_guard_install(void);
 
 /* HDF5 1.10 can also loop for ever on a damaged global heap, where it keeps variable-length
- * data (an object of size 0 among a collection's objects never advances its parser: measured
- * on mutated sample dumps). Every read of variable-length data goes through these (H5Aread,
+ * data (an object of size 0 among a collection's objects never advances its parser), or clear
+ * gigabytes for a damaged length (both measured on mutated sample dumps). Every read of variable-length data goes through these (H5Aread,
  * and H5Dread of a whole dataset): one that spends 2 s of CPU time without returning prints
  * one line naming the guarded file ("corrupt file") and exits with QERR_DATA (once
  * h5_guard_install has run). */
