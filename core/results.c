@@ -1436,12 +1436,16 @@ static int read_stat(hid_t g, const char *rel, results *r, const ctx *c)
         rc = qerror_set(c->e, QERR_DATA, "'%s': %s: expected batch_size >= 0 and axis in [-1, %d], "
                         "found %lld and %lld", c->path, c->obj, QCAL_MAX_RANK - 1,
                         (long long)batch, (long long)axis);
+    const char *observer_name = observer ? observer : slash + 1;
+    if (!rc && (!path_ok(tensor) || !name_ok(observer_name))) /* a damaged file's names */
+        rc = qerror_set(c->e, QERR_DATA, "'%s': %s: expected a tensor path and an observer name, "
+                        "found '%s' and '%s'", c->path, c->obj, tensor, observer_name);
     if (!rc)
-        rc = results_add_stat(r, tensor, observer ? observer : slash + 1, params, h, c->e);
+        rc = results_add_stat(r, tensor, observer_name, params, h, c->e);
     else
         hstat_free(h);
     if (!rc) {
-        result_stat *s = results_find_stat(r, tensor, observer ? observer : slash + 1, params);
+        result_stat *s = results_find_stat(r, tensor, observer_name, params);
         s->on_share = on_share != 0, s->batch_size = (uint64_t)batch, s->axis = (int)axis;
     }
     arrays_free((qcal_array *)st.arrays, st.n_arrays);

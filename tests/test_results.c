@@ -543,13 +543,32 @@ static void tamper_i64(const char *p, const char *obj, const char *name, int64_t
     H5Fclose(f);
 }
 
+/* Replaces a string attribute of a written file by a fixed-length one holding `v`. */
+static void tamper_str(const char *p, const char *obj, const char *name, const char *v)
+{
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t g = H5Gopen2(f, obj, H5P_DEFAULT);
+    cr_assert_geq(H5Adelete(g, name), 0);
+    hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+    H5Tset_size(t, strlen(v) + 1);
+    hid_t a = H5Acreate2(g, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(H5Awrite(a, t, v), 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Gclose(g);
+    H5Fclose(f);
+}
+
 Test(results, read_validates_entries)
 {
     results *r = one_tensor("minmax");
     write_ok(r, path_in("a.h5"), 0);
     write_ok(r, path_in("b.h5"), 0);
-    results_free(r);
     qerror e = {0};
+    cr_assert_eq(results_add_stat(r, "x", "minmax", "", sample_stat(), &e), 0, "%s", e.msg);
+    write_ok(r, path_in("c.h5"), 0);
+    results_free(r);
 
     tamper_i64(path_in("a.h5"), "/calibration/x", "qmax", 127);
     cr_expect_eq(results_read(path_in("a.h5"), &r, &e), -1);
@@ -560,6 +579,13 @@ Test(results, read_validates_entries)
     cr_expect_eq(results_read(path_in("b.h5"), &r, &e), -1);
     cr_expect_eq(e.code, QERR_DATA);
     cr_expect(strstr(e.msg, "/calibration/x") && strstr(e.msg, "zero-point 300"), "%s", e.msg);
+
+    /* a damaged file's observer name: bad data, not an internal error */
+    tamper_str(path_in("c.h5"), "/statistics/x/minmax", "observer", "");
+    cr_expect_eq(results_read(path_in("c.h5"), &r, &e), -1);
+    cr_expect_eq(e.code, QERR_DATA, "%s", e.msg);
+    cr_expect(strstr(e.msg, "c.h5") && strstr(e.msg, "/statistics/x/minmax") &&
+              strstr(e.msg, "an observer name") && strstr(e.msg, "found 'x' and ''"), "%s", e.msg);
 }
 
 /* ---- the atomic write --------------------------------------------------------------------- */
