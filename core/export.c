@@ -110,6 +110,20 @@ static int set(json_t *obj, const char *key, json_t *value)
     return !value || json_object_set_new(obj, key, value) != 0;
 }
 
+/* JSON holds UTF-8 only: a name that is not (a damaged file, another encoding) is refused
+ * rather than mangled, as the toolchain would not find the tensor by a mangled name. */
+static int names_are_utf8(const results *r, const char *format, qerror *e)
+{
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        json_t *name = json_string(export_name(&r->tensors[i]));
+        if (!name)
+            return qerror_set(e, QERR_DATA, "tensor '%s': expected a UTF-8 name (%s files are "
+                              "JSON), found other bytes", export_name(&r->tensors[i]), format);
+        json_decref(name);
+    }
+    return 0;
+}
+
 static int dump_json(json_t *root, FILE *out, qerror *e)
 {
     int bad = !root || json_dumpf(root, out, JSON_REAL_PRECISION(17)) != 0;
@@ -190,6 +204,8 @@ static int export_qnn(const results *r, const export_options *o, FILE *out, qerr
     int v1 = !strcmp(version, "1.0.0");
     if (!v1 && strcmp(version, "0.6.1"))
         return qerror_set(e, QERR_USAGE, "--qnn-version: expected 0.6.1 or 1.0.0, found '%s'", version);
+    if (names_are_utf8(r, "qnn", e))
+        return -1;
     json_t *root = json_object();
     json_t *act = v1 ? json_array() : json_object(), *par = v1 ? json_array() : json_object();
     int bad = !root || !act || !par;
@@ -258,6 +274,8 @@ static const char *ort_method(const results *r)
 
 static int export_ort(const results *r, FILE *out, qerror *e)
 {
+    if (names_are_utf8(r, "onnxruntime", e))
+        return -1;
     json_t *root = json_object(), *data = json_object(), *method = json_object();
     int bad = !root || !data || !method;
     for (size_t i = 0; !bad && i < r->n_tensors; i++) {

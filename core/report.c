@@ -24,6 +24,21 @@ static json_t *num(double v)
     return isfinite(v) ? json_real(v) : json_null();
 }
 
+/* A string from the results file as JSON, which must be UTF-8: where it is not (a damaged
+ * file, or names written in another encoding), its bytes beyond ASCII show as '?'. */
+static json_t *text(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j || !s)
+        return j;
+    char *ascii = strdup(s);
+    for (char *p = ascii; p && *p; p++)
+        *p = (unsigned char)*p < 0x80 ? *p : '?';
+    j = ascii ? json_string(ascii) : NULL;
+    free(ascii);
+    return j;
+}
+
 static int set(json_t *obj, const char *key, json_t *value)
 {
     return !value || json_object_set_new(obj, key, value) != 0;
@@ -193,7 +208,7 @@ static json_t *candidates_json(const result_candidates *c)
     json_t *list = json_array();
     for (uint64_t k = 0; c && list && k < c->n; k++) {
         json_t *o = json_object();
-        if (!o || set(o, "method", json_string(c->method[k])) || set(o, "lo", num(c->lo[k])) ||
+        if (!o || set(o, "method", text(c->method[k])) || set(o, "lo", num(c->lo[k])) ||
             set(o, "hi", num(c->hi[k])) || set(o, "mse", num(c->mse[k])) ||
             set(o, "sqnr_db", num(c->sqnr_db[k])) || set(o, "cosine", num(c->cosine[k])) ||
             set(o, "layer_error", num(c->layer_error[k])) || json_array_append_new(list, o))
@@ -212,16 +227,16 @@ static json_t *tensor_json(const results *r, const result_tensor *t, const displ
     double lo, hi;
     result_overall_range(t, &lo, &hi);
     json_t *o = json_object();
-    int bad = !o || set(o, "name", json_string(t->tensor)) || set(o, "method", json_string(t->method)) ||
-              set(o, "scheme", json_string(scheme)) || set(o, "granularity", json_string(gran)) ||
+    int bad = !o || set(o, "name", text(t->tensor)) || set(o, "method", text(t->method)) ||
+              set(o, "scheme", text(scheme)) || set(o, "granularity", text(gran)) ||
               set(o, "lo", num(lo)) || set(o, "hi", num(hi)) || set(o, "scale", num(t->scale[0])) ||
               set(o, "zp", json_integer(t->zero_point[0])) ||
               set(o, "mse", t->has_metrics ? num(t->mse) : json_null()) ||
               set(o, "sqnr", t->has_metrics ? num(t->sqnr_db) : json_null()) ||
-              set(o, "note", t->note ? json_string(t->note) : json_null()) ||
+              set(o, "note", t->note ? text(t->note) : json_null()) ||
               set(o, "hist", hist_json(h)) || set(o, "cands", candidates_json(c)) ||
               set(o, "chosen", json_integer(c ? c->chosen : -1)) ||
-              set(o, "criterion", json_string(c ? c->criterion : "mse"));
+              set(o, "criterion", text(c ? c->criterion : "mse"));
     if (bad)
         json_decref(o);
     return bad ? NULL : o;
@@ -233,9 +248,9 @@ static json_t *report_json(const results *r, const display_hist *hists)
     for (size_t i = 0; list && i < r->n_tensors; i++)
         if (json_array_append_new(list, tensor_json(r, &r->tensors[i], &hists[i])))
             json_decref(list), list = NULL;
-    if (!root || set(root, "recipe", json_string(r->recipe)) ||
-        set(root, "source", json_string(r->source)) || set(root, "created", json_string(r->created)) ||
-        set(root, "qcal_version", json_string(r->qcal_version)) || set(root, "tensors", list)) {
+    if (!root || set(root, "recipe", text(r->recipe)) ||
+        set(root, "source", text(r->source)) || set(root, "created", text(r->created)) ||
+        set(root, "qcal_version", text(r->qcal_version)) || set(root, "tensors", list)) {
         json_decref(root);
         return NULL;
     }

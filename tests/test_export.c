@@ -196,6 +196,39 @@ Test(export, tensorrt_refuses_a_name_with_a_colon)
     cr_expect(fopen(cache, "r") == NULL, "nothing written");
 }
 
+/* JSON holds UTF-8 only: a tensor named in another encoding (here Latin-1's "caf\xe9") is
+ * refused with one line by both JSON exports, not written mangled (the toolchain would not find
+ * it); the text formats take its bytes, and the report (for people) shows them as '?'. */
+Test(export, json_formats_refuse_a_name_that_is_not_utf8)
+{
+    static const float v[4] = {1, 2, 3, 4};
+    fx_dataset ds = {.name = "caf\xe9", .dtype = DUMP_F32, .rank = 1, .dims = {4}, .data = v,
+                     .channel_axis = FX_NO_ATTR};
+    cr_assert_eq(fx_write_dump(dump_file, &ds, 1, 0), 0);
+    char args[2048], path[512];
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' --force", dump_file, results_file);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    const char *formats[2] = {"qnn", "onnxruntime"};
+    snprintf(path, sizeof path, "%s/out.json", dir);
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "export '%s' --format %s -o '%s'", results_file, formats[k], path);
+        cr_expect_eq(qcal(args), 65, "%s: %s", formats[k], err_text);
+        cr_expect(strstr(err_text, "UTF-8") && strstr(err_text, formats[k]) &&
+                      strchr(err_text, '\n') == err_text + strlen(err_text) - 1,
+                  "one line: %s", err_text);
+    }
+    cr_expect(fopen(path, "r") == NULL, "nothing written");
+    snprintf(args, sizeof args, "export '%s' --format csv", results_file);
+    cr_expect_eq(qcal(args), 0, "%s", err_text);
+    cr_expect(strstr(text, "\ncaf\xe9,caf\xe9,activation,minmax,"), "%s", text);
+    snprintf(path, sizeof path, "%s/r.html", dir);
+    snprintf(args, sizeof args, "report '%s' -o '%s'", results_file, path);
+    cr_expect_eq(qcal(args), 0, "%s", err_text);
+    char *html = fx_read_file(path, NULL);
+    cr_expect(html && strstr(html, "\"caf?\""), "the name in the page's data");
+    free(html);
+}
+
 /* ---- AIMET / QNN ------------------------------------------------------------------------------ */
 
 static json_t *parse(void)
