@@ -768,8 +768,22 @@ static int call_estimator(const reg_estimator *est, const lstat *ls, const qcal_
     return 0;
 }
 
+/* How many NaN and Inf values the statistic left out ("nonfinite", kept by every bundled
+ * observer), said on the result so that they are not dropped unseen: "" when none. */
+static void left_out_note(const qcal_stat *s, char *buf, size_t size)
+{
+    const qcal_array *a = hstat_find(s, "nonfinite");
+    buf[0] = '\0';
+    if (!a || a->dtype != QCAL_DTYPE_U64 || a->rank != 1 || a->shape[0] != 2)
+        return;
+    const uint64_t *count = a->data;
+    if (count[0] || count[1])
+        snprintf(buf, size, "%llu NaN and %llu Inf values left out",
+                 (unsigned long long)count[0], (unsigned long long)count[1]);
+}
+
 /* qcal.estimate(estimator, stat, spec [, params]) -> {lo=, hi=} or per channel {lo={}, hi={}},
- * and the estimator's note on the result when it left one */
+ * and a note on the result when the estimator left one or values were left out */
 static int l_estimate(lua_State *L)
 {
     lua_qcal_ctx *ctx = get_ctx(L);
@@ -809,9 +823,11 @@ static int l_estimate(lua_State *L)
             return luaL_error(L, "estimator '%s' on tensor '%s' wrote past the %d range(s) it was "
                               "given: its results are not used", name, ls->tensor, (int)n);
     push_ranges(L, r, n, per_channel);
-    if (!note[0])
+    char left_out[96];
+    left_out_note(&ls->s->view, left_out, sizeof left_out);
+    if (!note[0] && !left_out[0])
         return 1;
-    lua_pushfstring(L, "%s: %s", name, note);
+    lua_pushfstring(L, "%s: %s%s%s", name, note, note[0] && left_out[0] ? "; " : "", left_out);
     return 2;
 }
 

@@ -94,6 +94,7 @@ for _, r in ipairs(tuned) do
     local c = r.candidates[chosen]
     local note = string.format("t_KL = %.6g, max|x| = %.6g; %s", r.range.hi, r.amax, table.concat(picks, ", "))
     if #r.evals > 1 then note = note .. "; largest kept" end
+    if r.note then note = r.note .. "; " .. note end -- the KL estimate's own (values left out)
     qcal.put(r.tensor, { method = "autotune", spec = r.spec, range = c.range, note = note,
                          metrics = { mse = c.mse, sqnr_db = c.sqnr_db, cosine = c.cosine } })
     qcal.candidates(r.tensor, r.candidates, chosen, decider.layer and "layer_error" or "mse")

@@ -422,6 +422,12 @@ Test(lua, tensor_without_finite_values_is_named)
     cr_assert_eq(recipe_run(&o, &e), 0, "%s", e.msg);
     cr_expect_eq(read_attr("/calibration/mixed", "min"), -2.0);
     cr_expect_eq(read_attr("/calibration/mixed", "max"), 3.0);
+    results *r;
+    cr_assert_eq(results_read(out_file, &r, &e), 0, "%s", e.msg);
+    const result_tensor *t = results_find(r, "mixed");
+    cr_expect(t && t->note && strstr(t->note, "1 NaN and 1 Inf values left out"),
+              "the values left out are said on the result: %s", t && t->note ? t->note : "(none)");
+    results_free(r);
     cr_assert_eq(unlink(out_file), 0);
     cr_assert_eq(fx_write_dump(dump_file, ds, 2, 0), 0);
     log_text[0] = '\0';
