@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <dirent.h>
 #include <glob.h>
 #include <unistd.h>
@@ -887,6 +888,23 @@ static const char *help_of(const char *name)
     return show_help;
 }
 
+/* Replacing an input (a dump, a recipe, a results file) would lose it: refused even with
+ * --force. What -o replaces is its directory entry (lstat: a symbolic link itself, which
+ * leaves its target alone), compared with the file each input names. */
+static int output_replaces_an_input(const cli *c, qerror *e)
+{
+    struct stat out, in;
+    if (!c->output || lstat(c->output, &out) != 0)
+        return 0;
+    for (int i = 0; i <= c->n_positional; i++) {
+        const char *input = i < c->n_positional ? c->positional[i] : c->from_statistics;
+        if (input && stat(input, &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
+            return qerror_set(e, QERR_USAGE, "-o '%s' is the input '%s': refusing to replace an "
+                              "input, even with --force", c->output, input);
+    }
+    return 0;
+}
+
 static int dispatch(int argc, char **argv, qerror *e)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
@@ -904,6 +922,7 @@ static int dispatch(int argc, char **argv, qerror *e)
             continue;
         cli c;
         int rc = parse_cli(&c, argc, argv, e);
+        rc = rc || output_replaces_an_input(&c, e);
         if (!rc && c.help)
             fputs(help_of(cmd->name), stdout);
         else if (!rc) {

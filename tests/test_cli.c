@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include "dump.h"
@@ -136,6 +137,42 @@ Test(cli, existing_results_kept_without_force)
     snprintf(args, sizeof args, "run minmax '%s' -o '%s' symmetric=true --force", dump_file, out_file);
     cr_expect_eq(qcal(NULL, args), 0, "%s", err_text);
     cr_expect(strstr(out_text, "int8 sym"), "%s", out_text);
+}
+
+/* -o naming an input would replace it (the dump, the results being exported, the recipe):
+ * refused even with --force, whatever name reaches the file (here a symbolic link to the
+ * dump); -o naming a symbolic link to the dump replaces the link only, so it is allowed. */
+Test(cli, an_input_is_never_replaced_by_the_output)
+{
+    char args[2048], *link_path = fx_path(dir, "link.h5");
+    cr_assert_eq(symlink(dump_file, link_path), 0);
+    struct stat before, after;
+    cr_assert_eq(stat(dump_file, &before), 0);
+    const char *const attempts[][2] = {{"run minmax '%s' -o '%s' --force", "dump"},
+                                       {"run minmax '%s' -o '%s' --force", "link"},
+                                       {"observe minmax '%s' --shard 0/2 -o '%s' --force", "dump"},
+                                       {"report '%s' -o '%s' --force", "dump"}};
+    for (int k = 0; k < 4; k++) {
+        const char *input = !strcmp(attempts[k][1], "link") ? link_path : dump_file;
+        snprintf(args, sizeof args, attempts[k][0], input, dump_file);
+        cr_expect_eq(qcal(NULL, args), 64, "%s: %s", args, err_text);
+        cr_expect(strstr(err_text, "refusing to replace an input") && line_count(err_text) == 1,
+                  "%s: %s", args, err_text);
+    }
+    cr_assert_eq(stat(dump_file, &after), 0);
+    cr_expect(before.st_ino == after.st_ino && before.st_size == after.st_size &&
+              before.st_mtim.tv_nsec == after.st_mtim.tv_nsec, "the dump is untouched");
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", dump_file, out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "export '%s' --format csv -o '%s' --force", out_file, out_file);
+    cr_expect_eq(qcal(NULL, args), 64, "%s", err_text);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' --force", dump_file, link_path);
+    cr_expect_eq(qcal(NULL, args), 0, "%s", err_text);
+    struct stat link_now;
+    cr_expect(lstat(link_path, &link_now) == 0 && S_ISREG(link_now.st_mode), "the link replaced");
+    cr_expect(stat(dump_file, &after) == 0 && after.st_ino == before.st_ino &&
+              after.st_size == before.st_size, "its target untouched");
+    free(link_path);
 }
 
 Test(cli, info_lists_tensors)
