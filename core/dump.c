@@ -233,6 +233,12 @@ static int read_attrs(dump_item *it, hid_t ds, const dump *d, qerror *e)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a string attribute op_type",
                           d->path, it->t.name);
     char *orig = h5_attr_string(ds, "name", &bad);
+    if (orig && strlen(orig) > DUMP_MAX_NAME) {
+        size_t n = strlen(orig);
+        free(orig);
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a name attribute of at most %d "
+                          "bytes, found %zu", d->path, it->t.name, DUMP_MAX_NAME, n);
+    }
     if (!orig && d->weights) { /* a layer's weight goes by its parameter name, "fc1.weight" */
         size_t n = strlen(it->t.name) + 8;
         if ((orig = malloc(n)))
@@ -507,9 +513,14 @@ static int add_dataset(walk_ctx *w, const char *full, const char *rel)
         if (!numeric)
             return 0;
     }
+    const char *prefix = w->d->weights ? DUMP_WEIGHT_PREFIX : "";
+    if (strlen(prefix) + strlen(rel) > DUMP_MAX_NAME)
+        return qerror_set(w->e, QERR_DATA, "%s: tensor '%.120s...': expected a name of at most %d "
+                          "bytes, found %zu", w->d->path, rel, DUMP_MAX_NAME,
+                          strlen(prefix) + strlen(rel));
     dump_item *it = new_item(w->d);
-    char name[8192];
-    snprintf(name, sizeof name, "%s%s", w->d->weights ? DUMP_WEIGHT_PREFIX : "", rel);
+    char name[DUMP_MAX_NAME + 1];
+    snprintf(name, sizeof name, "%s%s", prefix, rel);
     if (!it || !(it->t.name = strdup(name)))
         return qerror_set(w->e, QERR_SOFTWARE, "out of memory");
     w->d->n++;
@@ -521,7 +532,9 @@ static herr_t visit(hid_t group, const char *name, const H5L_info_t *info, void 
 static int walk_group(walk_ctx *w, const char *full)
 {
     if (++w->depth > MAX_DEPTH)
-        return qerror_set(w->e, QERR_DATA, "%s: groups nested deeper than %d", w->d->path, MAX_DEPTH);
+        return qerror_set(w->e, QERR_DATA, "%s: group '%.200s%s': expected groups nested at most %d "
+                          "deep, found deeper", w->d->path, full, strlen(full) > 200 ? "..." : "",
+                          MAX_DEPTH);
     char saved[sizeof w->prefix];
     memcpy(saved, w->prefix, sizeof saved);
     snprintf(w->prefix, sizeof w->prefix, "%s", full);

@@ -64,6 +64,10 @@ const char *dump_source(const dump *d);
 size_t dump_file_count(const dump *d);
 /* Weights are named "weights/<layer>" (the /weights view of a dump); activations never are. */
 #define DUMP_WEIGHT_PREFIX "weights/"
+
+/* The longest tensor name (and framework name) a dump may give, in bytes: results files, their
+ * readers and one-line messages all hold it with room to spare. */
+#define DUMP_MAX_NAME 512
 int dump_is_weight_name(const char *name);
 size_t dump_count(const dump *d);
 const dump_tensor *dump_get(const dump *d, size_t i);

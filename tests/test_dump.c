@@ -1354,6 +1354,67 @@ Test(bad, no_numeric_dataset_at_all)
     free(p);
 }
 
+/* Groups nested 40 deep below /activations (a runaway writer): refused, naming the group where
+ * the limit of 32 levels is passed; 32 levels (/activations and 31 below it) are read. */
+static char *nested_dump(const char *file, int depth)
+{
+    char *p = fx_path(dir, file), path[512] = "/activations";
+    for (int k = 0; k < depth; k++)
+        snprintf(path + strlen(path), sizeof path - strlen(path), "/g%d", k);
+    strcat(path, "/x");
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    const hsize_t dims[2] = {2, 2};
+    const float v[4] = {1, 2, 3, 4};
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t d = H5Dcreate2(f, path, H5T_NATIVE_FLOAT, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(d, 0, "fixture %s", path);
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    H5Dclose(d), H5Sclose(sp), H5Pclose(lcpl), H5Fclose(f);
+    return p;
+}
+
+Test(bad, groups_nested_too_deep)
+{
+    char *p = nested_dump("deep.h5", 40);
+    REFUSED(p, QERR_DATA, "group '/activations/g0/g1/", "/g31'", "at most 32 deep");
+    free(p);
+    p = nested_dump("deep_ok.h5", 31); /* /activations and 31 more: 32 levels */
+    dump *d = open_ok(p);
+    cr_expect_eq(dump_count(d), 1u);
+    dump_close(d);
+    free(p);
+}
+
+/* Names longer than DUMP_MAX_NAME bytes (a tensor's path, or its name attribute) are refused
+ * at open, naming the file and the length; a name of exactly that length is read. */
+Test(bad, names_beyond_the_longest_allowed)
+{
+    static const float v[4] = {1, 2, 3, 4};
+    static char longest[DUMP_MAX_NAME + 2];
+    memset(longest, 'n', DUMP_MAX_NAME + 1);
+    fx_dataset ds = {.name = longest, .dtype = DUMP_F32, .rank = 2, .dims = {2, 2}, .data = v,
+                     .channel_axis = FX_NO_ATTR};
+    char *p = write_ok("long_name.h5", &ds, 1, 0);
+    char found[32];
+    snprintf(found, sizeof found, "found %d", DUMP_MAX_NAME + 1);
+    REFUSED(p, QERR_DATA, "expected a name of at most", found);
+    free(p);
+    longest[DUMP_MAX_NAME] = '\0';
+    p = write_ok("longest_name.h5", &ds, 1, 0);
+    dump *d = open_ok(p);
+    cr_expect_eq(strlen(dump_get(d, 0)->name), (size_t)DUMP_MAX_NAME);
+    dump_close(d);
+    free(p);
+    ds.name = "short";
+    longest[DUMP_MAX_NAME] = 'n';
+    ds.orig_name = longest;
+    p = write_ok("long_orig_name.h5", &ds, 1, 0);
+    REFUSED(p, QERR_DATA, "tensor 'short'", "name attribute of at most", found);
+    free(p);
+}
+
 /* h5py's LZF (filter 32000) is not in the HDF5 C library: an optional filter lets us write a
  * dataset that names it, and the reader must say what it is and what to do. */
 static char *filtered_dump(const char *file, H5Z_filter_t id)
