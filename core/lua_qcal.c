@@ -115,6 +115,31 @@ static void record_param(lua_State *L, lua_qcal_ctx *ctx, const char *key, int v
         snprintf(rp->value, sizeof rp->value, "%s", lua_tostring(L, val));
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The usage error for a key the recipe's qcal.params table (at 1) does not declare: its names
+ * in order, and the closest one suggested. */
+static int unknown_recipe_param(lua_State *L, const lua_qcal_ctx *ctx, const char *key)
+{
+    const char *names[128];
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        lua_pop(L, 1);
+        if (n < sizeof names / sizeof *names)
+            names[n++] = lua_tostring(L, -1); /* the keys stay in the table: no copies needed */
+    }
+    qsort(names, n, sizeof *names, by_name);
+    char what[300];
+    snprintf(what, sizeof what, "recipe '%s'", ctx->recipe_name);
+    qerror e = {0};
+    params_unknown_key(what, names, n, key, &e);
+    return raise(L, &e);
+}
+
 static int l_params(lua_State *L)
 {
     lua_qcal_ctx *ctx = get_ctx(L);
@@ -141,23 +166,14 @@ static int l_params(lua_State *L)
     for (size_t i = 0; i < ctx->o->n_params; i++) {
         const param_input *in = &ctx->o->params[i];
         lua_getfield(L, 1, in->key);
-        if (lua_isnil(L, -1)) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            lua_pushnil(L);
-            for (int first = 1; lua_next(L, 1); first = 0) {
-                lua_pop(L, 1);
-                if (!first)
-                    luaL_addstring(&b, ", ");
-                luaL_addstring(&b, lua_tostring(L, -1));
-            }
-            luaL_pushresult(&b);
-            return luaL_error(L, "unknown parameter '%s' for recipe '%s' (it takes: %s)", in->key,
-                              ctx->recipe_name, lua_tostring(L, -1));
-        }
+        if (lua_isnil(L, -1))
+            return unknown_recipe_param(L, ctx, in->key);
         qerror e = {0};
-        if (push_typed(L, lua_gettop(L), in->key, in->s, &e))
-            return luaL_error(L, "recipe '%s': %s", ctx->recipe_name, e.msg);
+        if (push_typed(L, lua_gettop(L), in->key, in->s, &e)) {
+            e.code = QERR_USAGE;
+            qerror_prefix(&e, "recipe '%s'", ctx->recipe_name);
+            return raise(L, &e);
+        }
         lua_setfield(L, 2, in->key);
         lua_pop(L, 1);
     }
@@ -683,8 +699,10 @@ static void check_spec(lua_State *L, int idx, int default_axis, qcal_qspec *out)
     lua_Integer axis = opt_int(L, idx, "axis", default_axis);
     lua_Integer bits = opt_int(L, idx, "bits", 8);
     qerror e = {0};
-    if (bits < 2 || bits > 16)
-        luaL_error(L, "spec: bits must be in [2, 16], got %d", (int)bits);
+    if (bits < 2 || bits > 16) { /* from the command line (bits=) as a rule: a usage error */
+        qerror_set(&e, QERR_USAGE, "spec: bits must be in [2, 16], got %d", (int)bits);
+        raise(L, &e);
+    }
     if (qmath_spec(out, (int)bits, flags, (flags & QCAL_QSPEC_PER_CHANNEL) ? (int)axis : -1, &e))
         raise(L, &e);
 }
@@ -953,6 +971,15 @@ static int l_commit(lua_State *L)
     return 0;
 }
 
+/* qcal.param_error(message): a recipe refusing a parameter's value ends the run as a usage
+ * error (exit 64): one line with its file:line, no traceback, nothing written. */
+static int l_param_error(lua_State *L)
+{
+    qerror e = {0};
+    qerror_set(&e, QERR_USAGE, "%s", luaL_checkstring(L, 1));
+    return raise(L, &e);
+}
+
 static int l_log(lua_State *L)
 {
     lua_qcal_ctx *ctx = get_ctx(L);
@@ -1007,7 +1034,8 @@ static const luaL_Reg module_fns[] = {
     {"weights", l_weights},
     {"pass", l_pass},         {"spec", l_spec},       {"estimate", l_estimate},
     {"qparams", l_qparams},   {"put", l_put},         {"commit", l_commit},
-    {"log", l_log},           {"evaluation", lq_evaluation}, {"layers", lq_layers},
+    {"log", l_log},           {"param_error", l_param_error},
+    {"evaluation", lq_evaluation}, {"layers", lq_layers},
     {"candidates", lq_candidates}, {NULL, NULL},
 };
 

@@ -149,35 +149,47 @@ static size_t edit_distance(const char *a, const char *b, size_t cap)
     return row[lb] > cap ? cap + 1 : row[lb];
 }
 
-static const char *closest_name(const qcal_param *decl, uint32_t n, const char *key)
+static const char *closest_name(const char *const *names, size_t n, const char *key)
 {
     const char *best = NULL;
     size_t best_d = SUGGEST_DISTANCE + 1;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t d = edit_distance(key, decl[i].name, SUGGEST_DISTANCE);
+    for (size_t i = 0; i < n; i++) {
+        size_t d = edit_distance(key, names[i], SUGGEST_DISTANCE);
         if (d < best_d) {
             best_d = d;
-            best = decl[i].name;
+            best = names[i];
         }
     }
     return best;
 }
 
-static int unknown_key(const char *what, const qcal_param *decl, uint32_t n, const char *key,
+int params_unknown_key(const char *what, const char *const *names, size_t n, const char *key,
                        qerror *e)
 {
     if (n == 0)
         return qerror_set(e, QERR_USAGE, "%s takes no parameters, got '%s'", what, key);
     char known[QERROR_MSG_SIZE / 2] = "", hint[160] = "";
     size_t len = 0;
-    for (uint32_t i = 0; i < n && len < sizeof known; i++)
-        len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "",
-                                decl[i].name);
-    const char *near = closest_name(decl, n, key);
+    for (size_t i = 0; i < n && len < sizeof known; i++)
+        len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "", names[i]);
+    const char *near = closest_name(names, n, key);
     if (near)
         snprintf(hint, sizeof hint, " (did you mean '%s'?)", near);
     return qerror_set(e, QERR_USAGE, "%s: unknown parameter '%s'%s; known: %s", what, key, hint,
                       known);
+}
+
+static int unknown_key(const char *what, const qcal_param *decl, uint32_t n, const char *key,
+                       qerror *e)
+{
+    const char **names = malloc((n ? n : 1) * sizeof *names);
+    if (!names)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    for (uint32_t i = 0; i < n; i++)
+        names[i] = decl[i].name;
+    params_unknown_key(what, names, n, key, e);
+    free(names);
+    return -1;
 }
 
 /* ---- one value --------------------------------------------------------------------------- */

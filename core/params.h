@@ -28,6 +28,11 @@ int params_check_decls(const qcal_param *decl, uint32_t n, qerror *e);
 int params_resolve(const char *what, const qcal_param *decl, uint32_t n,
                    const param_input *in, size_t n_in, qcal_value *out, qerror *e);
 
+/* The error for `key`, none of names[n]: lists them and suggests the closest ("did you
+ * mean"); QERR_USAGE. Returns -1. */
+int params_unknown_key(const char *what, const char *const *names, size_t n, const char *key,
+                       qerror *e);
+
 /* Parses "key=value" into a PARAM_IN_TEXT input (key and value point into buf, modified). */
 int params_parse_kv(char *buf, param_input *out, qerror *e);
 

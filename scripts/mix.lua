@@ -23,13 +23,13 @@ local P = calib.params{
     percentiles = "99,99.9,99.99,99.999,100", methods = "kl,mse,quantile", criterion = "mse",
     stat_subset_size = 0, bins = 2048, outlier_prob = 1e-4, kl_variant = "trt",
 }
-if P.per_channel then error("mix compares per-tensor ranges: per_channel must be false") end
+if P.per_channel then qcal.param_error("mix compares per-tensor ranges: per_channel must be false") end
 
 local HIGHER_IS_BETTER = { sqnr_db = true, cosine = true }
 local KNOWN_METHODS = { minmax = true, kl = true, mse = true, l2_search = true, quantile = true }
 local KNOWN_CRITERIA = { mse = true, sqnr_db = true, cosine = true, layer_error = true }
 if not KNOWN_CRITERIA[P.criterion] then
-    error("criterion must be mse, sqnr_db, cosine or layer_error, got '" .. P.criterion .. "'")
+    qcal.param_error("criterion must be mse, sqnr_db, cosine or layer_error, got '" .. P.criterion .. "'")
 end
 
 local function list_of(text)
@@ -41,13 +41,13 @@ end
 local percentiles = {}
 for _, p in ipairs(list_of(P.percentiles)) do
     local v = tonumber(p)
-    if not v or v <= 0 or v > 100 then error("percentiles: not a percent in (0, 100]: '" .. p .. "'") end
+    if not v or v <= 0 or v > 100 then qcal.param_error("percentiles: not a percent in (0, 100]: '" .. p .. "'") end
     percentiles[#percentiles + 1] = v
 end
 local methods = {}
 for _, m in ipairs(list_of(P.methods)) do
     if not KNOWN_METHODS[m] then
-        error("methods: unknown method '" .. m .. "' (minmax, kl, mse, l2_search, quantile)")
+        qcal.param_error("methods: unknown method '" .. m .. "' (minmax, kl, mse, l2_search, quantile)")
     end
     methods[m] = true
 end

@@ -33,7 +33,7 @@ local symmetric_by_preset = {
 }
 local symmetric = symmetric_by_preset[P.preset]
 if not symmetric then
-    error("preset must be performance, mixed or accuracy, got '" .. P.preset .. "'")
+    qcal.param_error("preset must be performance, mixed or accuracy, got '" .. P.preset .. "'")
 end
 
 local estimator_params = {

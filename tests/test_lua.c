@@ -182,8 +182,31 @@ Test(lua, parameters_are_typed_by_their_defaults)
     cr_expect_neq(run_text(text, bad_int, 1, 0, &e), 0);
     cr_expect(strstr(e.msg, "'bits'") && strstr(e.msg, "expected an integer"), "%s", e.msg);
     const char *unknown[] = {"bitz=4"};
+    log_text[0] = '\0';
     cr_expect_neq(run_text(text, unknown, 1, 0, &e), 0);
-    cr_expect(strstr(e.msg, "unknown parameter 'bitz'") && strstr(e.msg, "bits"), "%s", e.msg);
+    cr_expect(strstr(e.msg, "recipe.lua:2:") && strstr(e.msg, "unknown parameter 'bitz'") &&
+              strstr(e.msg, "did you mean 'bits'") && strstr(e.msg, "known: bits, name, p, sym"),
+              "%s", e.msg);
+    /* the command line's mistake: a usage error in one line, not a recipe error */
+    cr_expect_eq(e.code, QERR_USAGE, "%d: %s", e.code, e.msg);
+    cr_expect_null(strstr(log_text, "stack traceback"), "%s", log_text);
+}
+
+/* qcal.param_error: a recipe refusing a parameter's value ends the run as a usage error, one
+ * line with its file:line, no traceback, nothing written. */
+Test(lua, param_error_is_a_usage_error_in_one_line)
+{
+    qerror e = {0};
+    const char *text = "local qcal = require('qcal')\n"
+                       "local P = qcal.params{ mode = 'fast' }\n"
+                       "if P.mode ~= 'fast' then qcal.param_error('mode must be fast, got ' .. P.mode) end\n";
+    const char *kv[] = {"mode=slow"};
+    log_text[0] = '\0';
+    cr_assert_neq(run_text(text, kv, 1, 0, &e), 0);
+    cr_expect_eq(e.code, QERR_USAGE, "%d: %s", e.code, e.msg);
+    cr_expect(strstr(e.msg, "recipe.lua:3: mode must be fast, got slow"), "%s", e.msg);
+    cr_expect_null(strstr(log_text, "stack traceback"), "%s", log_text);
+    cr_expect_neq(access(out_file, F_OK), 0, "nothing written");
 }
 
 /* A host error the recipe caught, then an error of the recipe's own: that one is reported, as

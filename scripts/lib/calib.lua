@@ -99,7 +99,7 @@ end
 -- 2: max|x| first, then the reference's own bins), max_samples and the spec parameters.
 function M.kl_ranges(tensors, P)
     if P.passes ~= 1 and P.passes ~= 2 then
-        error(string.format("passes must be 1 or 2, got %s", tostring(P.passes)))
+        qcal.param_error(string.format("passes must be 1 or 2, got %s", tostring(P.passes)))
     end
     local first = qcal.pass()
     local seen = {}
