@@ -5,6 +5,7 @@
 #include <hdf5.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "h5attr.h"
@@ -694,6 +695,9 @@ static int open_file(dump *d, qerror *e)
 {
     if (access(d->path, R_OK) != 0)
         return qerror_set(e, QERR_NOINPUT, "%s: cannot open: %s", d->path, strerror(errno));
+    struct stat st;
+    if (stat(d->path, &st) == 0 && S_ISDIR(st.st_mode))
+        return qerror_set(e, QERR_NOINPUT, "%s: expected an HDF5 file, found a directory", d->path);
     htri_t is_h5 = H5Fis_hdf5(d->path);
     if (is_h5 <= 0)
         return qerror_set(e, QERR_DATA, "%s: expected an HDF5 file, found %s", d->path,

@@ -1076,6 +1076,10 @@ Test(bad, missing_file)
     char *p = fx_path(dir, "none.h5");
     REFUSED(p, QERR_NOINPUT, "cannot open", "No such file");
     free(p);
+    p = fx_path(dir, "folder.h5");
+    cr_assert_eq(mkdir(p, 0700), 0);
+    REFUSED(p, QERR_NOINPUT, "expected an HDF5 file, found a directory");
+    free(p);
 }
 
 Test(bad, text_file_named_h5)
