@@ -794,10 +794,11 @@ static void left_out_note(const qcal_stat *s, char *buf, size_t size)
     buf[0] = '\0';
     if (!a || a->dtype != QCAL_DTYPE_U64 || a->rank != 1 || a->shape[0] != 2)
         return;
-    const uint64_t *count = a->data;
-    if (count[0] || count[1])
-        snprintf(buf, size, "%llu NaN and %llu Inf values left out",
-                 (unsigned long long)count[0], (unsigned long long)count[1]);
+    const unsigned long long nan = ((const uint64_t *)a->data)[0], inf = ((const uint64_t *)a->data)[1];
+    if (nan && inf)
+        snprintf(buf, size, "%llu NaN and %llu Inf values left out", nan, inf);
+    else if (nan || inf)
+        snprintf(buf, size, "%llu %s values left out", nan ? nan : inf, nan ? "NaN" : "Inf");
 }
 
 /* qcal.estimate(estimator, stat, spec [, params]) -> {lo=, hi=} or per channel {lo={}, hi={}},

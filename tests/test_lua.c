@@ -452,6 +452,15 @@ Test(lua, tensor_without_finite_values_is_named)
               "the values left out are said on the result: %s", t && t->note ? t->note : "(none)");
     results_free(r);
     cr_assert_eq(unlink(out_file), 0);
+    good[3] = 7; /* now NaN only */
+    cr_assert_eq(fx_write_dump(dump_file, &ds[1], 1, 0), 0);
+    cr_assert_eq(recipe_run(&o, &e), 0, "%s", e.msg);
+    cr_assert_eq(results_read(out_file, &r, &e), 0, "%s", e.msg);
+    t = results_find(r, "mixed");
+    cr_expect(t && t->note && strstr(t->note, "minmax: 1 NaN values left out"), "%s",
+              t && t->note ? t->note : "(none)");
+    results_free(r);
+    cr_assert_eq(unlink(out_file), 0);
     cr_assert_eq(fx_write_dump(dump_file, ds, 2, 0), 0);
     log_text[0] = '\0';
     cr_assert_neq(recipe_run(&o, &e), 0);
