@@ -284,13 +284,21 @@ Test(cli, interrupted_run_keeps_the_earlier_results)
  * (where HDF5 keeps variable-length strings such as op_type): "GCOL", version, 3 reserved
  * bytes, the collection's size (8), then the object's index (2), reference count (2), 4
  * reserved bytes and its size (8). -1 when there is none. */
-static long first_heap_object_size_at(const char *path)
+/* The first MiB of a file (where the fixture's metadata lives), in a buffer of the test's. */
+static const unsigned char *head_of(const char *path, size_t *n)
 {
     static unsigned char bytes[1 << 20];
     FILE *f = fopen(path, "rb");
     cr_assert_not_null(f);
-    size_t n = fread(bytes, 1, sizeof bytes, f);
+    *n = fread(bytes, 1, sizeof bytes, f);
     fclose(f);
+    return bytes;
+}
+
+static long first_heap_object_size_at(const char *path)
+{
+    size_t n;
+    const unsigned char *bytes = head_of(path, &n);
     for (size_t i = 0; i + 32 <= n; i++)
         if (!memcmp(bytes + i, "GCOL", 4))
             return (long)i + 24;
@@ -302,12 +310,9 @@ static long first_heap_object_size_at(const char *path)
  * collection's address (8), then the object's index (4). -1 when there is none. */
 static long first_vlen_length_at(const char *path)
 {
-    static unsigned char bytes[1 << 20];
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f);
-    size_t n = fread(bytes, 1, sizeof bytes, f);
-    fclose(f);
     long heap = first_heap_object_size_at(path) - 24;
+    size_t n;
+    const unsigned char *bytes = head_of(path, &n);
     unsigned char address[8];
     for (int k = 0; k < 8; k++)
         address[k] = (unsigned char)((unsigned long)heap >> (8 * k));
