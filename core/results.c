@@ -6,6 +6,7 @@
 #include <hdf5.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1246,17 +1247,21 @@ static int read_range(hid_t g, result_tensor *t, const ctx *c)
            attr_get_f64(g, "scale", t->scale, c) || attr_get_i64(g, "zero_point", t->zero_point, c);
 }
 
+/* Finite as a float32: every range and scale qcal writes is one (the formats deployment
+ * toolchains read hold float32). */
+static int float_finite(double v) { return fabs(v) <= FLT_MAX; }
+
 /* What a results file must hold for its values to be usable. */
 static int check_values(const result_tensor *t, const ctx *c)
 {
     for (uint64_t i = 0; i < t->channels; i++) {
-        int ok = isfinite(t->lo[i]) && isfinite(t->hi[i]) && t->lo[i] <= t->hi[i] &&
-                 isfinite(t->scale[i]) && t->scale[i] > 0 && t->zero_point[i] >= t->spec.qmin &&
-                 t->zero_point[i] <= t->spec.qmax;
+        int ok = float_finite(t->lo[i]) && float_finite(t->hi[i]) && t->lo[i] <= t->hi[i] &&
+                 float_finite(t->scale[i]) && t->scale[i] > 0 &&
+                 t->zero_point[i] >= t->spec.qmin && t->zero_point[i] <= t->spec.qmax;
         if (!ok)
             return qerror_set(c->e, QERR_DATA, "'%s': %s: channel %llu has range [%g, %g], scale "
-                              "%g, zero-point %lld (expected a finite range, scale > 0 and a "
-                              "zero-point on the grid)", c->path, c->obj, (unsigned long long)i,
+                              "%g, zero-point %lld (expected a range and scale > 0 finite in "
+                              "float32 and a zero-point on the grid)", c->path, c->obj, (unsigned long long)i,
                               t->lo[i], t->hi[i], t->scale[i], (long long)t->zero_point[i]);
     }
     return 0;

@@ -531,16 +531,21 @@ Test(results, read_rejects_foreign_files)
               e.msg);
 }
 
-/* Rewrites one int64 attribute of a written file with the raw API. */
-static void tamper_i64(const char *p, const char *obj, const char *name, int64_t v)
+/* Rewrites one numeric attribute of a written file with the raw API (v of memory type t). */
+static void tamper_attr(const char *p, const char *obj, const char *name, hid_t t, const void *v)
 {
     hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t g = H5Gopen2(f, obj, H5P_DEFAULT);
     hid_t a = H5Aopen(g, name, H5P_DEFAULT);
-    cr_assert_geq(H5Awrite(a, H5T_NATIVE_INT64, &v), 0);
+    cr_assert_geq(H5Awrite(a, t, v), 0);
     H5Aclose(a);
     H5Gclose(g);
     H5Fclose(f);
+}
+
+static void tamper_i64(const char *p, const char *obj, const char *name, int64_t v)
+{
+    tamper_attr(p, obj, name, H5T_NATIVE_INT64, &v);
 }
 
 /* Replaces a string attribute of a written file by a fixed-length one holding `v`. */
@@ -568,6 +573,7 @@ Test(results, read_validates_entries)
     qerror e = {0};
     cr_assert_eq(results_add_stat(r, "x", "minmax", "", sample_stat(), &e), 0, "%s", e.msg);
     write_ok(r, path_in("c.h5"), 0);
+    write_ok(r, path_in("d.h5"), 0);
     results_free(r);
 
     tamper_i64(path_in("a.h5"), "/calibration/x", "qmax", 127);
@@ -586,6 +592,14 @@ Test(results, read_validates_entries)
     cr_expect_eq(e.code, QERR_DATA, "%s", e.msg);
     cr_expect(strstr(e.msg, "c.h5") && strstr(e.msg, "/statistics/x/minmax") &&
               strstr(e.msg, "an observer name") && strstr(e.msg, "found 'x' and ''"), "%s", e.msg);
+
+    /* finite as a double, not as the float32 every format holds (found by fuzzing: the JSON
+     * exports then failed as if out of memory) */
+    const double beyond_float = -2e284;
+    tamper_attr(path_in("d.h5"), "/calibration/x", "min", H5T_NATIVE_DOUBLE, &beyond_float);
+    cr_expect_eq(results_read(path_in("d.h5"), &r, &e), -1);
+    cr_expect_eq(e.code, QERR_DATA, "%s", e.msg);
+    cr_expect(strstr(e.msg, "/calibration/x") && strstr(e.msg, "finite in float32"), "%s", e.msg);
 }
 
 /* ---- the atomic write --------------------------------------------------------------------- */
