@@ -76,7 +76,7 @@ hid_t h5_open_read(const char *path, char *why, size_t size)
 /* ---- a fault inside HDF5 on a corrupt file: one line, not a crash --------------------- */
 
 static _Thread_local const char *guarded_path; /* the file this thread is reading, or NULL */
-static struct sigaction before_segv, before_bus;
+static struct sigaction before_segv, before_bus, before_abrt;
 /* the file whose variable-length data is being read under the stall watch: a global, as the
  * timer's signal may reach any thread */
 static const char *volatile watched_path;
@@ -93,7 +93,8 @@ static void on_fault(int sig)
         say(": corrupt file: the HDF5 library crashed reading it\n");
         _exit(QERR_DATA);
     }
-    sigaction(sig, sig == SIGBUS ? &before_bus : &before_segv, NULL); /* refault into it */
+    sigaction(sig, sig == SIGBUS ? &before_bus : sig == SIGABRT ? &before_abrt : &before_segv,
+              NULL); /* refault into it */
 }
 
 /* The stall watch's limit is CPU time (user and system: a damaged length also makes HDF5 clear
@@ -149,6 +150,7 @@ void h5_guard_install(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &before_segv);
     sigaction(SIGBUS, &sa, &before_bus);
+    sigaction(SIGABRT, &sa, &before_abrt); /* malloc's checks, on a heap HDF5 has overrun */
     sa.sa_handler = on_stall;
     sigaction(SIGPROF, &sa, NULL);
 }

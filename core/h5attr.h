@@ -19,11 +19,13 @@ void h5_reason(char *buf, size_t size);
 hid_t h5_open_read(const char *path, char *why, size_t size);
 
 /* HDF5 itself can crash on a corrupt file (a damaged global heap sends H5Aread's memcpy past
- * its buffer: measured on mutated sample dumps). h5_guard_install (once, at start) makes a
- * SIGSEGV or SIGBUS raised while the faulting thread is between h5_guard_enter and
- * h5_guard_leave print one line naming the file and exit with QERR_DATA; any other fault goes
- * on to the handler that was there before (a crash, or the sanitizer's report). enter returns
- * the file guarded before, for leave to restore (guards nest). */
+ * its buffer, and malloc later aborts on the heap it overran: measured on mutated sample
+ * dumps and results files). h5_guard_install (once, at start) makes a SIGSEGV, SIGBUS or
+ * SIGABRT raised while the faulting thread is between h5_guard_enter and h5_guard_leave print
+ * one line naming the file and exit with QERR_DATA; any other goes on to the handler that was
+ * there before (a crash, or the sanitizer's report). enter returns the file guarded before,
+ * for leave to restore (guards nest). The guarded code is HDF5 calls and qcal's readers
+ * around them, which hold no assert. */
 void h5_guard_install(void);
 
 /* HDF5 1.10 can also loop for ever on a damaged global heap, where it keeps variable-length

@@ -1,5 +1,6 @@
 /* test_dump.c - the dump reader: types, conversion, listing, attributes, slabs, bad inputs */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <hdf5.h>
 #include <math.h>
 #include <pthread.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "dump.h"
+#include "h5attr.h"
 #include "fixtures.h"
 #include "packed.h"
 
@@ -1500,4 +1502,22 @@ Test(bad, layers_that_do_not_fit)
     add_layer(p, "fc", "lin\vea\nr\x7f", "fc.in", 2, lin_bad, 1);
     REFUSED(p, QERR_DATA, "layer 'fc'", "found 'lin\\x0bea r\\x7f'");
     free(p);
+}
+
+/* ---- the guard around HDF5 calls ---------------------------------------------------------- */
+
+/* malloc's checks abort on a heap HDF5 has overrun (found on a fuzzed results file, in
+ * H5Fclose): inside a guarded read that is the one 'corrupt file' line and exit 65, as for a
+ * fault; outside any guard an abort stays an abort. */
+Test(guard, an_abort_while_reading_a_file_is_a_corrupt_file, .exit_code = 65)
+{
+    h5_guard_install();
+    h5_guard_enter("damaged.h5");
+    abort();
+}
+
+Test(guard, an_abort_elsewhere_stays_an_abort, .signal = SIGABRT)
+{
+    h5_guard_install();
+    abort();
 }
