@@ -3,8 +3,10 @@
 
 #include <errno.h>
 #include <hdf5.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@ typedef struct dump_item {
     size_t cache_slots, cache_bytes; /* its chunk cache (cache_bytes 0: HDF5's default) */
     int packable;       /* gzip'd chunks qcal inflates itself (packed.h), as `form` says */
     packed_form form;
+    int64_t map_at;     /* file offset of its values when the pass may map them, else -1 */
 } dump_item;
 
 struct dump {
@@ -36,7 +39,17 @@ struct dump {
     size_t n_parts;
     char *source;   /* every file, joined by ", " (results record it) */
     size_t open;    /* the item whose dataset is open, or SIZE_MAX */
+    int fd;         /* the file opened for mapping (dump_map_rows), or -1 */
 };
+
+/* A dump with nothing open yet. */
+static dump *blank_dump(void)
+{
+    dump *d = calloc(1, sizeof *d);
+    if (d)
+        d->file = -1, d->fd = -1, d->open = SIZE_MAX;
+    return d;
+}
 
 /* ---- errors --------------------------------------------------------------------------- */
 
@@ -426,6 +439,81 @@ static int check_written(hid_t ds, hid_t dcpl, hid_t space, const dump *d, const
     return 0;
 }
 
+/* ---- mapping: the pass reads contiguous native-order values without a copy ----------- */
+
+static int no_userblock(hid_t file)
+{
+    hid_t fcpl = H5Fget_create_plist(file);
+    hsize_t userblock = 1;
+    if (fcpl >= 0) {
+        H5Pget_userblock(fcpl, &userblock);
+        H5Pclose(fcpl);
+    }
+    return userblock == 0;
+}
+
+/* Where a dataset's values start in the file when the pass may map them instead of reading
+ * them through HDF5: contiguous storage, not external, in the byte order HDF5 would hand out
+ * (no conversion), whole, aligned for its type and inside the file (as it is now: a file that
+ * shrinks while being read is not supported). Else -1, and HDF5 reads it. */
+static int64_t mappable_offset(const dump *d, hid_t ds, hid_t dcpl, const dump_item *it)
+{
+    struct stat st;
+    if (d->fd < 0 || fstat(d->fd, &st) || H5Pget_layout(dcpl) != H5D_CONTIGUOUS ||
+        H5Pget_external_count(dcpl) != 0 || !no_userblock(d->file))
+        return -1;
+    hid_t type = H5Dget_type(ds);
+    int same = type >= 0 && H5Tequal(type, it->memtype) > 0;
+    if (type >= 0)
+        H5Tclose(type);
+    haddr_t at = H5Dget_offset(ds);
+    uint64_t bytes = it->t.dims[0] * it->t.row_size * it->t.elem_size;
+    if (!same || at == HADDR_UNDEF || at % it->t.elem_size || H5Dget_storage_size(ds) != bytes ||
+        at > (uint64_t)st.st_size || bytes > (uint64_t)st.st_size - at)
+        return -1;
+    return (int64_t)at;
+}
+
+static int map_part(dump *d, size_t i, uint64_t row0, uint64_t nrows, dump_window *w);
+
+int dump_map_rows(dump *d, size_t i, uint64_t row0, uint64_t nrows, dump_window *w)
+{
+    memset(w, 0, sizeof *w);
+    if (d->n_parts)
+        return map_part(d, i, row0, nrows, w);
+    const dump_item *it = &d->items[i];
+    if (it->map_at < 0 || nrows == 0 || row0 > it->t.dims[0] || nrows > it->t.dims[0] - row0)
+        return 1;
+    uint64_t row_bytes = it->t.row_size * it->t.elem_size;
+    uint64_t at = (uint64_t)it->map_at + row0 * row_bytes, page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t skip = at % page, len = nrows * row_bytes + skip;
+    /* MAP_POPULATE: the page tables in one call, not a fault per few pages */
+    void *base = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, d->fd, (off_t)(at - skip));
+    if (base == MAP_FAILED)
+        return 1;
+    w->base = base, w->len = len, w->data = (const char *)base + skip;
+    return 0;
+}
+
+/* A window inside one file of a dump of several; 1 (read instead) when it spans two. */
+static int map_part(dump *d, size_t i, uint64_t row0, uint64_t nrows, dump_window *w)
+{
+    for (size_t k = 0; k < d->n_parts; k++) {
+        uint64_t have = d->parts[k]->items[i].t.dims[0];
+        if (row0 < have)
+            return nrows <= have - row0 ? dump_map_rows(d->parts[k], i, row0, nrows, w) : 1;
+        row0 -= have;
+    }
+    return 1;
+}
+
+void dump_unmap(dump_window *w)
+{
+    if (w->base)
+        munmap(w->base, w->len);
+    memset(w, 0, sizeof *w);
+}
+
 /* Reads a dataset's description and the chunk cache it will be read with. */
 static int describe(dump *d, dump_item *it, const char *full, qerror *e)
 {
@@ -446,6 +534,8 @@ static int describe(dump *d, dump_item *it, const char *full, qerror *e)
         chunk_cache_of(dcpl, it);
     if (!rc && !d->weights)
         packed_form_of(ds, dcpl, it);
+    if (!rc && !d->weights)
+        it->map_at = mappable_offset(d, ds, dcpl, it);
     if (!rc && !(it->path = strdup(full)))
         rc = qerror_set(e, QERR_SOFTWARE, "out of memory");
     if (dcpl >= 0)
@@ -482,6 +572,7 @@ static dump_item *new_item(dump *d)
     dump_item *it = &d->items[d->n];
     memset(it, 0, sizeof *it);
     it->dataset = it->memtype = it->space = -1;
+    it->map_at = -1;
     return it;
 }
 
@@ -704,6 +795,7 @@ static int open_file(dump *d, qerror *e)
                           is_h5 == 0 ? "no HDF5 signature (file signature not found)"
                                      : "an unreadable file");
     char why[256];
+    d->fd = open(d->path, O_RDONLY | O_CLOEXEC); /* for mapping; -1 only costs the copy */
     d->file = h5_open_read(d->path, why, sizeof why);
     if (d->file < 0) {
         return qerror_set(e, QERR_DATA, "%s: cannot open as HDF5: %s%s", d->path, why,
@@ -743,13 +835,11 @@ static int open_at(const char *path, int weights, dump **out, qerror *e)
 {
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    dump *d = calloc(1, sizeof *d);
+    dump *d = blank_dump();
     if (!d || !(d->path = strdup(path))) {
         free(d);
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
-    d->file = -1;
-    d->open = SIZE_MAX;
     d->weights = weights;
     const char *group = weights ? "weights" : "activations";
     int rc = open_file(d, e);
@@ -790,6 +880,8 @@ void dump_close(dump *d)
         item_release(&d->items[i]);
     if (d->file >= 0)
         H5Fclose(d->file);
+    if (d->fd >= 0)
+        close(d->fd);
     free(d->items);
     free(d->path);
     free(d);
@@ -799,13 +891,11 @@ void dump_close(dump *d)
 
 int dump_new_virtual(const char *label, dump **out, qerror *e)
 {
-    dump *d = calloc(1, sizeof *d);
+    dump *d = blank_dump();
     if (!d || !(d->path = strdup(label))) {
         free(d);
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
-    d->file = -1;
-    d->open = SIZE_MAX;
     *out = d;
     return 0;
 }
@@ -1128,14 +1218,12 @@ int dump_open_many(const char *const *paths, size_t n, dump **out, qerror *e)
         return qerror_set(e, QERR_USAGE, "expected at least one dump file, found none");
     if (n == 1)
         return dump_open(paths[0], out, e);
-    dump *d = calloc(1, sizeof *d);
+    dump *d = blank_dump();
     if (!d || !(d->parts = calloc(n, sizeof *d->parts)) || !(d->source = join_paths(paths, n)) ||
         !(d->path = strdup(paths[0]))) {
         dump_close(d);
         return qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
-    d->file = -1;
-    d->open = SIZE_MAX;
     int rc = 0;
     for (size_t k = 0; k < n && !rc; k++, d->n_parts++)
         rc = dump_open(paths[k], &d->parts[k], e) || (k && check_part(d->parts[0], d->parts[k], e));

@@ -69,6 +69,18 @@ size_t dump_file_count(const dump *d);
  * readers and one-line messages all hold it with room to spare. */
 #define DUMP_MAX_NAME 512
 int dump_is_weight_name(const char *name);
+
+/* Rows of a tensor mapped from its file instead of read (the pass's reads without a copy, for
+ * contiguous storage in native order): data holds the raw values as dump_read_raw would write
+ * them. 0 when mapped (release with dump_unmap), 1 when the tensor or these rows cannot be
+ * mapped (read them with dump_read_raw). */
+typedef struct dump_window {
+    void *base;
+    size_t len;
+    const void *data;
+} dump_window;
+int dump_map_rows(dump *d, size_t i, uint64_t row0, uint64_t nrows, dump_window *w);
+void dump_unmap(dump_window *w);
 size_t dump_count(const dump *d);
 const dump_tensor *dump_get(const dump *d, size_t i);
 /* Index of the tensor with this name (or orig_name), or -1. */

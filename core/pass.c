@@ -200,8 +200,10 @@ typedef struct job {
     size_t group;       /* index into run.groups; SIZE_MAX = stop */
     uint64_t first_row;
     uint64_t rows;
-    void *raw;          /* the raw values, or a packed slab (packed.h) when `packed` */
+    void *raw;          /* the raw values, or a packed slab (packed.h) when `packed`; unused
+                           (but held, for the queue's bound) when mapped */
     int packed;
+    dump_window map;    /* the raw values mapped from the file, when map.data */
 } job;
 
 /* The declarations on one tensor, fed together from one read of each slab. */
@@ -245,7 +247,7 @@ typedef struct run {
     int n_started;       /* worker threads running */
     size_t raw_bytes, value_bytes;
     size_t unpacked_bytes, scratch_bytes; /* 0 when no tensor is packed */
-    atomic_uint_least64_t packed_slabs, packed_chunks, plain_slabs;
+    atomic_uint_least64_t packed_slabs, packed_chunks, plain_slabs, mapped_slabs;
     int keep_early;      /* hand states over as their tensor is done (not under MPI, whose
                             exchange needs every state after the run) */
     pthread_mutex_t keep_mu;
@@ -382,7 +384,7 @@ static void process_job(worker *w, const job *j)
     const group *g = &r->groups[j->group];
     const dump_tensor *t = dump_get(r->p->d, g->tensor);
     uint64_t n = j->rows * t->row_size;
-    const void *raw = j->packed ? unpack_job(w, g, j) : j->raw;
+    const void *raw = j->map.data ? j->map.data : j->packed ? unpack_job(w, g, j) : j->raw;
     if (!raw)
         return;
     const float *values = raw;
@@ -410,6 +412,7 @@ static void *worker_main(void *arg)
             return NULL;
         if (!w->run->failed)
             process_job(w, &j);
+        dump_unmap(&j.map);
         buffer_give(w, j.raw);
         slab_done(w, &j);
     }
@@ -624,9 +627,14 @@ static uint64_t total_bytes(const run *r)
     return total;
 }
 
-/* A slab as stored chunks for a worker to inflate when its tensor allows, else through HDF5. */
+/* A slab mapped from the file when its tensor allows (no copy: the workers read the page
+ * cache), as stored chunks for a worker to inflate when it allows that, else through HDF5. */
 static int read_slab(run *r, const group *g, job *j, qerror *e)
 {
+    if (dump_map_rows(r->p->d, g->tensor, j->first_row, j->rows, &j->map) == 0) {
+        atomic_fetch_add(&r->mapped_slabs, 1);
+        return 0;
+    }
     if (g->packed) {
         int rc = dump_read_packed(r->p->d, g->tensor, j->first_row, j->rows, j->raw,
                                   r->raw_bytes, e);
@@ -648,7 +656,7 @@ static void read_all(run *r, const pass_options *o)
              row += g->slab_rows, slab++) {
             worker *w = &r->workers[slab % (uint64_t)r->n_workers];
             uint64_t rows = g->row_end - row < g->slab_rows ? g->row_end - row : g->slab_rows;
-            job j = {gi, row, rows, buffer_take(w), 0};
+            job j = {gi, row, rows, buffer_take(w), 0, {0}};
             qerror e = {0};
             if (read_slab(r, g, &j, &e)) {
                 run_fail(r, &e);
@@ -681,7 +689,7 @@ static int start_workers(run *r)
 static void stop_workers(run *r)
 {
     for (int i = 0; i < r->n_started; i++) {
-        queue_push(&r->workers[i], (job){SIZE_MAX, 0, 0, NULL, 0});
+        queue_push(&r->workers[i], (job){SIZE_MAX, 0, 0, NULL, 0, {0}});
         pthread_join(r->workers[i].thread, NULL);
     }
 }
@@ -745,6 +753,7 @@ int pass_run(pass *p, const pass_options *o, qerror *e)
     atomic_init(&r.packed_slabs, 0);
     atomic_init(&r.packed_chunks, 0);
     atomic_init(&r.plain_slabs, 0);
+    atomic_init(&r.mapped_slabs, 0);
     r.p = p;
     r.n_workers = o->threads > 0 ? o->threads : 1;
     r.keep_early = p->keep && !o->dist;
@@ -754,7 +763,7 @@ int pass_run(pass *p, const pass_options *o, qerror *e)
     int rc = run_local(&r, o, e);
     if (o->counts)
         *o->counts = (pass_counts){atomic_load(&r.packed_slabs), atomic_load(&r.packed_chunks),
-                                   atomic_load(&r.plain_slabs)};
+                                   atomic_load(&r.plain_slabs), atomic_load(&r.mapped_slabs)};
     run_release(&r);
     if (o->dist) /* every rank's states into every rank's, or every rank learns of a failure */
         rc = o->dist->exchange(o->dist, p, rc, e);

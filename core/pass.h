@@ -28,7 +28,7 @@ typedef struct pass_options {
     void (*progress)(void *ud, uint64_t bytes_done, uint64_t bytes_total);
     void *progress_ud;
     /* When set, receives how slabs were read: stored gzip chunks inflated by the workers
-     * (packed.h) and slabs HDF5 read and inflated itself. */
+     * (packed.h), slabs HDF5 read (and inflated) itself, and slabs mapped from the file. */
     struct pass_counts *counts;
 } pass_options;
 
@@ -36,6 +36,7 @@ typedef struct pass_counts {
     uint64_t packed_slabs;   /* slabs whose chunks a worker inflated */
     uint64_t packed_chunks;  /* chunks inflated by workers */
     uint64_t plain_slabs;    /* slabs read through HDF5's own pipeline */
+    uint64_t mapped_slabs;   /* slabs mapped from the file (dump_map_rows) */
 } pass_counts;
 
 void pass_defaults(pass_options *o);

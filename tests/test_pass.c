@@ -1,5 +1,6 @@
 /* test_pass.c - the streaming pass: values reach observers intact, for any threads and slabs */
 #include <criterion/criterion.h>
+#include <hdf5.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -203,6 +204,73 @@ Test(pass, gzip_chunks_inflated_on_the_workers_give_the_uncompressed_states)
     run_on(dump_file, 2, (size_t)4 << 20, got, sizeof got, &counts);
     cr_expect_eq(counts.packed_slabs, 0u);
     cr_expect_gt(counts.plain_slabs, 0u);
+}
+
+/* Contiguous storage in native order is mapped, not read (no copy): the states are those of
+ * the chunked dump read through HDF5, bit for bit, for any threads and slab size (a slab of
+ * one row included), and no slab is read plain. */
+Test(pass, mapped_contiguous_values_give_the_states_hdf5_reads)
+{
+    static unsigned char ref[1 << 20], got[1 << 20];
+    size_t ref_len = run_with(1, (size_t)4 << 20, ref, sizeof ref);
+    fx_dataset ds[3] = {
+        {.name = "a", .dtype = DUMP_F32, .rank = 3, .dims = {A_N, A_C, A_I}, .data = a_vals,
+         .channel_axis = FX_NO_ATTR},
+        {.name = "b/half", .dtype = DUMP_F16, .rank = 2, .dims = {B_N, B_C}, .data = b_half,
+         .channel_axis = FX_NO_ATTR},
+        {.name = "c", .dtype = DUMP_F64, .rank = 3, .dims = {C_N, 3, 4}, .data = c_vals,
+         .channel_axis = 2},
+    };
+    char *contig = fx_path(dir, "contig.h5");
+    cr_assert_eq(fx_write_dump(contig, ds, 3, 0), 0);
+    pass_counts counts;
+    const int threads[] = {1, 2, 4};
+    const size_t slabs[] = {(size_t)4 << 20, 1, 700};
+    for (int i = 0; i < 3; i++) {
+        size_t len = run_on(contig, threads[i], slabs[i], got, sizeof got, &counts);
+        cr_assert_eq(len, ref_len);
+        cr_assert(memcmp(ref, got, len) == 0, "threads %d slab %zu differ", threads[i], slabs[i]);
+        cr_expect_eq(counts.plain_slabs, 0u, "threads %d slab %zu", threads[i], slabs[i]);
+        cr_expect_gt(counts.mapped_slabs, 0u);
+    }
+    free(contig);
+}
+
+/* One contiguous float32 tensor, big-endian or behind a user block: HDF5 reads it (swapping
+ * bytes, or skipping the block), nothing is mapped, and the states are the same. */
+static char *contiguous_file(const char *name, hid_t type, hsize_t userblock)
+{
+    char *path = fx_path(dir, name);
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_userblock(fcpl, userblock);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    hid_t g = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t dims[3] = {A_N, A_C, A_I};
+    hid_t sp = H5Screate_simple(3, dims, NULL);
+    hid_t d = H5Dcreate2(g, "a", type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, a_vals), 0);
+    H5Dclose(d), H5Sclose(sp), H5Gclose(g), H5Fclose(f), H5Pclose(fcpl);
+    return path;
+}
+
+Test(pass, values_hdf5_must_convert_or_offset_are_read_not_mapped)
+{
+    static unsigned char ref[1 << 20], got[1 << 20];
+    char *plain = contiguous_file("le.h5", H5T_IEEE_F32LE, 0);
+    char *swapped = contiguous_file("be.h5", H5T_IEEE_F32BE, 0);
+    char *blocked = contiguous_file("ub.h5", H5T_IEEE_F32LE, 512);
+    pass_counts counts;
+    size_t ref_len = run_on(plain, 2, (size_t)4 << 20, ref, sizeof ref, &counts);
+    cr_expect_gt(counts.mapped_slabs, 0u, "little-endian, no user block: mapped");
+    const char *files[2] = {swapped, blocked};
+    for (int k = 0; k < 2; k++) {
+        size_t len = run_on(files[k], 2, (size_t)4 << 20, got, sizeof got, &counts);
+        cr_assert_eq(len, ref_len);
+        cr_expect(memcmp(ref, got, len) == 0, "%s differs", files[k]);
+        cr_expect_eq(counts.mapped_slabs, 0u, "%s", files[k]);
+        cr_expect_gt(counts.plain_slabs, 0u, "%s", files[k]);
+    }
+    free(plain), free(swapped), free(blocked);
 }
 
 static void naive_minmax(const float *x, size_t n, float *lo, float *hi)
