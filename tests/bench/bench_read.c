@@ -3,8 +3,10 @@
  *
  *   bench_read make DUMP GIB [TENSORS [KIND]]  write a dump of about GIB GiB of values (as
  *                      float32); KIND: f32 (default), f16, bf16, gzip (deflate level 1),
- *                      gzip-shuffle (shuffle, then deflate), small (2,000 tensors of 4 KiB rows)
- *   bench_read read DUMP    plain HDF5 read of every tensor in whole chunks, in the file's own
+ *                      gzip-shuffle (shuffle, then deflate), small (2,000 tensors of 4 KiB rows),
+ *                      f32-contiguous (float32, contiguous storage: what qcal maps)
+ *   bench_read read DUMP    plain HDF5 read of every tensor in whole chunks (contiguous: in
+ *                           slabs of about 4 MiB), in the file's own
  *                           type (16-bit values stay raw; filters run in HDF5's pipeline)
  *   bench_read inflate DUMP the chunks of a gzip dump read raw (H5Dread_chunk) and inflated with
  *                           zlib alone, unshuffled where shuffled: what decompression costs
@@ -26,7 +28,7 @@
 #include <zlib.h>
 #endif
 
-enum { KIND_F32, KIND_F16, KIND_BF16, KIND_GZIP, KIND_GZIP_SHUFFLE, KIND_SMALL };
+enum { KIND_F32, KIND_F16, KIND_BF16, KIND_GZIP, KIND_GZIP_SHUFFLE, KIND_SMALL, KIND_CONTIG };
 
 static double now(void)
 {
@@ -122,7 +124,8 @@ static void write_rows(hid_t ds, hid_t space, hid_t ftype, int kind, const hsize
 static hid_t creation_plist(int kind, const hsize_t chunk[3])
 {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 3, chunk);
+    if (kind != KIND_CONTIG) /* contiguous: h5py's default layout, which qcal maps */
+        H5Pset_chunk(dcpl, 3, chunk);
     if (kind == KIND_GZIP_SHUFFLE)
         H5Pset_shuffle(dcpl);
     if (kind == KIND_GZIP || kind == KIND_GZIP_SHUFFLE)
@@ -170,8 +173,9 @@ static int make_tensor(hid_t group, const char *name, const hsize_t dims[3], int
 
 static int kind_of(const char *name)
 {
-    static const char *const names[] = {"f32", "f16", "bf16", "gzip", "gzip-shuffle", "small"};
-    for (int k = 0; k < 6; k++)
+    static const char *const names[] = {"f32", "f16", "bf16", "gzip", "gzip-shuffle", "small",
+                                        "f32-contiguous"};
+    for (int k = 0; k < 7; k++)
         if (!strcmp(name, names[k]))
             return k;
     return -1;
@@ -206,13 +210,14 @@ static herr_t read_one(hid_t group, const char *name, const H5L_info_t *info, vo
     hid_t ds = H5Dopen2(group, name, dapl), space = H5Dget_space(ds), dcpl = H5Dget_create_plist(ds);
     hsize_t dims[8], chunk[8];
     int rank = H5Sget_simple_extent_dims(space, dims, NULL);
-    hsize_t row = 1, rows = 1;
+    hsize_t row = 1, step = 1;
     for (int i = 1; i < rank; i++)
         row *= dims[i];
     if (H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 8, chunk) > 0)
-        rows = chunk[0];
-    while ((rows + chunk[0]) * row * 4 <= (4u << 20))
-        rows += chunk[0];
+        step = chunk[0]; /* whole chunks; contiguous storage: any rows */
+    hsize_t rows = step;
+    while ((rows + step) * row * 4 <= (4u << 20))
+        rows += step;
     hid_t type = H5Dget_type(ds); /* the file's own: no conversion, the read limit */
     size_t esize = H5Tget_size(type);
     char *buf = malloc(rows * row * esize);

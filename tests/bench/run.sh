@@ -31,6 +31,7 @@ GZS=$(dump gzip-shuffle-0.5g 0.5 12 gzip-shuffle)
 F16=$(dump f16-1g 1 12 f16)
 BF16=$(dump bf16-1g 1 12 bf16)
 SMALL=$(dump small-2000 0.25 2000 small)
+CONTIG=$(dump "f32-contiguous-${GIB}g" "$GIB" 12 f32-contiguous)
 [ "$BIG" = 0 ] || BIGD=$(dump "f32-${BIG}g" "$BIG" 12 f32)
 [ "$BIG" = 0 ] || MANY=$(dump small-8000 1.0 8000 small)
 
@@ -60,7 +61,7 @@ timed() { # timed KEY COLD|WARM FILE CMD... : appends the time, keeps the larges
 }
 run() { echo "$QCAL" run "$@" --force; }
 
-for f in "$F32" "$GZ" "$GZS" "$F16" "$BF16" "$SMALL"; do cat "$f" > /dev/null; done
+for f in "$F32" "$GZ" "$GZS" "$F16" "$BF16" "$SMALL" "$CONTIG"; do cat "$f" > /dev/null; done
 HIST="$HERE/hist_pass.lua"
 EVAL="$HERE/eval_pass.lua"
 MPIRUN=""
@@ -71,6 +72,9 @@ for ((r = 0; r < ROUNDS; r++)); do
     echo "bench: round $((r + 1)) of $ROUNDS" >&2
     timed read WARM "$F32" "$B" read "$F32"
     timed hist WARM "$F32" $(run "$HIST" "$F32" -o "$OUT/hist.h5")
+    timed contig_read WARM "$CONTIG" "$B" read "$CONTIG"
+    timed contig_hist WARM "$CONTIG" $(run "$HIST" "$CONTIG" -o "$OUT/hist.h5")
+    timed contig_minmax WARM "$CONTIG" $(run minmax "$CONTIG" -o "$OUT/minmax.h5")
     timed read_cold COLD "$F32" "$B" read "$F32"
     timed hist_cold COLD "$F32" $(run "$HIST" "$F32" -o "$OUT/hist.h5")
     cat "$F32" > /dev/null
@@ -127,6 +131,8 @@ echo "qcal benchmark: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | h
 printf '%-52s %10s %10s %7s  %s\n' "figure" "qcal" "baseline" "ratio" "target"
 row "minmax + histogram pass / plain read, warm ($GIB GiB)" hist read "<= 1.25"
 row "minmax + histogram pass / plain read, cold" hist_cold read_cold "<= 1.25"
+row "  (the same, contiguous storage: mapped, warm)" contig_hist contig_read "<= 1.25"
+row "minmax run, contiguous storage (mapped) / plain read" contig_minmax contig_read "-"
 for g in GZ GZS; do
     name=$([ $g = GZ ] && echo "gzip" || echo "gzip+shuffle")
     for th in 1 2 4; do
