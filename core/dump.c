@@ -26,8 +26,13 @@ typedef struct dump_item {
     size_t cache_slots, cache_bytes; /* its chunk cache (cache_bytes 0: HDF5's default) */
     int packable;       /* gzip'd chunks qcal inflates itself (packed.h), as `form` says */
     packed_form form;
-    int64_t map_at;     /* file offset of its values when the pass may map them, else -1 */
+    int64_t map_at;     /* contiguous storage the pass may map: the values' file offset;
+                           MAP_BY_CHUNK: chunks of whole rows, mapped when adjacent; else -1 */
 } dump_item;
+
+#define MAP_BY_CHUNK (-2)
+#define MAP_MIN_CHUNK_BYTES ((uint64_t)64 << 10) /* smaller chunks: a lookup each costs more
+                                                     than the copy it saves */
 
 struct dump {
     char *path;
@@ -452,20 +457,39 @@ static int no_userblock(hid_t file)
     return userblock == 0;
 }
 
-/* Where a dataset's values start in the file when the pass may map them instead of reading
- * them through HDF5: contiguous storage, not external, in the byte order HDF5 would hand out
- * (no conversion), whole, aligned for its type and inside the file (as it is now: a file that
- * shrinks while being read is not supported). Else -1, and HDF5 reads it. */
+/* Chunks that each hold whole rows (every axis but the first uncut), unfiltered and big
+ * enough to be worth a lookup each. */
+static int whole_row_chunks(hid_t dcpl, const dump_item *it)
+{
+    hsize_t chunk[H5S_MAX_RANK];
+    if (H5Pget_nfilters(dcpl) != 0 || H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk) != it->t.rank)
+        return 0;
+    for (int k = 1; k < it->t.rank; k++)
+        if (chunk[k] != it->t.dims[k])
+            return 0;
+    return chunk[0] * it->t.row_size * it->t.elem_size >= MAP_MIN_CHUNK_BYTES;
+}
+
+/* Whether the pass may map a dataset's values instead of reading them through HDF5: stored in
+ * the byte order HDF5 would hand out (no conversion), not external, no user block; then
+ * contiguous storage that is whole, aligned for its type and inside the file (as it is now: a
+ * file that shrinks while being read is not supported) gives its offset, chunks of whole rows
+ * MAP_BY_CHUNK (checked slab by slab, dump_map_rows). Else -1, and HDF5 reads it. */
 static int64_t mappable_offset(const dump *d, hid_t ds, hid_t dcpl, const dump_item *it)
 {
     struct stat st;
-    if (d->fd < 0 || fstat(d->fd, &st) || H5Pget_layout(dcpl) != H5D_CONTIGUOUS ||
-        H5Pget_external_count(dcpl) != 0 || !no_userblock(d->file))
+    H5D_layout_t layout = H5Pget_layout(dcpl);
+    if (d->fd < 0 || fstat(d->fd, &st) || H5Pget_external_count(dcpl) != 0 ||
+        !no_userblock(d->file))
         return -1;
     hid_t type = H5Dget_type(ds);
     int same = type >= 0 && H5Tequal(type, it->memtype) > 0;
     if (type >= 0)
         H5Tclose(type);
+    if (same && layout == H5D_CHUNKED && whole_row_chunks(dcpl, it))
+        return MAP_BY_CHUNK;
+    if (layout != H5D_CONTIGUOUS)
+        return -1;
     haddr_t at = H5Dget_offset(ds);
     uint64_t bytes = it->t.dims[0] * it->t.row_size * it->t.elem_size;
     if (!same || at == HADDR_UNDEF || at % it->t.elem_size || H5Dget_storage_size(ds) != bytes ||
@@ -476,16 +500,51 @@ static int64_t mappable_offset(const dump *d, hid_t ds, hid_t dcpl, const dump_i
 
 static int map_part(dump *d, size_t i, uint64_t row0, uint64_t nrows, dump_window *w);
 
+/* The file offset of chunk c of item i (open), full size and unfiltered; 0 when not so. */
+static uint64_t chunk_at(const dump_item *it, uint64_t c, uint64_t chunk_bytes)
+{
+    hsize_t offset[H5S_MAX_RANK] = {c * it->t.chunk_rows};
+    unsigned mask = 0;
+    haddr_t addr = HADDR_UNDEF;
+    hsize_t size = 0;
+    if (H5Dget_chunk_info_by_coord(it->dataset, offset, &mask, &addr, &size) < 0 || mask ||
+        addr == HADDR_UNDEF || size != chunk_bytes)
+        return 0;
+    return addr;
+}
+
+/* Where rows [row0, row0 + nrows) of a chunked item start in the file when the chunks that
+ * hold them lie end to end, as a dumper writing them in order leaves them; 0 when not. */
+static uint64_t adjacent_chunks_at(dump *d, size_t i, uint64_t row0, uint64_t nrows)
+{
+    dump_item *it = &d->items[i];
+    qerror ignored = {0};
+    const char *guard = h5_guard_enter(d->path);
+    uint64_t row_bytes = it->t.row_size * it->t.elem_size, per = it->t.chunk_rows;
+    uint64_t chunk_bytes = per * row_bytes, first = row0 / per, last = (row0 + nrows - 1) / per;
+    uint64_t at = open_item(d, i, &ignored) ? 0 : chunk_at(it, first, chunk_bytes);
+    for (uint64_t c = first + 1; at && c <= last; c++)
+        if (chunk_at(it, c, chunk_bytes) != at + (c - first) * chunk_bytes)
+            at = 0;
+    h5_guard_leave(guard);
+    return at ? at + (row0 - first * per) * row_bytes : 0;
+}
+
 int dump_map_rows(dump *d, size_t i, uint64_t row0, uint64_t nrows, dump_window *w)
 {
     memset(w, 0, sizeof *w);
     if (d->n_parts)
         return map_part(d, i, row0, nrows, w);
     const dump_item *it = &d->items[i];
-    if (it->map_at < 0 || nrows == 0 || row0 > it->t.dims[0] || nrows > it->t.dims[0] - row0)
+    if (it->map_at == -1 || nrows == 0 || row0 > it->t.dims[0] || nrows > it->t.dims[0] - row0)
         return 1;
-    uint64_t row_bytes = it->t.row_size * it->t.elem_size;
-    uint64_t at = (uint64_t)it->map_at + row0 * row_bytes, page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t row_bytes = it->t.row_size * it->t.elem_size, page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t at = it->map_at == MAP_BY_CHUNK ? adjacent_chunks_at(d, i, row0, nrows)
+                                             : (uint64_t)it->map_at + row0 * row_bytes;
+    struct stat st;
+    if (!at || at % it->t.elem_size || fstat(d->fd, &st) ||
+        at + nrows * row_bytes > (uint64_t)st.st_size)
+        return 1;
     uint64_t skip = at % page, len = nrows * row_bytes + skip;
     /* MAP_POPULATE: the page tables in one call, not a fault per few pages */
     void *base = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, d->fd, (off_t)(at - skip));

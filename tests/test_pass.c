@@ -273,6 +273,56 @@ Test(pass, values_hdf5_must_convert_or_offset_are_read_not_mapped)
     free(plain), free(swapped), free(blocked);
 }
 
+/* Chunks of whole rows (64 KiB here), unfiltered: a slab whose chunks lie end to end in the
+ * file is mapped as one window; written last chunk first, they do not, and such slabs are read
+ * through HDF5 (a slab of one chunk is still mapped). The states are the same every way. */
+#define W_N 64
+#define W_ROW 4096
+static char *row_chunked_file(const char *name, const float *v, int reversed)
+{
+    char *path = fx_path(dir, name);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t g = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t dims[2] = {W_N, W_ROW}, chunk[2] = {4, W_ROW}, count[2] = {4, W_ROW};
+    hid_t sp = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    hid_t d = H5Dcreate2(g, "w", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    hid_t mem = H5Screate_simple(2, count, NULL);
+    for (int k = 0; k < W_N / 4; k++) { /* one chunk per write, in the order asked */
+        hsize_t start[2] = {(hsize_t)(reversed ? W_N / 4 - 1 - k : k) * 4, 0};
+        H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, count, NULL);
+        cr_assert_geq(H5Dwrite(d, H5T_NATIVE_FLOAT, mem, sp, H5P_DEFAULT, v + start[0] * W_ROW), 0);
+    }
+    H5Sclose(mem), H5Dclose(d), H5Pclose(dcpl), H5Sclose(sp), H5Gclose(g), H5Fclose(f);
+    return path;
+}
+
+Test(pass, adjacent_row_chunks_are_mapped_others_read)
+{
+    static float v[W_N * W_ROW];
+    static unsigned char ref[1 << 20], got[1 << 20];
+    fx_fill_gauss(v, W_N * W_ROW, 21, 0.0f, 1.0f);
+    v[5] = NAN;
+    char *in_order = row_chunked_file("in_order.h5", v, 0);
+    char *reversed = row_chunked_file("reversed.h5", v, 1);
+    pass_counts counts;
+    size_t ref_len = run_on(reversed, 1, (size_t)4 << 20, ref, sizeof ref, &counts);
+    cr_expect_eq(counts.mapped_slabs, 0u, "one slab over chunks out of order: read");
+    cr_expect_gt(counts.plain_slabs, 0u);
+    const size_t slabs[] = {(size_t)4 << 20, 1, 200000};
+    for (int i = 0; i < 3; i++) {
+        size_t len = run_on(in_order, 2, slabs[i], got, sizeof got, &counts);
+        cr_assert_eq(len, ref_len);
+        cr_expect(memcmp(ref, got, len) == 0, "in order, slab %zu differs", slabs[i]);
+        cr_expect(counts.mapped_slabs > 0 && counts.plain_slabs == 0, "slab %zu", slabs[i]);
+    }
+    size_t len = run_on(reversed, 2, 1, got, sizeof got, &counts); /* one chunk per slab */
+    cr_assert_eq(len, ref_len);
+    cr_expect(memcmp(ref, got, len) == 0, "reversed, slabs of one chunk differ");
+    cr_expect(counts.mapped_slabs > 0 && counts.plain_slabs == 0);
+    free(in_order), free(reversed);
+}
+
 static void naive_minmax(const float *x, size_t n, float *lo, float *hi)
 {
     *lo = INFINITY;
