@@ -550,7 +550,7 @@ int dump_map_rows(dump *d, size_t i, uint64_t row0, uint64_t nrows, dump_window 
     void *base = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, d->fd, (off_t)(at - skip));
     if (base == MAP_FAILED)
         return 1;
-    w->base = base, w->len = len, w->data = (const char *)base + skip;
+    w->base = base, w->len = len, w->data = (const char *)base + skip, w->path = d->path;
     return 0;
 }
 

@@ -78,6 +78,7 @@ typedef struct dump_window {
     void *base;
     size_t len;
     const void *data;
+    const char *path; /* the file mapped */
 } dump_window;
 int dump_map_rows(dump *d, size_t i, uint64_t row0, uint64_t nrows, dump_window *w);
 void dump_unmap(dump_window *w);

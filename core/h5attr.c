@@ -76,6 +76,7 @@ hid_t h5_open_read(const char *path, char *why, size_t size)
 /* ---- a fault inside HDF5 on a corrupt file: one line, not a crash --------------------- */
 
 static _Thread_local const char *guarded_path; /* the file this thread is reading, or NULL */
+static _Thread_local const char *mapped_path;  /* the file whose mapped values it reads */
 static struct sigaction before_segv, before_bus, before_abrt;
 /* the file whose variable-length data is being read under the stall watch: a global, as the
  * timer's signal may reach any thread */
@@ -87,6 +88,12 @@ static void say(const char *text) { (void)!write(STDERR_FILENO, text, strlen(tex
 static void on_fault(int sig)
 {
     const char *path = guarded_path;
+    if (sig == SIGBUS && mapped_path) { /* the mapped file lost the pages being read */
+        say("qcal: ");
+        say(mapped_path);
+        say(": cannot read: the file shrank while its values were mapped\n");
+        _exit(QERR_IO);
+    }
     if (path) {
         say("qcal: ");
         say(path);
@@ -163,3 +170,5 @@ const char *h5_guard_enter(const char *path)
 }
 
 void h5_guard_leave(const char *previous) { guarded_path = previous; }
+
+void h5_guard_mapped(const char *path) { mapped_path = path; }

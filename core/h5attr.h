@@ -39,4 +39,8 @@ herr_t h5_read_dataset_vlen(hid_t dataset, hid_t mtype, void *buf);
 const char *h5_guard_enter(const char *path);
 void h5_guard_leave(const char *previous);
 
+/* While set (path) on a thread, a SIGBUS there, which reading a mapped file raises when the
+ * file has shrunk, prints one line naming the file and exits with QERR_IO; NULL unsets. */
+void h5_guard_mapped(const char *path);
+
 #endif

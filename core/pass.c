@@ -2,6 +2,7 @@
 #include "pass.h"
 
 #include "dist.h"
+#include "h5attr.h"
 #include "packed.h"
 #include "params.h"
 
@@ -410,8 +411,11 @@ static void *worker_main(void *arg)
         job j = queue_pop(w);
         if (j.group == SIZE_MAX)
             return NULL;
-        if (!w->run->failed)
+        if (!w->run->failed) {
+            h5_guard_mapped(j.map.path); /* NULL when not mapped */
             process_job(w, &j);
+            h5_guard_mapped(NULL);
+        }
         dump_unmap(&j.map);
         buffer_give(w, j.raw);
         slab_done(w, &j);
