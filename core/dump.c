@@ -444,7 +444,7 @@ static int check_written(hid_t ds, hid_t dcpl, hid_t space, const dump *d, const
     return 0;
 }
 
-/* ---- mapping: the pass reads contiguous native-order values without a copy ----------- */
+/* ---- mapping: the pass reads uncompressed native-order values without a copy -------- */
 
 static int no_userblock(hid_t file)
 {
@@ -475,7 +475,7 @@ static int whole_row_chunks(hid_t dcpl, const dump_item *it)
  * contiguous storage that is whole, aligned for its type and inside the file (as it is now: a
  * file that shrinks while being read is not supported) gives its offset, chunks of whole rows
  * MAP_BY_CHUNK (checked slab by slab, dump_map_rows). Else -1, and HDF5 reads it. */
-static int64_t mappable_offset(const dump *d, hid_t ds, hid_t dcpl, const dump_item *it)
+static int64_t map_position(const dump *d, hid_t ds, hid_t dcpl, const dump_item *it)
 {
     struct stat st;
     H5D_layout_t layout = H5Pget_layout(dcpl);
@@ -594,7 +594,7 @@ static int describe(dump *d, dump_item *it, const char *full, qerror *e)
     if (!rc && !d->weights)
         packed_form_of(ds, dcpl, it);
     if (!rc && !d->weights)
-        it->map_at = mappable_offset(d, ds, dcpl, it);
+        it->map_at = map_position(d, ds, dcpl, it);
     if (!rc && !(it->path = strdup(full)))
         rc = qerror_set(e, QERR_SOFTWARE, "out of memory");
     if (dcpl >= 0)

@@ -65,7 +65,9 @@ for f in "$F32" "$GZ" "$GZS" "$F16" "$BF16" "$SMALL" "$CONTIG"; do cat "$f" > /d
 HIST="$HERE/hist_pass.lua"
 EVAL="$HERE/eval_pass.lua"
 MPIRUN=""
-if command -v mpirun > /dev/null && ldd "$QCAL" | grep -q libmpi; then
+# (grep without -q: -q stops reading at the first match, ldd then dies of SIGPIPE and, under
+# pipefail, the test fails at random)
+if command -v mpirun > /dev/null && ldd "$QCAL" | grep libmpi > /dev/null; then
     MPIRUN="mpirun --allow-run-as-root --oversubscribe --bind-to none -n 2"
 fi
 for ((r = 0; r < ROUNDS; r++)); do
