@@ -44,7 +44,7 @@ struct dump {
     size_t n_parts;
     char *source;   /* every file, joined by ", " (results record it) */
     size_t open;    /* the item whose dataset is open, or SIZE_MAX */
-    int fd;         /* the file opened for mapping (dump_map_rows), or -1 */
+    int fd;         /* HDF5's descriptor of the file, for mapping (dump_map_rows), or -1 */
 };
 
 /* A dump with nothing open yet. */
@@ -841,6 +841,21 @@ static int cmp_items(const void *a, const void *b)
     return strcmp(((const dump_item *)a)->t.name, ((const dump_item *)b)->t.name);
 }
 
+/* The descriptor HDF5 reads the file through (its default driver, sec2), for mapping: a
+ * second descriptor of our own would halve how many files a dump may span before the
+ * process's limit. HDF5 owns it (closed with the file); -1, and values are read through
+ * HDF5, under any other driver. */
+static int hdf5_descriptor(hid_t file)
+{
+    hid_t fapl = H5Fget_access_plist(file);
+    void *handle = NULL;
+    int sec2 = fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2;
+    int fd = sec2 && H5Fget_vfd_handle(file, fapl, &handle) >= 0 && handle ? *(int *)handle : -1;
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    return fd;
+}
+
 static int open_file(dump *d, qerror *e)
 {
     if (access(d->path, R_OK) != 0)
@@ -854,13 +869,13 @@ static int open_file(dump *d, qerror *e)
                           is_h5 == 0 ? "no HDF5 signature (file signature not found)"
                                      : "an unreadable file");
     char why[256];
-    d->fd = open(d->path, O_RDONLY | O_CLOEXEC); /* for mapping; -1 only costs the copy */
     d->file = h5_open_read(d->path, why, sizeof why);
     if (d->file < 0) {
         return qerror_set(e, QERR_DATA, "%s: cannot open as HDF5: %s%s", d->path, why,
                           strstr(why, "unable to lock") ? " (is a writer still open? HDF5_USE_FILE_LOCKING="
                                                 "FALSE skips the lock)" : "");
     }
+    d->fd = hdf5_descriptor(d->file);
     return 0;
 }
 
@@ -939,8 +954,6 @@ void dump_close(dump *d)
         item_release(&d->items[i]);
     if (d->file >= 0)
         H5Fclose(d->file);
-    if (d->fd >= 0)
-        close(d->fd);
     free(d->items);
     free(d->path);
     free(d);

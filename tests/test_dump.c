@@ -1,5 +1,6 @@
 /* test_dump.c - the dump reader: types, conversion, listing, attributes, slabs, bad inputs */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <signal.h>
 #include <hdf5.h>
 #include <math.h>
@@ -1547,4 +1548,47 @@ Test(guard, a_mapped_file_that_shrinks_is_an_io_error, .exit_code = 74)
     volatile float last = x[64 * 1024 - 1]; /* beyond the end now */
     (void)last;
     cr_assert_fail("no SIGBUS");
+}
+
+static int open_descriptors(void)
+{
+    int n = 0;
+    DIR *fds = opendir("/proc/self/fd");
+    cr_assert_not_null(fds);
+    while (readdir(fds))
+        n++;
+    closedir(fds);
+    return n;
+}
+
+/* Mapping reads through HDF5's own descriptor: a dump of several files holds one descriptor
+ * per file, so it may span as many files as the process may open, not half. */
+Test(dump, one_descriptor_per_file_and_values_mapped_through_it)
+{
+    static float v[3][64 * 256];
+    char *paths[3];
+    for (int f = 0; f < 3; f++) {
+        for (size_t k = 0; k < 64 * 256; k++)
+            v[f][k] = (float)(f * 100000 + (int)k);
+        fx_dataset ds = {.name = "x", .dtype = DUMP_F32, .rank = 2, .dims = {64, 256},
+                         .data = v[f], .channel_axis = FX_NO_ATTR};
+        char name[32];
+        snprintf(name, sizeof name, "part%d.h5", f);
+        paths[f] = write_ok(name, &ds, 1, 0);
+    }
+    int before = open_descriptors();
+    dump *d;
+    qerror e = {0};
+    cr_assert_eq(dump_open_many((const char *const *)paths, 3, &d, &e), 0, "%s", e.msg);
+    cr_expect_eq(open_descriptors(), before + 3, "one descriptor per file");
+    dump_window w;
+    cr_assert_eq(dump_map_rows(d, 0, 128 + 10, 5, &w), 0, "rows of the third file: mapped");
+    const float *x = w.data;
+    cr_expect_eq(x[0], 200000.0f + 10 * 256, "the third file's row 10");
+    cr_expect_eq(x[5 * 256 - 1], 200000.0f + 15 * 256 - 1);
+    dump_unmap(&w);
+    dump_close(d);
+    cr_expect_eq(open_descriptors(), before, "all closed with the dump");
+    for (int f = 0; f < 3; f++)
+        free(paths[f]);
 }
