@@ -322,18 +322,19 @@ static int open_item(dump *d, size_t i, qerror *e)
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
     if (dapl >= 0 && it->cache_slots)
         H5Pset_chunk_cache(dapl, it->cache_slots, it->cache_bytes, 1.0);
-    char why[256];
+    char why[256] = "no dataset access property list";
+    int code = QERR_SOFTWARE;
     it->dataset = dapl < 0 ? -1 : H5Dopen2(d->file, it->path, dapl);
-    if (it->dataset < 0) /* before H5Pclose: every API call begins by clearing the error stack */
-        h5_reason(why, sizeof why);
+    if (dapl >= 0 && it->dataset < 0) /* before H5Pclose: every call clears the error stack */
+        code = h5_reason_code(why, sizeof why);
     if (dapl >= 0)
         H5Pclose(dapl);
     it->space = it->dataset < 0 ? -1 : H5Dget_space(it->dataset);
     if (it->dataset >= 0 && it->space < 0)
-        h5_reason(why, sizeof why);
+        code = h5_reason_code(why, sizeof why);
     if (it->space < 0) {
         close_item(it);
-        return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot open: %s", d->path, it->t.name,
+        return qerror_set(e, code, "%s: tensor '%s': cannot open: %s", d->path, it->t.name,
                           why);
     }
     d->open = i;
@@ -1043,21 +1044,22 @@ static int read_raw(dump *d, size_t i, uint64_t row0, uint64_t nrows, void *raw,
         count[k] = k ? it->t.dims[k] : nrows;
     herr_t rc;
     char why[256];
+    int code = QERR_DATA;
     if (d->weights) { /* the one sample is the whole dataset */
         rc = H5Dread(it->dataset, it->memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw);
         if (rc < 0)
-            h5_reason(why, sizeof why);
+            code = h5_reason_code(why, sizeof why);
     } else {
         hid_t mem = H5Screate_simple(it->t.rank, count, NULL);
         rc = H5Sselect_hyperslab(it->space, H5S_SELECT_SET, start, NULL, count, NULL);
         if (rc >= 0)
             rc = H5Dread(it->dataset, it->memtype, mem, it->space, H5P_DEFAULT, raw);
         if (rc < 0) /* before H5Sclose: every API call begins by clearing the error stack */
-            h5_reason(why, sizeof why);
+            code = h5_reason_code(why, sizeof why);
         H5Sclose(mem);
     }
     if (rc < 0) {
-        return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot read samples %llu to %llu: %s",
+        return qerror_set(e, code, "%s: tensor '%s': cannot read samples %llu to %llu: %s",
                           d->path, it->t.name, (unsigned long long)row0,
                           (unsigned long long)(row0 + nrows - 1), why);
     }
@@ -1090,8 +1092,8 @@ static int copy_chunk(dump *d, dump_item *it, packed_chunk *c, unsigned char *da
     uint32_t mask = 0;
     if (H5Dread_chunk(it->dataset, H5P_DEFAULT, offset, &mask, data) < 0) {
         char why[256];
-        h5_reason(why, sizeof why);
-        return qerror_set(e, QERR_IO, "%s: tensor '%s': cannot read the chunk at sample %llu: %s",
+        int code = h5_reason_code(why, sizeof why);
+        return qerror_set(e, code, "%s: tensor '%s': cannot read the chunk at sample %llu: %s",
                           d->path, it->t.name, (unsigned long long)offset[0], why);
     }
     c->bytes = bytes, c->mask = mask;

@@ -60,6 +60,23 @@ void h5_reason(char *buf, size_t size)
     snprintf(buf, size, "%s", inner);
 }
 
+static herr_t system_failed(unsigned n, const H5E_error2_t *err, void *ud)
+{
+    (void)n;
+    if ((err->min_num == H5E_READERROR || err->min_num == H5E_SEEKERROR) && err->desc &&
+        strstr(err->desc, "errno"))
+        *(int *)ud = 1;
+    return 0;
+}
+
+int h5_reason_code(char *buf, size_t size)
+{
+    int system = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, system_failed, &system);
+    h5_reason(buf, size);
+    return system ? QERR_IO : QERR_DATA;
+}
+
 hid_t h5_open_read(const char *path, char *why, size_t size)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);

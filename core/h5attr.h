@@ -10,6 +10,10 @@ char *h5_attr_string(hid_t obj, const char *name, int *bad);
 
 /* The innermost description on HDF5's error stack, for one clear line. */
 void h5_reason(char *buf, size_t size);
+/* h5_reason, and what the failure was: QERR_IO when the system refused a read (HDF5 quotes
+ * an errno), else QERR_DATA: HDF5 found the file's structure or values damaged (an address
+ * beyond the end, a bad signature or checksum, a chunk that does not inflate). */
+int h5_reason_code(char *buf, size_t size);
 
 /* Opens an HDF5 file read-only, evicting an object's metadata from HDF5's cache when the
  * object is closed (read once, as qcal reads dumps and results files; else the object headers

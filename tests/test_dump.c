@@ -1592,3 +1592,65 @@ Test(dump, one_descriptor_per_file_and_values_mapped_through_it)
     for (int f = 0; f < 3; f++)
         free(paths[f]);
 }
+
+/* The file offset of the chunk holding row `row` of dataset x. */
+static uint64_t chunk_address(const char *path, hsize_t row)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), ds = H5Dopen2(f, "/activations/x", H5P_DEFAULT);
+    hsize_t offset[2] = {row, 0}, size = 0;
+    haddr_t addr = HADDR_UNDEF;
+    unsigned mask = 0;
+    cr_assert_geq(H5Dget_chunk_info_by_coord(ds, offset, &mask, &addr, &size), 0);
+    H5Dclose(ds);
+    H5Fclose(f);
+    return addr;
+}
+
+/* Replaces the one little-endian copy of `from` in the file (a chunk index entry) by `to`. */
+static void patch_u64(const char *path, uint64_t from, uint64_t to)
+{
+    FILE *fp = fopen(path, "r+b");
+    cr_assert_not_null(fp);
+    static unsigned char b[1 << 20];
+    size_t n = fread(b, 1, sizeof b, fp), found = 0, at = 0;
+    for (size_t k = 0; k + 8 <= n; k++)
+        if (!memcmp(b + k, &from, 8))
+            found++, at = k;
+    cr_assert_eq(found, 1, "one copy of the address");
+    cr_assert_eq(fseek(fp, (long)at, SEEK_SET), 0);
+    cr_assert_eq(fwrite(&to, 8, 1, fp), 1);
+    fclose(fp);
+}
+
+/* A chunk index pointing past the end of the file is damaged data (65), not an I/O error. */
+Test(bad, chunk_address_past_the_end_is_bad_data)
+{
+    static float v[4 * 1024];
+    fx_dataset ds = {.name = "x", .dtype = DUMP_F32, .rank = 2, .dims = {4, 1024}, .chunk_rows = 1,
+                     .data = v, .channel_axis = FX_NO_ATTR};
+    char *p = write_ok("far.h5", &ds, 1, 0);
+    patch_u64(p, chunk_address(p, 2), 1ull << 40);
+    dump *d = open_ok(p);
+    qerror e = {0};
+    cr_expect_neq(dump_read_raw(d, 0, 0, 4, v, &e), 0);
+    cr_expect_eq(e.code, QERR_DATA, "%s", e.msg);
+    cr_expect(strstr(e.msg, "tensor 'x'") && strstr(e.msg, "addr overflow"), "%s", e.msg);
+    dump_close(d);
+    free(p);
+}
+
+/* Only a read the system refused (HDF5 quotes its errno) is an I/O error. */
+Test(bad, a_read_the_system_refused_is_an_io_error)
+{
+    char why[256];
+    H5Eclear2(H5E_DEFAULT);
+    H5Epush2(H5E_DEFAULT, __FILE__, "test", __LINE__, H5E_ERR_CLS, H5E_IO, H5E_READERROR,
+             "file read failed: errno = 5, error message = 'Input/output error'");
+    cr_expect_eq(h5_reason_code(why, sizeof why), QERR_IO);
+    cr_expect(strstr(why, "Input/output error"), "%s", why);
+    H5Eclear2(H5E_DEFAULT);
+    H5Epush2(H5E_DEFAULT, __FILE__, "test", __LINE__, H5E_ERR_CLS, H5E_STORAGE, H5E_BADVALUE,
+             "bad chunk signature");
+    cr_expect_eq(h5_reason_code(why, sizeof why), QERR_DATA);
+    H5Eclear2(H5E_DEFAULT);
+}
