@@ -5,6 +5,7 @@
 #endif
 #include <lua.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <dirent.h>
 #include <glob.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "dist.h"
 #include "dump.h"
@@ -365,6 +367,33 @@ typedef struct widths {
     int name, method;
 } widths;
 
+/* The terminal columns text takes: wide characters (CJK) take two, combining marks none, and
+ * a byte that is not UTF-8 one (print_table sets a UTF-8 character type). printf pads by
+ * bytes, which shifts every column after a name with characters beyond ASCII. */
+static int text_columns(const char *text)
+{
+    mbstate_t state;
+    memset(&state, 0, sizeof state);
+    int columns = 0;
+    for (size_t left = strlen(text); left;) {
+        wchar_t wc;
+        size_t len = mbrtowc(&wc, text, left, &state);
+        int w = len == (size_t)-1 || len == (size_t)-2 || len == 0 ? -1 : wcwidth(wc);
+        if (len == (size_t)-1 || len == (size_t)-2 || len == 0)
+            len = 1, memset(&state, 0, sizeof state);
+        columns += w < 0 ? 1 : w;
+        text += len, left -= len;
+    }
+    return columns;
+}
+
+/* text, then spaces up to width columns */
+static void print_padded(const char *text, int width)
+{
+    int pad = width - text_columns(text);
+    printf("%s%*s", text, pad > 0 ? pad : 0, "");
+}
+
 /* "error" column: the deciding criterion of the chosen candidate, else the recorded mse. */
 static void error_text(const result_tensor *t, const result_candidates *c, char *buf, size_t size)
 {
@@ -388,8 +417,9 @@ static void runner_up_text(const result_candidates *c, char *buf, size_t size)
 static void print_candidates(const result_candidates *c, const widths *w)
 {
     for (uint64_t k = 0; k < c->n; k++) {
-        printf("    %c %-*s [%.6g, %.6g]  mse %.4g  sqnr %.2f dB  cosine %.6f",
-               (int64_t)k == c->chosen ? '*' : ' ', w->method, c->method[k], c->lo[k], c->hi[k],
+        printf("    %c ", (int64_t)k == c->chosen ? '*' : ' ');
+        print_padded(c->method[k], w->method);
+        printf(" [%.6g, %.6g]  mse %.4g  sqnr %.2f dB  cosine %.6f", c->lo[k], c->hi[k],
                c->mse[k], c->sqnr_db[k], c->cosine[k]);
         if (!isnan(c->layer_error[k]))
             printf("  layer_error %.4g", c->layer_error[k]);
@@ -408,9 +438,11 @@ static void print_row(const results *r, const result_tensor *t, const widths *w,
     const result_candidates *c = results_find_candidates(r, t->tensor);
     error_text(t, c, error, sizeof error);
     runner_up_text(c, second, sizeof second);
-    printf("%-*s %-*s %-16s %-8s %13.6g %13.6g %13.6g %6lld  %-20s %s", w->name, t->tensor,
-           w->method, t->method, scheme, granularity, lo, hi, t->scale[0],
-           (long long)t->zero_point[0], error, second);
+    print_padded(t->tensor, w->name);
+    printf(" ");
+    print_padded(t->method, w->method);
+    printf(" %-16s %-8s %13.6g %13.6g %13.6g %6lld  %-20s %s", scheme, granularity, lo, hi,
+           t->scale[0], (long long)t->zero_point[0], error, second);
     if (t->note)
         printf("  (%s)", t->note);
     printf("\n");
@@ -422,12 +454,12 @@ static void measure(const results *r, widths *w)
 {
     w->name = 6, w->method = 6;
     for (size_t i = 0; i < r->n_tensors; i++) {
-        int n = (int)strlen(r->tensors[i].tensor), m = (int)strlen(r->tensors[i].method);
+        int n = text_columns(r->tensors[i].tensor), m = text_columns(r->tensors[i].method);
         w->name = n > w->name ? n : w->name, w->method = m > w->method ? m : w->method;
     }
     for (size_t i = 0; i < r->n_cands; i++)
         for (uint64_t k = 0; k < r->cands[i].n; k++) {
-            int m = (int)strlen(r->cands[i].method[k]);
+            int m = text_columns(r->cands[i].method[k]);
             w->method = m > w->method ? m : w->method;
         }
     w->name = w->name > 60 ? 60 : w->name, w->method = w->method > 40 ? 40 : w->method;
@@ -437,12 +469,17 @@ static void measure(const results *r, widths *w)
  * runner-up; with all, every candidate below its tensor (* marks the chosen one). */
 static void print_table(const results *r, int all)
 {
+    char before[64] = "C";
+    const char *ctype = setlocale(LC_CTYPE, NULL);
+    snprintf(before, sizeof before, "%s", ctype ? ctype : "C");
+    setlocale(LC_CTYPE, "C.UTF-8"); /* h5py writes names in UTF-8, whatever the locale */
     widths w;
     measure(r, &w);
     printf("%-*s %-*s %-16s %-8s %13s %13s %13s %6s  %-20s %s\n", w.name, "tensor", w.method,
            "method", "scheme", "granul.", "min", "max", "scale", "zp", "error", "runner-up");
     for (size_t i = 0; i < r->n_tensors; i++)
         print_row(r, &r->tensors[i], &w, all);
+    setlocale(LC_CTYPE, before);
 }
 
 static int cmd_show(const cli *c, qerror *e)

@@ -120,6 +120,27 @@ Test(cli, run_prints_the_table_show_reads_back)
     free(many);
 }
 
+/* Columns line up by what a terminal shows, not by bytes: CJK characters take two columns,
+ * an accented letter (two bytes) one. Widths worked out by hand: names pad to 6 columns. */
+Test(cli, table_columns_align_names_beyond_ascii)
+{
+    static float v[8 * 3];
+    fx_fill_gauss(v, 24, 5, 0.0f, 1.0f);
+    const char *const names[] = {"ab", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", "\xc3\xa9"};
+    fx_dataset ds[3];
+    for (int i = 0; i < 3; i++)
+        ds[i] = (fx_dataset){.name = names[i], .dtype = DUMP_F32, .rank = 2, .dims = {8, 3},
+                             .data = v, .channel_axis = FX_NO_ATTR};
+    char *wide = fx_path(dir, "wide.h5"), args[1024];
+    cr_assert_eq(fx_write_dump(wide, ds, 3, 0), 0);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", wide, out_file);
+    cr_assert_eq(qcal("LC_ALL=C", args), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "\nab     minmax "), "%s", out_text);
+    cr_expect(strstr(out_text, "\n\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e minmax "), "%s", out_text);
+    cr_expect(strstr(out_text, "\n\xc3\xa9      minmax "), "%s", out_text);
+    free(wide);
+}
+
 Test(cli, existing_results_kept_without_force)
 {
     char args[1024];
