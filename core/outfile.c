@@ -14,8 +14,8 @@ int outfile_open(outfile *o, const char *path, int force, qerror *e)
     memset(o, 0, sizeof *o);
     o->force = force;
     if (is_stdout(path)) {
-        o->f = stdout;
-        return 0;
+        o->f = open_memstream(&o->memory, &o->memory_len);
+        return o->f ? 0 : qerror_set(e, QERR_SOFTWARE, "out of memory");
     }
     struct stat st;
     if (!force && stat(path, &st) == 0)
@@ -46,7 +46,13 @@ int outfile_open(outfile *o, const char *path, int force, qerror *e)
 int outfile_commit(outfile *o, qerror *e)
 {
     if (!o->temp) {
-        int bad = fflush(o->f) != 0 || ferror(o->f);
+        int full = fclose(o->f) == 0; /* sets memory and memory_len */
+        o->f = NULL;
+        int bad = !full || fwrite(o->memory, 1, o->memory_len, stdout) != o->memory_len ||
+                  fflush(stdout) != 0;
+        free(o->memory), o->memory = NULL;
+        if (!full)
+            return qerror_set(e, QERR_SOFTWARE, "out of memory");
         return bad ? qerror_set(e, QERR_IO, "writing to standard output failed") : 0;
     }
     int bad = fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0;
@@ -71,8 +77,9 @@ int outfile_commit(outfile *o, qerror *e)
 
 void outfile_abandon(outfile *o)
 {
-    if (o->f && o->f != stdout)
+    if (o->f)
         fclose(o->f);
+    free(o->memory);
     if (o->temp)
         unlink(o->temp);
     free(o->temp), free(o->path);

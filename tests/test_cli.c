@@ -141,6 +141,29 @@ Test(cli, table_columns_align_names_beyond_ascii)
     free(wide);
 }
 
+/* An export that fails part way prints nothing on stdout, not the table's first lines. */
+Test(cli, failed_export_to_stdout_prints_nothing)
+{
+    static float v[8 * 3];
+    fx_fill_gauss(v, 24, 5, 0.0f, 1.0f);
+    fx_dataset ds[2] = {{.name = "a", .dtype = DUMP_F32, .rank = 2, .dims = {8, 3}, .data = v,
+                         .channel_axis = FX_NO_ATTR},
+                        {.name = "b c", .dtype = DUMP_F32, .rank = 2, .dims = {8, 3}, .data = v,
+                         .channel_axis = FX_NO_ATTR}};
+    char *spaced = fx_path(dir, "spaced.h5"), args[1024];
+    cr_assert_eq(fx_write_dump(spaced, ds, 2, 0), 0);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", spaced, out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "export '%s' --format tpu-mlir", out_file);
+    cr_expect_eq(qcal(NULL, args), 65, "%s", err_text);
+    cr_expect_str_eq(out_text, "");
+    cr_expect(strstr(err_text, "b c") && line_count(err_text) == 1, "%s", err_text);
+    snprintf(args, sizeof args, "export '%s' --format csv", out_file);
+    cr_expect_eq(qcal(NULL, args), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "tensor,name,kind") == out_text, "%s", out_text);
+    free(spaced);
+}
+
 Test(cli, existing_results_kept_without_force)
 {
     char args[1024];
