@@ -87,6 +87,7 @@ void hist_rebin(const hview *v, double lo, double hi, uint64_t bins, double *ref
 }
 
 /* ---- percentile ------------------------------------------------------------------------ *
+ * Symmetric: the q-quantile of |x|; affine: the (1 - q) / 2 and 1 - (1 - q) / 2 quantiles of x.
  * The q-quantile of the histogrammed values: the point where the cumulative count reaches
  * q * count, interpolated linearly inside its bin (ONNX Runtime and TensorRT take a bin edge;
  * the difference is below one bin), clamped to the exact [min, max] so a range never passes
@@ -138,9 +139,12 @@ static int percentile_estimate(const qcal_stat *stat, const qcal_value *params,
             ranges[0].lo = v.smin;
         return QCAL_OK;
     }
-    /* x: a non-negative tensor keeps its minimum (one-sided), others clip both tails */
-    ranges[0].hi = quantile(&v, q);
-    ranges[0].lo = v.smin >= 0 ? v.min : quantile(&v, 1.0 - q);
+    /* x: (1 - q) / 2 of the values cut from each tail, so that q of them are inside (ONNX
+     * Runtime's and INC's percentile); a tail at 0 (a tensor with no value below, or none
+     * above) is kept whole: the range takes in 0 anyway */
+    double tail = (1.0 - q) / 2.0;
+    ranges[0].hi = v.smax <= 0 ? v.max : quantile(&v, 1.0 - tail);
+    ranges[0].lo = v.smin >= 0 ? v.min : quantile(&v, tail);
     if (symmetric) {
         double t = fmax(fabs(ranges[0].lo), fabs(ranges[0].hi));
         ranges[0] = (qcal_range){(spec->flags & QCAL_QSPEC_SIGNED) ? -t : 0.0, t};
@@ -153,7 +157,7 @@ static const qcal_param percentile_params[] = {
     {.name = "percentile", .type = QCAL_PARAM_FLOAT, .def = {.f = 99.99}, .min = 0, .max = 100,
      .help = "percent of the values inside the range (ONNX Runtime: 99.999 on |x|)"},
     {.name = "side", .type = QCAL_PARAM_CHOICE, .def = {.i = SIDE_AUTO}, .choices = side_choices,
-     .help = "auto: |x| for symmetric specs, else both tails (non-negative tensors: upper only)"},
+     .help = "auto: |x| for symmetric specs, else (100 - p) / 2 % off each tail (none off a tail at 0)"},
 };
 
 const qcal_estimator hist_percentile = {

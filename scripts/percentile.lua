@@ -1,9 +1,10 @@
--- percentile.lua - the value below which `percentile` % of the mass lies, from a histogram.
+-- percentile.lua - the range holding `percentile` % of the values, from a histogram.
 --
 --   qcal run percentile DUMP [percentile=99.99] [symmetric=false] [bins=2048] ...
 --
--- Non-negative tensors are clipped on the upper side only; symmetric specs use |x|
--- (ONNX Runtime's form: symmetric=true percentile=99.999); otherwise both tails.
+-- Affine specs lose (100 - p) / 2 % of the values off each tail (none off a tail at 0, as of a
+-- non-negative tensor), as ONNX Runtime and INC; symmetric specs use |x|
+-- (ONNX Runtime's form: symmetric=true percentile=99.999).
 local calib = require("calib")
 
 local P = calib.params{ percentile = 99.99, bins = 2048, side = "auto" }

@@ -479,8 +479,9 @@ static float *sorted_copy(const float *x, size_t n, int abs)
     return v;
 }
 
-/* Every fixture distribution, percentiles from 99 to 99.999: two-sided (one-sided with the
- * exact minimum kept when no value is negative), and on |x| for symmetric specs. */
+/* Every fixture distribution, percentiles from 99 to 99.999: two-sided, (100 - p) / 2 % of
+ * the values outside on each side as ONNX Runtime cuts them (the exact minimum kept when no
+ * value is negative), and on |x| for symmetric specs. */
 Test(histogram, percentile_matches_order_statistics_within_a_bin)
 {
     enum { N = 50000 };
@@ -503,8 +504,9 @@ Test(histogram, percentile_matches_order_statistics_within_a_bin)
                 double w = f64(&st, "width");
                 uint32_t flags = abs ? QCAL_QSPEC_SYMMETRIC | QCAL_QSPEC_SIGNED : 0;
                 cr_assert_eq(estimate(s, ps[k], 0, flags, &r, &err), QCAL_OK, "%s", err.msg);
-                double hi = order_stat(abs ? a : v, m, q);
-                double lo = abs ? -hi : one_sided ? v[0] : order_stat(v, m, 1 - q);
+                double outside = (1 - q) / 2; /* each side, two-sided */
+                double hi = abs ? order_stat(a, m, q) : order_stat(v, m, 1 - outside);
+                double lo = abs ? -hi : one_sided ? v[0] : order_stat(v, m, outside);
                 cr_expect(fabs(r.hi - hi) <= w && fabs(r.lo - lo) <= w,
                           "%s p%g abs %d: [%g, %g] vs [%g, %g] (bin %g)", fx_dist_names[kind],
                           ps[k], abs, r.lo, r.hi, lo, hi, w);
@@ -540,6 +542,49 @@ Test(histogram, percentile_edges_and_refusals)
     feed(s, c, 16, 1, 0);
     cr_assert_eq(estimate(s, 99.99, 0, 0, &r, &err), QCAL_OK);
     cr_expect(r.lo == -1.5 && r.hi == -1.5, "[%g, %g]", r.lo, r.hi);
+    obs->destroy(s);
+}
+
+static int count_below(const float *x, int n, double v)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += x[i] < v;
+    return k;
+}
+
+static int count_above(const float *x, int n, double v)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += x[i] > v;
+    return k;
+}
+
+/* p % of the values inside the range: of 1,000 evenly spaced values, p = 99 leaves five out
+ * on each side (four when the cut lands on a value); a tensor with no positive value keeps
+ * its maximum, as one with no negative value keeps its minimum. */
+Test(histogram, percentile_keeps_p_percent_inside)
+{
+    static float x[1000];
+    for (int i = 0; i < 1000; i++)
+        x[i] = (float)i - 499.5f; /* -499.5 .. 499.5 */
+    qcal_range r;
+    qcal_err err;
+    void *s = make_state(2048, 0, 4);
+    feed(s, x, 1000, 1, 0);
+    cr_assert_eq(estimate(s, 99.0, 0, 0, &r, &err), QCAL_OK, "%s", err.msg);
+    int below = count_below(x, 1000, r.lo), above = count_above(x, 1000, r.hi);
+    cr_expect(below >= 4 && below <= 5 && above >= 4 && above <= 5, "[%g, %g]: %d below, %d above",
+              r.lo, r.hi, below, above);
+    obs->destroy(s);
+    for (int i = 0; i < 1000; i++)
+        x[i] = -(float)(i + 1); /* -1 .. -1000 */
+    s = make_state(2048, 0, 4);
+    feed(s, x, 1000, 1, 0);
+    cr_assert_eq(estimate(s, 99.0, 0, 0, &r, &err), QCAL_OK, "%s", err.msg);
+    below = count_below(x, 1000, r.lo);
+    cr_expect(r.hi == -1.0 && below >= 4 && below <= 5, "[%g, %g]: %d below", r.lo, r.hi, below);
     obs->destroy(s);
 }
 
