@@ -21,11 +21,39 @@ static const char *export_name(const result_tensor *t)
     return t->orig_name && *t->orig_name ? t->orig_name : t->tensor;
 }
 
+/* The amax (threshold) of TensorRT's and tpu-mlir's int8 grid, [-128, 127] * amax / 127,
+ * for a result: 127 * scale where the result's grid is such a grid (signed 8-bit, zero-point
+ * 0, one scale: torch's symmetric int8, POT's signed activations, TensorRT's narrow grid), so
+ * the toolchain deploys the result's own grid; else max(|min|, |max|), the least symmetric
+ * range holding the result's range. */
+static int int8_grid(const result_tensor *t)
+{
+    return t->channels == 1 && t->spec.bits == 8 && t->spec.qmin < 0 && t->zero_point[0] == 0;
+}
+
 static double amax_of(const result_tensor *t)
 {
+    if (int8_grid(t))
+        return 127.0 * t->scale[0];
     double lo, hi;
     result_overall_range(t, &lo, &hi);
     return fmax(fabs(lo), fabs(hi));
+}
+
+/* AIMET's grids are unsigned with an offset: offset -2^(bits - 1) is the symmetric signed
+ * grid whatever the producer called it (POT's signed activations are affine in qcal). */
+static int aimet_symmetric(const result_tensor *t, uint64_t c)
+{
+    return (t->spec.flags & QCAL_QSPEC_SYMMETRIC) ||
+           t->spec.qmin - t->zero_point[c] == -((int64_t)1 << (t->spec.bits - 1));
+}
+
+static int aimet_all_symmetric(const result_tensor *t)
+{
+    for (uint64_t c = 0; c < t->channels; c++)
+        if (!aimet_symmetric(t, c))
+            return 0;
+    return 1;
 }
 
 static int has_space(const char *s)
@@ -59,6 +87,10 @@ static int export_tpu(const results *r, FILE *out, qerror *e)
                               "with white space", export_name(t));
         double lo, hi;
         result_overall_range(t, &lo, &hi);
+        /* symmetric import reads only the sign of min: unsigned where no value is negative,
+         * as tpu-mlir's own tables say of ReLU outputs */
+        if ((t->spec.flags & QCAL_QSPEC_SYMMETRIC) && t->has_data_range && t->data_min >= 0)
+            lo = 0;
         fprintf(out, "%s %.7f %.7f %.7f\n", export_name(t), fmax(amax_of(t), TPU_MIN_THRESHOLD), lo, hi);
     }
     return 0;
@@ -95,7 +127,8 @@ static int export_trt(const results *r, const export_options *o, FILE *out, qerr
         if (strchr(name, ':') || strchr(name, '\n'))
             return qerror_set(e, QERR_DATA, "tensor '%s': a TensorRT cache line is split at "
                               "its first ':', so a name cannot contain one", name);
-        float scale = fmaxf((float)(amax_of(t) / 127.0), FLT_EPSILON); /* qcal's scale floor */
+        double amax_scale = int8_grid(t) ? t->scale[0] : amax_of(t) / 127.0;
+        float scale = fmaxf((float)amax_scale, FLT_EPSILON); /* qcal's scale floor */
         uint32_t bits;
         memcpy(&bits, &scale, sizeof bits);
         fprintf(out, "%s: %08x\n", name, (unsigned)bits);
@@ -145,7 +178,7 @@ static json_t *aimet_legacy(const result_tensor *t, uint64_t c)
     json_t *enc = json_object();
     int bad = !enc || set(enc, "bitwidth", json_integer(t->spec.bits)) ||
               set(enc, "dtype", json_string("int")) ||
-              set(enc, "is_symmetric", json_string(t->spec.flags & QCAL_QSPEC_SYMMETRIC ? "True" : "False")) ||
+              set(enc, "is_symmetric", json_string(aimet_symmetric(t, c) ? "True" : "False")) ||
               set(enc, "max", json_real((double)(qmax - zp) * s)) ||
               set(enc, "min", json_real((double)(qmin - zp) * s)) ||
               set(enc, "offset", json_integer(qmin - zp)) || set(enc, "scale", json_real(s));
@@ -164,7 +197,7 @@ static json_t *aimet_v1(const result_tensor *t)
     bad = bad || set(enc, "name", json_string(export_name(t))) ||
           set(enc, "dtype", json_string("INT")) || set(enc, "bw", json_integer(t->spec.bits)) ||
           set(enc, "enc_type", json_string(t->channels > 1 ? "PER_CHANNEL" : "PER_TENSOR")) ||
-          set(enc, "is_sym", json_boolean(t->spec.flags & QCAL_QSPEC_SYMMETRIC));
+          set(enc, "is_sym", json_boolean(aimet_all_symmetric(t)));
     if (!bad) {
         bad = set(enc, "scale", scales) || set(enc, "offset", offsets);
         scales = offsets = NULL;

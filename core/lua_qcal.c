@@ -645,6 +645,40 @@ static int pass_run_l(lua_State *L)
     return 0;
 }
 
+/* The least and largest finite values of a float array. */
+static int array_extremes(const qcal_array *a, double *lo, double *hi)
+{
+    if (!a || (a->dtype != QCAL_DTYPE_F32 && a->dtype != QCAL_DTYPE_F64))
+        return 0;
+    int found = 0;
+    for (uint64_t i = 0, n = hstat_array_count(a); i < n; i++) {
+        double v = a->dtype == QCAL_DTYPE_F32 ? ((const float *)a->data)[i] : ((const double *)a->data)[i];
+        if (isfinite(v))
+            *lo = found ? fmin(*lo, v) : v, *hi = found ? fmax(*hi, v) : v, found = 1;
+    }
+    return found;
+}
+
+/* The extremes of the values a statistic of a bundled kind records: qcal.minmax's lo and hi
+ * (for moving averages, the averaged ones), qcal.histogram's signed smin and smax (when it
+ * counted a value), qcal.batch_stats' per-unit min and max. Other kinds: 0. */
+static int statistic_extremes(const qcal_stat *s, double *lo, double *hi)
+{
+    double ignored;
+    if (!strcmp(s->kind, "qcal.minmax"))
+        return array_extremes(hstat_find(s, "lo"), lo, &ignored) &&
+               array_extremes(hstat_find(s, "hi"), &ignored, hi);
+    if (!strcmp(s->kind, "qcal.batch_stats"))
+        return array_extremes(hstat_find(s, "min"), lo, &ignored) &&
+               array_extremes(hstat_find(s, "max"), &ignored, hi);
+    const qcal_array *count = hstat_find(s, "count");
+    if (strcmp(s->kind, "qcal.histogram") || !count || count->dtype != QCAL_DTYPE_U64 ||
+        hstat_array_count(count) != 1 || *(const uint64_t *)count->data == 0)
+        return 0;
+    return array_extremes(hstat_find(s, "smin"), lo, &ignored) &&
+           array_extremes(hstat_find(s, "smax"), &ignored, hi);
+}
+
 static int pass_stat_l(lua_State *L, int serialized)
 {
     lpass *lp = check_pass(L, 1);
@@ -654,12 +688,16 @@ static int pass_stat_l(lua_State *L, int serialized)
     if (id < 1 || (size_t)id > pass_count(lp->p))
         return luaL_error(L, "no observation #%d in this pass", (int)id);
     int h = (int)id - 1;
-    lstat *ls = push_stat(L, dump_get(lp->d, pass_tensor(lp->p, h))->name);
+    const char *tensor = dump_get(lp->d, pass_tensor(lp->p, h))->name;
+    lstat *ls = push_stat(L, tensor);
     qerror e = {0};
     int rc = restore_state(get_ctx(L), lp, h, &e);
     if (!rc)
         rc = serialized ? pass_serialize(lp->p, h, &ls->s, &e) : pass_finalize(lp->p, h, &ls->s, &e);
     pass_release(lp->p, h);
+    double lo, hi;
+    if (!rc && !serialized && statistic_extremes(&ls->s->view, &lo, &hi))
+        rc = results_note_data_range(get_ctx(L)->res, tensor, lo, hi, &e);
     if (rc)
         return raise(L, &e);
     account_stat(L, ls->s);

@@ -72,6 +72,11 @@ static void cands_key(const void *items, size_t i, const char **parts)
     parts[0] = ((const result_candidates *)items)[i].tensor;
 }
 
+static void extrema_key(const void *items, size_t i, const char **parts)
+{
+    parts[0] = ((const result_extrema *)items)[i].tensor;
+}
+
 /* The process's budget for saved states in memory, and what all results hold of it. */
 static size_t state_budget = RESULTS_STATE_BUDGET;
 static _Atomic size_t states_held;
@@ -106,6 +111,7 @@ static results *results_alloc(void)
     keyindex_init(&r->by_stat, 3, stat_key);
     keyindex_init(&r->by_info, 1, info_key);
     keyindex_init(&r->by_cands, 1, cands_key);
+    keyindex_init(&r->by_extrema, 1, extrema_key);
     return r;
 }
 
@@ -183,6 +189,10 @@ void results_free(results *r)
     free(r->tensors);
     free(r->stats);
     free(r->infos);
+    for (size_t i = 0; i < r->n_extrema; i++)
+        free(r->extrema[i].tensor);
+    free(r->extrema);
+    keyindex_free(&r->by_extrema);
     keyindex_free(&r->by_tensor);
     keyindex_free(&r->by_stat);
     keyindex_free(&r->by_info);
@@ -259,6 +269,40 @@ static int tensor_alloc(result_tensor *t, uint64_t channels)
     return t->lo && t->hi && t->scale && t->zero_point ? 0 : -1;
 }
 
+static result_extrema *find_extrema(results *r, const char *tensor)
+{
+    const char *key[1] = {tensor};
+    size_t i = keyindex_find(&r->by_extrema, r->extrema, r->n_extrema, key);
+    return i == SIZE_MAX ? NULL : &r->extrema[i];
+}
+
+static void carry_extrema(result_tensor *t, const result_extrema *x)
+{
+    if (x)
+        t->has_data_range = 1, t->data_min = x->lo, t->data_max = x->hi;
+}
+
+int results_note_data_range(results *r, const char *tensor, double lo, double hi, qerror *e)
+{
+    if (!isfinite(lo) || !isfinite(hi) || lo > hi)
+        return 0;
+    result_extrema *x = find_extrema(r, tensor);
+    if (!x) {
+        char *name = strdup(tensor);
+        if (!name || reserve((void **)&r->extrema, &r->cap_extrema, r->n_extrema, sizeof *r->extrema)) {
+            free(name);
+            return qerror_set(e, QERR_SOFTWARE, "out of memory storing results");
+        }
+        x = &r->extrema[r->n_extrema++];
+        *x = (result_extrema){name, lo, hi};
+    }
+    x->lo = fmin(x->lo, lo), x->hi = fmax(x->hi, hi);
+    result_tensor *t = results_find(r, tensor);
+    if (t)
+        carry_extrema(t, x);
+    return 0;
+}
+
 static int put_check(const char *tensor, const char *method, const qcal_qspec *spec,
                      uint64_t channels, qerror *e)
 {
@@ -302,6 +346,7 @@ int results_put(results *r, const char *tensor, const char *orig_name, const cha
             return qerror_prefix(e, "tensor '%s' channel %llu", tensor, (unsigned long long)c);
         }
     }
+    carry_extrema(&t, find_extrema(r, tensor));
     return tensor_store(r, &t, e);
 }
 
@@ -696,6 +741,8 @@ static int write_tensor(hid_t cal, const result_tensor *t, ctx *c)
              attr_f64(g, "cosine", t->cosine, c);
     if (!rc && t->note)
         rc = attr_str(g, "note", t->note, c);
+    if (!rc && t->has_data_range)
+        rc = attr_f64(g, "data_min", t->data_min, c) || attr_f64(g, "data_max", t->data_max, c);
     if (!rc && (t->spec.flags & QCAL_QSPEC_PER_CHANNEL))
         rc = write_channels(g, t, c);
     H5Gclose(g);
@@ -1277,6 +1324,16 @@ static int read_extras(hid_t g, result_tensor *t, const ctx *c)
     }
     if (has_attr(g, "note") && attr_get_str(g, "note", &t->note, c))
         return -1;
+    if (has_attr(g, "data_min") || has_attr(g, "data_max")) {
+        t->has_data_range = 1;
+        if (attr_get_f64(g, "data_min", &t->data_min, c) ||
+            attr_get_f64(g, "data_max", &t->data_max, c))
+            return -1;
+        if (!float_finite(t->data_min) || !float_finite(t->data_max) || t->data_min > t->data_max)
+            return qerror_set(c->e, QERR_DATA, "'%s': %s: data range [%g, %g] (expected "
+                              "data_min <= data_max, finite in float32)", c->path, c->obj,
+                              t->data_min, t->data_max);
+    }
     if (has_attr(g, "name"))
         return attr_get_str(g, "name", &t->orig_name, c);
     t->orig_name = strdup(t->tensor);

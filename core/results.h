@@ -46,7 +46,16 @@ typedef struct result_tensor {
     int has_metrics;    /* set by the caller after measuring; 0 leaves the attributes out */
     double mse, sqnr_db, cosine;
     char *note;         /* NULL, or a malloc'd note such as "constant tensor" (freed by us) */
+    int has_data_range; /* the extremes of the tensor's finite values its statistics recorded
+                           (attributes data_min, data_max): the sign the exports need */
+    double data_min, data_max;
 } result_tensor;
+
+/* The extremes of a tensor's values, noted before or after its result is put. */
+typedef struct result_extrema {
+    char *tensor;
+    double lo, hi;
+} result_extrema;
 
 typedef struct result_stat {
     char *tensor;
@@ -99,7 +108,9 @@ typedef struct results {
     size_t n_tensors, cap_tensors;
     result_stat *stats;
     size_t n_stats, cap_stats;
-    keyindex by_tensor, by_stat, by_info, by_cands; /* lookups by name (results_find...) */
+    result_extrema *extrema;
+    size_t n_extrema, cap_extrema;
+    keyindex by_tensor, by_stat, by_info, by_cands, by_extrema; /* lookups by name */
     /* Saved states are held in memory while the process's budget allows (all results
      * together: results_set_state_budget), the rest in a temporary file (spill.h), so memory
      * does not grow with the number of tensors. */
@@ -122,6 +133,9 @@ int results_put(results *r, const char *tensor, const char *orig_name, const cha
                 const qcal_qspec *spec, uint64_t channels, const double *lo, const double *hi,
                 qerror *e);
 result_tensor *results_find(results *r, const char *tensor);
+/* Widens what is known of the extremes of tensor's finite values to [lo, hi] (both finite,
+ * lo <= hi; else nothing is noted): its result, put before or after, carries them. */
+int results_note_data_range(results *r, const char *tensor, double lo, double hi, qerror *e);
 /* The overall range of t (per channel: the least min and the largest max). */
 void result_overall_range(const result_tensor *t, double *lo, double *hi);
 /* "uint8 aff", "int8 sym narrow": the grid of a spec, for people. */

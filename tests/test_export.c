@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <hdf5.h>
 
 #include "dump.h" /* DUMP_F32 */
 #include "fixtures.h"
@@ -133,14 +134,75 @@ Test(export, tpu_mlir_table_parses_as_tpu_mlir_reads_it)
         cr_expect(strchr(strchr(line, ' '), 'e') == NULL, "no exponents: %s", line);
         if (!strcmp(name, "/model/conv/Conv_output_0"))
             cr_expect(t == 3.0 && lo == -1.5 && hi == 3.0, "%s", line);
-        else if (!strcmp(name, "c")) /* all zero: tpu-mlir's floor, not a 0 it would skip */
-            cr_expect(t == 1e-5 && lo == 0 && hi == 0, "%s", line);
-        else
-            cr_expect(!strcmp(name, "b") && t == 2.0 && lo == -2.0 && hi == 2.0, "%s", line);
+        else if (!strcmp(name, "c")) /* all zero: scale eps on the int8 grid, not a 0 it skips */
+            cr_expect(fabs(t - 127.0 * FLT_EPSILON) < 1e-7 && lo == 0 && hi == 0, "%s", line);
+        else { /* torch's symmetric int8 grid: the threshold that deploys it is 127 scale */
+            float s;
+            long long zp;
+            grid_b(&s, &zp);
+            cr_expect(!strcmp(name, "b") && fabs(t - 127.0 * s) < 1e-7 && lo == -2.0 && hi == 2.0,
+                      "%s (127 scale %.7f)", line, 127.0 * s);
+        }
         rows++;
     }
     cr_expect_eq(rows, 3, "activations only");
     cr_expect_geq(comments, 2);
+}
+
+static double attr_f64_of(const char *file, const char *group, const char *name)
+{
+    double v = NAN;
+    hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t a = H5Aopen_by_name(f, group, name, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(a, 0, "%s %s", group, name);
+    H5Aread(a, H5T_NATIVE_DOUBLE, &v);
+    H5Aclose(a);
+    H5Fclose(f);
+    return v;
+}
+
+/* The values' extremes go to the results (data_min, data_max) from the recipe's statistics,
+ * and tpu-mlir's table says a symmetric tensor with no negative value is unsigned (its
+ * symmetric import reads only the sign of the min column), as its own tables say of ReLU
+ * outputs. An all-zero affine tensor gets tpu-mlir's 1e-5 floor. */
+Test(export, tpu_mlir_min_column_is_zero_where_no_value_is_negative)
+{
+    enum { N = 64 * 8 };
+    static float relu[N], gauss[N], zeros[N];
+    fx_fill_gauss(gauss, N, 11, 0.5f, 2.0f);
+    float relu_max = 0, gauss_min = INFINITY;
+    for (int i = 0; i < N; i++) {
+        relu[i] = gauss[i] > 0 ? gauss[i] : 0.0f;
+        relu_max = fmaxf(relu_max, relu[i]), gauss_min = fminf(gauss_min, gauss[i]);
+    }
+    fx_dataset ds[] = {
+        {.name = "relu", .dtype = DUMP_F32, .rank = 2, .dims = {64, 8}, .data = relu, .channel_axis = FX_NO_ATTR},
+        {.name = "signed", .dtype = DUMP_F32, .rank = 2, .dims = {64, 8}, .data = gauss, .channel_axis = FX_NO_ATTR},
+        {.name = "zeros", .dtype = DUMP_F32, .rank = 2, .dims = {64, 8}, .data = zeros, .channel_axis = FX_NO_ATTR},
+    };
+    char *d = fx_path(dir, "signs.h5"), *out = fx_path(dir, "signs_kl.h5"), args[2048];
+    cr_assert_eq(fx_write_dump(d, ds, 3, 0), 0);
+    snprintf(args, sizeof args, "run kl '%s' -o '%s'", d, out);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    cr_expect_eq(attr_f64_of(out, "/calibration/relu", "data_min"), 0.0);
+    cr_expect_eq(attr_f64_of(out, "/calibration/relu", "data_max"), (double)relu_max);
+    cr_expect_eq(attr_f64_of(out, "/calibration/signed", "data_min"), (double)gauss_min);
+    snprintf(args, sizeof args, "export '%s' --format tpu-mlir", out);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    char name[64];
+    double t, lo, hi;
+    const char *line = strstr(text, "\nrelu ");
+    cr_assert(line && sscanf(line + 1, "%63s %lf %lf %lf", name, &t, &lo, &hi) == 4, "%s", text);
+    cr_expect(lo == 0 && hi > 0 && t > 0, "unsigned: %s", line + 1);
+    line = strstr(text, "\nsigned ");
+    cr_assert(line && sscanf(line + 1, "%63s %lf %lf %lf", name, &t, &lo, &hi) == 4, "%s", text);
+    cr_expect(lo < 0 && lo == -hi, "signed: %s", line + 1);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' --force", d, out);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "export '%s' --format tpu-mlir", out);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    cr_expect(strstr(text, "\nzeros 0.0000100 0.0000000 0.0000000\n"), "%s", text);
+    free(d), free(out);
 }
 
 /* ---- TensorRT ----------------------------------------------------------------------------- */
@@ -153,7 +215,7 @@ static float hex_float(const char *hex)
     return f;
 }
 
-Test(export, tensorrt_cache_holds_the_float32_bits_of_amax_over_127)
+Test(export, tensorrt_cache_holds_the_float32_bits_of_the_scale)
 {
     export_to_text("--format tensorrt");
     char *save, *line = strtok_r(text, "\n", &save);
@@ -168,8 +230,12 @@ Test(export, tensorrt_cache_holds_the_float32_bits_of_amax_over_127)
             cr_expect_eq(scale, (float)(3.0 / 127), "%s", line);
         else if (!strncmp(line, "c:", 2)) /* all zero: never a zero scale */
             cr_expect_eq(scale, FLT_EPSILON, "%s", line);
-        else
-            cr_expect(!strncmp(line, "b:", 2) && scale == (float)(2.0 / 127), "%s", line);
+        else { /* a signed 8-bit grid with zero-point 0 is TensorRT's: its own scale */
+            float s;
+            long long zp;
+            grid_b(&s, &zp);
+            cr_expect(!strncmp(line, "b:", 2) && scale == s && s == (float)(2.0 / 127.5), "%s", line);
+        }
         rows++;
     }
     cr_expect_eq(rows, 3);

@@ -602,6 +602,37 @@ Test(results, read_validates_entries)
     cr_expect(strstr(e.msg, "/calibration/x") && strstr(e.msg, "finite in float32"), "%s", e.msg);
 }
 
+/* The values' extremes are noted before or after the result is put, widen one another, leave
+ * non-finite and inverted ranges out, and come back from the file as data_min / data_max. */
+Test(results, data_range_noted_in_any_order_round_trips)
+{
+    results *r = one_tensor("minmax");
+    qerror e = {0};
+    cr_assert_eq(results_note_data_range(r, "x", -1.0, 2.0, &e), 0);
+    cr_assert_eq(results_note_data_range(r, "x", -0.5, 3.0, &e), 0);
+    cr_assert_eq(results_note_data_range(r, "x", NAN, 9.0, &e), 0);
+    cr_assert_eq(results_note_data_range(r, "x", 5.0, 4.0, &e), 0);
+    cr_assert_eq(results_note_data_range(r, "later", 0.0, 1.5, &e), 0);
+    qcal_qspec s = mkspec(8, 0, -1);
+    double lo = 0, hi = 1;
+    cr_assert_eq(results_put(r, "later", NULL, "kl", &s, 1, &lo, &hi, &e), 0, "%s", e.msg);
+    cr_assert_eq(results_put(r, "none", NULL, "kl", &s, 1, &lo, &hi, &e), 0, "%s", e.msg);
+    write_ok(r, path_in("dr.h5"), 0);
+    results_free(r);
+    cr_assert_eq(results_read(path_in("dr.h5"), &r, &e), 0, "%s", e.msg);
+    result_tensor *x = results_find(r, "x"), *later = results_find(r, "later"), *none = results_find(r, "none");
+    cr_expect(x->has_data_range && x->data_min == -1.0 && x->data_max == 3.0, "[%g, %g]",
+              x->data_min, x->data_max);
+    cr_expect(later->has_data_range && later->data_min == 0.0 && later->data_max == 1.5);
+    cr_expect(!none->has_data_range);
+    results_free(r);
+    const double above = 7.0;
+    tamper_attr(path_in("dr.h5"), "/calibration/x", "data_min", H5T_NATIVE_DOUBLE, &above);
+    cr_expect_eq(results_read(path_in("dr.h5"), &r, &e), -1);
+    cr_expect_eq(e.code, QERR_DATA, "%s", e.msg);
+    cr_expect(strstr(e.msg, "/calibration/x") && strstr(e.msg, "data range"), "%s", e.msg);
+}
+
 /* ---- the atomic write --------------------------------------------------------------------- */
 
 Test(results, refuses_overwrite_without_force)
