@@ -476,12 +476,22 @@ static int whole_row_chunks(hid_t dcpl, const dump_item *it)
  * contiguous storage that is whole, aligned for its type and inside the file (as it is now: a
  * file that shrinks while being read is not supported) gives its offset, chunks of whole rows
  * MAP_BY_CHUNK (checked slab by slab, dump_map_rows). Else -1, and HDF5 reads it. */
+/* Whether dataset ds is stored in the dump's own file: one reached through an external link
+ * lies in another, where d->fd's offsets mean nothing. */
+static int in_own_file(const dump *d, hid_t ds)
+{
+    H5O_info_t of_dataset, of_root;
+    return H5Oget_info2(ds, &of_dataset, H5O_INFO_BASIC) >= 0 &&
+           H5Oget_info_by_name2(d->file, "/", &of_root, H5O_INFO_BASIC, H5P_DEFAULT) >= 0 &&
+           of_dataset.fileno == of_root.fileno;
+}
+
 static int64_t map_position(const dump *d, hid_t ds, hid_t dcpl, const dump_item *it)
 {
     struct stat st;
     H5D_layout_t layout = H5Pget_layout(dcpl);
     if (d->fd < 0 || fstat(d->fd, &st) || H5Pget_external_count(dcpl) != 0 ||
-        !no_userblock(d->file))
+        !no_userblock(d->file) || !in_own_file(d, ds))
         return -1;
     hid_t type = H5Dget_type(ds);
     int same = type >= 0 && H5Tequal(type, it->memtype) > 0;

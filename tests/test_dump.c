@@ -1654,3 +1654,36 @@ Test(bad, a_read_the_system_refused_is_an_io_error)
     cr_expect_eq(h5_reason_code(why, sizeof why), QERR_DATA);
     H5Eclear2(H5E_DEFAULT);
 }
+
+/* A dataset reached through an external link lies in another file: its values are read
+ * through HDF5, never mapped from the dump's own file at the other file's offsets (which
+ * gave another tensor's values, found by an audit). */
+Test(dump, externally_linked_dataset_is_read_not_mapped)
+{
+    static float pad[64 * 1024], theirs[16 * 1024], back[16 * 1024];
+    for (size_t k = 0; k < 64 * 1024; k++)
+        pad[k] = -5.0f;
+    for (size_t k = 0; k < 16 * 1024; k++)
+        theirs[k] = 100.0f + (float)k;
+    fx_dataset target = {.name = "x", .dtype = DUMP_F32, .rank = 2, .dims = {16, 1024},
+                         .data = theirs, .channel_axis = FX_NO_ATTR};
+    fx_dataset outer = {.name = "pad", .dtype = DUMP_F32, .rank = 2, .dims = {64, 1024},
+                        .data = pad, .channel_axis = FX_NO_ATTR};
+    char *t = write_ok("target.h5", &target, 1, 0), *p = write_ok("outer.h5", &outer, 1, 0);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(H5Lcreate_external(t, "/activations/x", f, "/activations/e", H5P_DEFAULT,
+                                     H5P_DEFAULT), 0);
+    H5Fclose(f);
+    dump *d = open_ok(p);
+    size_t e = dump_find(d, "e");
+    cr_assert_neq(e, SIZE_MAX);
+    dump_window w;
+    cr_expect_neq(dump_map_rows(d, e, 0, 16, &w), 0, "not mapped from the outer file");
+    qerror err = {0};
+    cr_assert_eq(dump_read_raw(d, e, 0, 16, back, &err), 0, "%s", err.msg);
+    cr_expect_eq(memcmp(back, theirs, sizeof back), 0, "the linked file's values");
+    cr_expect_eq(dump_map_rows(d, dump_find(d, "pad"), 0, 64, &w), 0, "its own: mapped");
+    dump_unmap(&w);
+    dump_close(d);
+    free(t), free(p);
+}
