@@ -78,6 +78,19 @@ static const char *class_name(H5T_class_t c)
     }
 }
 
+/* A 16-bit float laid out exactly as IEEE half (exponent bits 5, bias 15) or bfloat16 (8, 127):
+ * qcal converts their bits itself, so any other layout (another bias, a moved sign, padding)
+ * would be read as something it is not. */
+static int standard_half(hid_t type, size_t esize, size_t msize)
+{
+    size_t spos, epos, got_esize, mpos, got_msize;
+    H5Tget_fields(type, &spos, &epos, &got_esize, &mpos, &got_msize);
+    return H5Tget_precision(type) == 16 && H5Tget_offset(type) == 0 && spos == 15 &&
+           epos == msize && got_esize == esize && mpos == 0 && got_msize == msize &&
+           H5Tget_ebias(type) == ((size_t)1 << (esize - 1)) - 1 &&
+           H5Tget_norm(type) == H5T_NORM_IMPLIED;
+}
+
 static int float_dtype(hid_t type, int *dtype, hid_t *mem)
 {
     size_t size = H5Tget_size(type), spos, epos, esize, mpos, msize;
@@ -86,7 +99,7 @@ static int float_dtype(hid_t type, int *dtype, hid_t *mem)
         return *dtype = DUMP_F32, *mem = H5Tcopy(H5T_NATIVE_FLOAT), 0;
     if (size == 8 && esize == 11 && msize == 52)
         return *dtype = DUMP_F64, *mem = H5Tcopy(H5T_NATIVE_DOUBLE), 0;
-    if (size == 2 && (esize == 5 && msize == 10) | (esize == 8 && msize == 7)) {
+    if (size == 2 && (standard_half(type, 5, 10) || standard_half(type, 8, 7))) {
         *dtype = esize == 5 ? DUMP_F16 : DUMP_BF16;
         *mem = H5Tcopy(type); /* same layout, native order: HDF5 only swaps bytes if needed */
         H5Tset_order(*mem, H5T_ORDER_LE);
@@ -95,7 +108,9 @@ static int float_dtype(hid_t type, int *dtype, hid_t *mem)
     return -1;
 }
 
-static int int_dtype(hid_t type, int bf16_attr, int *dtype, hid_t *mem)
+/* tag: the dataset's dtype attribute naming 16-bit float bits kept in 16-bit integers
+ * (DUMP_BF16 or DUMP_F16), else 0. */
+static int int_dtype(hid_t type, int tag, int *dtype, hid_t *mem)
 {
     int is_signed = H5Tget_sign(type) == H5T_SGN_2;
     static const int kinds[2][4] = {{DUMP_U8, DUMP_U16, DUMP_U32, DUMP_U64},
@@ -110,7 +125,12 @@ static int int_dtype(hid_t type, int bf16_attr, int *dtype, hid_t *mem)
     case 8: slot = 3; break;
     default: return -1;
     }
-    *dtype = (bf16_attr && slot == 1 && !is_signed) ? DUMP_BF16 : kinds[is_signed][slot];
+    if (tag && slot == 1) { /* the bits of a 16-bit float: read as stored, no conversion */
+        *dtype = tag;
+        *mem = H5Tcopy(natives[is_signed][slot]);
+        return 0;
+    }
+    *dtype = kinds[is_signed][slot];
     *mem = H5Tcopy(natives[is_signed][slot]);
     return 0;
 }
@@ -229,17 +249,31 @@ static int classify_type(dump_item *it, hid_t ds, const dump *d, qerror *e)
     H5T_class_t cls = H5Tget_class(type);
     int bad = 0, rc = -1;
     char *tag = h5_attr_string(ds, "dtype", &bad);
-    int bf16_attr = tag && !strcmp(tag, "bfloat16");
-    if (cls == H5T_FLOAT)
+    int bits_of = !tag ? 0 : !strcmp(tag, "bfloat16") ? DUMP_BF16 : !strcmp(tag, "float16") ? DUMP_F16 : 0;
+    size_t size = H5Tget_size(type);
+    if (bits_of && (cls != H5T_INTEGER || size != 2)) {
+        H5Tclose(type);
+        free(tag);
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': attribute dtype = \"%s\" expected "
+                          "16-bit integers holding its bits, found %s of %zu bytes", d->path,
+                          it->t.name, bits_of == DUMP_BF16 ? "bfloat16" : "float16",
+                          class_name(cls), size);
+    }
+    char layout[128];
+    if (cls == H5T_FLOAT) {
+        size_t spos, epos, esize, mpos, msize;
+        H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize);
+        snprintf(layout, sizeof layout, "a %zu-bit float of unusual layout (%zu exponent bits, "
+                 "bias %zu, %zu mantissa bits)", 8 * size, esize, H5Tget_ebias(type), msize);
         rc = float_dtype(type, &it->t.dtype, &it->memtype);
-    else if (cls == H5T_INTEGER)
-        rc = int_dtype(type, bf16_attr, &it->t.dtype, &it->memtype);
+    } else if (cls == H5T_INTEGER)
+        rc = int_dtype(type, bits_of, &it->t.dtype, &it->memtype);
     H5Tclose(type);
     free(tag);
     if (rc)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a numeric dataset (float16, "
                           "bfloat16, float32, float64 or integers), found %s", d->path, it->t.name,
-                          cls == H5T_FLOAT ? "a float type of unusual layout" : class_name(cls));
+                          cls == H5T_FLOAT ? layout : class_name(cls));
     it->t.elem_size = dump_elem_size(it->t.dtype);
     return 0;
 }

@@ -1687,3 +1687,61 @@ Test(dump, externally_linked_dataset_is_read_not_mapped)
     dump_close(d);
     free(t), free(p);
 }
+
+/* One dataset /activations/t of file type ftype written from mtype values, with an optional
+ * string attribute dtype. */
+static char *typed_dump(const char *file, hid_t ftype, hid_t mtype, const void *v,
+                        const char *dtype_attr)
+{
+    char *path = fx_path(dir, file);
+    const hsize_t dims[2] = {2, 2};
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t g = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t ds = H5Dcreate2(g, "t", ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(ds, 0, "fixture %s", file);
+    cr_assert_geq(H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
+    if (dtype_attr) {
+        hid_t st = H5Tcopy(H5T_C_S1), scalar = H5Screate(H5S_SCALAR);
+        H5Tset_size(st, H5T_VARIABLE);
+        hid_t a = H5Acreate2(ds, "dtype", st, scalar, H5P_DEFAULT, H5P_DEFAULT);
+        cr_assert_geq(H5Awrite(a, st, &dtype_attr), 0);
+        H5Aclose(a), H5Sclose(scalar), H5Tclose(st);
+    }
+    H5Dclose(ds), H5Sclose(sp), H5Gclose(g), H5Fclose(f);
+    return path;
+}
+
+/* qcal converts 16-bit floats itself, so only IEEE half and bfloat16 laid out exactly are
+ * taken as such: a half with exponent bias 10 (HDF5 reads 0x3c00 as 32, not 1) is refused,
+ * naming the layout. The dtype attribute marks 16-bit integers as float bits (bfloat16 on
+ * int16 too, float16 on uint16); on other storage it contradicts the data and is refused. */
+Test(dump, sixteen_bit_floats_by_layout_and_by_attribute)
+{
+    const uint16_t bits[4] = {0x3c00, 0xc000, 0x3f80, 0x0000}; /* half 1, -2; bf16 1 */
+    hid_t biased = half_type(H5T_ORDER_LE);
+    H5Tset_ebias(biased, 10);
+    char *p = typed_dump("bias10.h5", biased, biased, bits, NULL);
+    REFUSED(p, QERR_DATA, "tensor 't'", "16-bit float of unusual layout", "bias 10");
+    free(p);
+    H5Tclose(biased);
+    p = typed_dump("bf_i16.h5", H5T_STD_I16LE, H5T_NATIVE_INT16, bits, "bfloat16");
+    dump *d = open_ok(p);
+    float out[4];
+    cr_expect_eq(tensor(d, "t")->dtype, DUMP_BF16);
+    read_rows(d, "t", 0, 2, out);
+    cr_expect(out[0] == 0.0078125f && out[1] == -2.0f && out[2] == 1.0f && out[3] == 0.0f,
+              "bfloat16 bits in int16: %g %g %g %g", out[0], out[1], out[2], out[3]);
+    dump_close(d), free(p);
+    p = typed_dump("f16_u16.h5", H5T_STD_U16LE, H5T_NATIVE_UINT16, bits, "float16");
+    d = open_ok(p);
+    cr_expect_eq(tensor(d, "t")->dtype, DUMP_F16);
+    read_rows(d, "t", 0, 2, out);
+    cr_expect(out[0] == 1.0f && out[1] == -2.0f && out[2] == 1.875f && out[3] == 0.0f,
+              "half bits in uint16: %g %g %g %g", out[0], out[1], out[2], out[3]);
+    dump_close(d), free(p);
+    const float f[4] = {1, 2, 3, 4};
+    p = typed_dump("bf_f32.h5", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, f, "bfloat16");
+    REFUSED(p, QERR_DATA, "tensor 't'", "dtype = \"bfloat16\"", "16-bit integers", "float type of 4 bytes");
+    free(p);
+}
