@@ -479,6 +479,107 @@ static int check_written(hid_t ds, hid_t dcpl, hid_t space, const dump *d, const
     return 0;
 }
 
+/* ---- values kept in other files: external storage, virtual datasets -------------------- */
+
+/* Where HDF5 looks for a file `name` that a dataset of the dump refers to: an absolute name
+ * as it is; else below `prefix` (the dataset's external-file or virtual-dataset prefix,
+ * "${ORIGIN}" standing for the dump's folder) when one is set; else beside the dump, or else
+ * in the working directory. */
+static void locate(const char *name, const char *dump_path, const char *prefix, char *out,
+                   size_t size)
+{
+    const char *slash = strrchr(dump_path, '/');
+    int dir_len = slash ? (int)(slash - dump_path) : 1;
+    const char *dir = slash ? dump_path : ".";
+    if (name[0] == '/') {
+        snprintf(out, size, "%s", name);
+    } else if (prefix[0] && !strncmp(prefix, "${ORIGIN}", 9)) {
+        snprintf(out, size, "%.*s%s/%s", dir_len, dir, prefix + 9, name);
+    } else if (prefix[0]) {
+        snprintf(out, size, "%s/%s", prefix, name);
+    } else {
+        snprintf(out, size, "%.*s/%s", dir_len, dir, name);
+        if (access(out, F_OK) != 0)
+            snprintf(out, size, "%s", name);
+    }
+}
+
+/* External storage must hold every value: HDF5 reads the bytes a short external file lacks as
+ * zeros, without a word. (A missing one HDF5 refuses itself when reading.) */
+static int check_external(hid_t ds, hid_t dcpl, hid_t space, const dump_item *it,
+                          const dump *d, qerror *e)
+{
+    int count = H5Pget_external_count(dcpl);
+    if (count <= 0)
+        return 0;
+    char prefix[1024] = "", name[1024], where[4096];
+    hid_t dapl = H5Dget_access_plist(ds);
+    if (dapl >= 0 && H5Pget_efile_prefix(dapl, prefix, sizeof prefix) < 0)
+        prefix[0] = '\0';
+    if (dapl >= 0)
+        H5Pclose(dapl);
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    uint64_t left = n > 0 ? (uint64_t)n * it->t.elem_size : 0;
+    for (int i = 0; i < count && left; i++) {
+        off_t offset = 0;
+        hsize_t bytes = 0;
+        struct stat st;
+        if (H5Pget_external(dcpl, (unsigned)i, sizeof name, name, &offset, &bytes) < 0)
+            continue;
+        uint64_t take = bytes < left ? bytes : left;
+        locate(name, d->path, prefix, where, sizeof where);
+        if (stat(where, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size < (uint64_t)offset + take)
+            return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected external file '%s' to "
+                              "hold %llu bytes from offset %lld, found %lld bytes in all (the rest "
+                              "would read as zeros)", d->path, it->t.name, where,
+                              (unsigned long long)take, (long long)offset, (long long)st.st_size);
+        left -= take;
+    }
+    return 0;
+}
+
+/* Whether file `path` opens as HDF5 and holds a dataset at `dataset`. */
+static int source_present(const char *path, const char *dataset)
+{
+    char why[256];
+    hid_t f = access(path, R_OK) == 0 && H5Fis_hdf5(path) > 0 ? h5_open_read(path, why, sizeof why) : -1;
+    if (f < 0)
+        return 0;
+    htri_t found = H5Oexists_by_name(f, dataset, H5P_DEFAULT);
+    H5Fclose(f);
+    return found > 0;
+}
+
+/* A virtual dataset's sources must be there: HDF5 reads a missing source file or dataset as
+ * the fill value, without a word. Sources named by a printf-like pattern are left to HDF5. */
+static int check_virtual(hid_t ds, hid_t dcpl, const dump_item *it, const dump *d, qerror *e)
+{
+    size_t count = 0;
+    if (H5Pget_layout(dcpl) != H5D_VIRTUAL || H5Pget_virtual_count(dcpl, &count) < 0)
+        return 0;
+    char prefix[1024] = "", file[1024], dataset[1024], where[4096];
+    hid_t dapl = H5Dget_access_plist(ds);
+    if (dapl >= 0 && H5Pget_virtual_prefix(dapl, prefix, sizeof prefix) < 0)
+        prefix[0] = '\0';
+    if (dapl >= 0)
+        H5Pclose(dapl);
+    for (size_t i = 0; i < count; i++) {
+        if (H5Pget_virtual_filename(dcpl, i, file, sizeof file) < 0 ||
+            H5Pget_virtual_dsetname(dcpl, i, dataset, sizeof dataset) < 0 || strchr(file, '%') ||
+            strchr(dataset, '%'))
+            continue;
+        int own = !strcmp(file, ".");
+        locate(file, d->path, prefix, where, sizeof where);
+        int present = own ? H5Oexists_by_name(d->file, dataset, H5P_DEFAULT) > 0
+                          : source_present(where, dataset);
+        if (!present)
+            return qerror_set(e, QERR_NOINPUT, "%s: tensor '%s': expected the virtual dataset's "
+                              "source %s:%s, found none (it would read as the fill value)",
+                              d->path, it->t.name, own ? d->path : where, dataset);
+    }
+    return 0;
+}
+
 /* ---- mapping: the pass reads uncompressed native-order values without a copy -------- */
 
 static int no_userblock(hid_t file)
@@ -629,6 +730,8 @@ static int describe(dump *d, dump_item *it, const char *full, qerror *e)
     rc = rc ? rc : check_filters(dcpl, d, it->t.name, e);
     rc = rc ? rc : read_attrs(it, ds, d, e);
     rc = rc ? rc : check_written(ds, dcpl, space, d, it->t.name, e);
+    rc = rc ? rc : check_external(ds, dcpl, space, it, d, e);
+    rc = rc ? rc : check_virtual(ds, dcpl, it, d, e);
     if (!rc && !d->weights && H5Pget_layout(dcpl) == H5D_CHUNKED) {
         hsize_t chunk[H5S_MAX_RANK];
         H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk);

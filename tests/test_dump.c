@@ -1745,3 +1745,39 @@ Test(dump, sixteen_bit_floats_by_layout_and_by_attribute)
     REFUSED(p, QERR_DATA, "tensor 't'", "dtype = \"bfloat16\"", "16-bit integers", "float type of 4 bytes");
     free(p);
 }
+
+/* Values in other files must all be there: HDF5 reads what a short external file lacks as
+ * zeros, and a virtual dataset's missing source as its fill value, without a word (found by
+ * an audit). Both are refused when the dump is opened, naming the file. */
+Test(bad, short_external_storage_and_missing_virtual_sources)
+{
+    const hsize_t dims[2] = {4, 8};
+    static float v[32];
+    char *bin = fx_path(dir, "values.bin"), *p = fx_path(dir, "ext.h5");
+    FILE *fp = fopen(bin, "wb");
+    cr_assert_eq(fwrite(v, 4, 16, fp), 16u); /* half the 128 bytes declared */
+    fclose(fp);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_external(dcpl, bin, 0, sizeof v);
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), sp = H5Screate_simple(2, dims, NULL);
+    hid_t g = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(H5Dcreate2(g, "x", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+    H5Gclose(g), H5Fclose(f), H5Pclose(dcpl);
+    REFUSED(p, QERR_DATA, "tensor 'x'", "values.bin", "hold 128 bytes", "found 64 bytes");
+
+    char *src = fx_path(dir, "src.h5"), *vp = fx_path(dir, "virtual.h5");
+    fx_dataset s = {.name = "x", .dtype = DUMP_F32, .rank = 2, .dims = {4, 8}, .data = v,
+                    .channel_axis = FX_NO_ATTR};
+    cr_assert_eq(fx_write_dump(src, &s, 1, 0), 0);
+    dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    cr_assert_geq(H5Pset_virtual(dcpl, sp, "src.h5", "/activations/x", sp), 0);
+    f = H5Fcreate(vp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    g = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(H5Dcreate2(g, "v", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+    H5Gclose(g), H5Fclose(f), H5Pclose(dcpl), H5Sclose(sp);
+    dump *d = open_ok(vp); /* the source beside it: fine */
+    dump_close(d);
+    cr_assert_eq(unlink(src), 0);
+    REFUSED(vp, QERR_NOINPUT, "tensor 'v'", "src.h5:/activations/x", "found none");
+    free(bin), free(p), free(src), free(vp);
+}
