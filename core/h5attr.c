@@ -52,13 +52,42 @@ static herr_t innermost(unsigned n, const H5E_error2_t *err, void *ud)
     return 0;
 }
 
-/* The innermost HDF5 error description, for one clear line. */
+/* The system's error number HDF5 quotes ("errno = 28") in a description on its stack. */
+static herr_t quoted_errno(unsigned n, const H5E_error2_t *err, void *ud)
+{
+    (void)n;
+    const char *at = err->desc ? strstr(err->desc, "errno = ") : NULL;
+    if (at && *(int *)ud == 0)
+        *(int *)ud = atoi(at + 8);
+    return 0;
+}
+
+int h5_system_reason(char *buf, size_t size)
+{
+    int number = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, quoted_errno, &number);
+    if (number > 0)
+        snprintf(buf, size, "%s", strerror(number));
+    return number > 0;
+}
+
+/* The innermost HDF5 error description, for one clear line; what the system said where HDF5
+ * quotes it (a full disk: "No space left on device", not HDF5's layers of "failed"). */
 void h5_reason(char *buf, size_t size)
 {
     char inner[256] = "unknown HDF5 error";
+    if (h5_system_reason(buf, size))
+        return;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, inner);
     snprintf(buf, size, "%s", inner);
 }
+
+/* Set when a file HDF5 was writing could not be closed: HDF5 then keeps it half closed, and
+ * its exit-time clean-up crashes on it (a full disk: exit 139 after the error line). */
+static volatile int file_left_open;
+
+void h5_file_left_open(void) { file_left_open = 1; }
+int h5_exit_must_skip_library(void) { return file_left_open; }
 
 static herr_t system_failed(unsigned n, const H5E_error2_t *err, void *ud)
 {

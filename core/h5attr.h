@@ -8,8 +8,15 @@
  * absent. *bad is set when it is present but not a readable scalar string. */
 char *h5_attr_string(hid_t obj, const char *name, int *bad);
 
-/* The innermost description on HDF5's error stack, for one clear line. */
+/* The innermost description on HDF5's error stack, for one clear line (or the system's words
+ * where HDF5 quotes an errno). */
 void h5_reason(char *buf, size_t size);
+/* What the system said (strerror) where HDF5's stack quotes an errno: 1, else 0. */
+int h5_system_reason(char *buf, size_t size);
+/* A file being written could not be closed: the process must then end without HDF5's
+ * exit-time clean-up (h5_exit_must_skip_library), which would crash on it. */
+void h5_file_left_open(void);
+int h5_exit_must_skip_library(void);
 /* h5_reason, and what the failure was: QERR_IO when the system refused a read (HDF5 quotes
  * an errno), else QERR_DATA: HDF5 found the file's structure or values damaged (an address
  * beyond the end, a bad signature or checksum, a chunk that does not inflate). */

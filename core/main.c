@@ -1,4 +1,5 @@
 /* main.c - the qcal command: run, list, info, show */
+#include <errno.h>
 #include <hdf5.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -1007,6 +1008,10 @@ int main(int argc, char **argv)
     mallopt(M_ARENA_MAX, 1);
 #endif
     int rc = dispatch(argc, argv, &e) == 0 ? 0 : (e.code ? e.code : 1);
+    if (!rc && (fflush(stdout) != 0 || ferror(stdout))) { /* `qcal show > /dev/full` */
+        qerror_set(&e, QERR_IO, "writing to standard output failed: %s", strerror(errno));
+        rc = QERR_IO;
+    }
     if (rc && the_dist) /* every rank reports its own error */
         fprintf(stderr, "qcal: rank %d of %d: %s\n", the_dist->rank, the_dist->size, e.msg);
     else if (rc)
@@ -1015,5 +1020,9 @@ int main(int argc, char **argv)
     if (the_dist)
         dist_mpi_finish(the_dist, rc);
 #endif
+    if (h5_exit_must_skip_library()) { /* HDF5's clean-up would crash on the half-closed file */
+        fflush(NULL);
+        _exit(rc);
+    }
     return rc;
 }

@@ -575,6 +575,8 @@ static herr_t first_desc(unsigned n, const H5E_error2_t *err, void *ud)
 static void api_reason(char *buf)
 {
     buf[0] = '\0';
+    if (h5_system_reason(buf, 256))
+        return;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, first_desc, buf);
     if (!buf[0])
         snprintf(buf, 256, "HDF5 error");
@@ -970,9 +972,11 @@ static int write_hdf5(const results *r, const char *tmp, ctx *c)
     }
     H5Pclose(fapl);
     int rc = write_body(f, r, c);
-    if (H5Fclose(f) < 0 && !rc) {
+    if (H5Fclose(f) < 0) {
+        h5_file_left_open();
         api_reason(why);
-        rc = qerror_set(c->e, QERR_IO, "cannot write '%s': %s", c->path, why);
+        if (!rc)
+            rc = qerror_set(c->e, QERR_IO, "cannot write '%s': %s", c->path, why);
     }
     return rc;
 }

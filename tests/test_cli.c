@@ -400,6 +400,41 @@ static void expect_corrupt_heap_refused(const char *file, long (*locate)(const c
  * says which file is corrupt instead of dying of the signal. (Under AddressSanitizer its
  * memcpy check would report first: replace_intrin=0 leaves the copy to fault as it does in a
  * plain build.) */
+/* A table that cannot be printed (stdout on a full device) is an I/O error, not a success. */
+Test(cli, show_to_a_full_device_fails)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", dump_file, out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    char cmd[4096], err[512];
+    snprintf(err, sizeof err, "%s/stderr", dir);
+    snprintf(cmd, sizeof cmd, "'%s' show '%s' > /dev/full 2> '%s'", TEST_QCAL_EXE, out_file, err);
+    int status = system(cmd);
+    fx_read_text(err, err_text, sizeof err_text);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 74, "status %d: %s", status, err_text);
+    cr_expect(strstr(err_text, "standard output") && line_count(err_text) == 1, "%s", err_text);
+}
+
+/* A write the system refuses part way (here a file size limit, as a full disk would) is one
+ * line with the system's words and exit 74; the earlier results stay, no temporary file is
+ * left, and HDF5's exit-time clean-up does not crash on the file it could not close (it did:
+ * exit 139 after the line; found by an audit on a full tmpfs). */
+Test(cli, results_the_disk_refuses_are_one_line_and_no_crash)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", dump_file, out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    struct stat before;
+    cr_assert_eq(stat(out_file, &before), 0);
+    snprintf(args, sizeof args, "run kl '%s' -o '%s' --force", dump_file, out_file);
+    cr_expect_eq(qcal("trap '' XFSZ; ulimit -f 8;", args), 74, "%s", err_text);
+    cr_expect(strstr(err_text, "File too large") && line_count(err_text) == 1, "%s", err_text);
+    struct stat after;
+    cr_assert_eq(stat(out_file, &after), 0, "the earlier results are kept");
+    cr_expect(after.st_ino == before.st_ino && after.st_size == before.st_size);
+    cr_expect_eq(count_temp_files(), 0);
+}
+
 Test(cli, hdf5_crashing_on_a_corrupt_file_is_one_line)
 {
     const unsigned char huge[8] = {0, 0, 0, 0x10, 0, 0, 0, 0}; /* 2^28 bytes, little-endian */
