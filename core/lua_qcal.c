@@ -545,7 +545,7 @@ static uint64_t opt_count(lua_State *L, int idx, const char *key, uint64_t def, 
     if (!lua_isnil(L, -1)) {
         lua_Integer i = luaL_checkinteger(L, -1);
         if (i < 0)
-            luaL_error(L, "%s: '%s' must be >= 0, got %lld", what, key, (long long)i);
+            luaL_error(L, "%s: '%s' must be >= 0, got %I", what, key, (lua_Integer)i);
         v = (uint64_t)i;
     }
     lua_pop(L, 1);
@@ -810,9 +810,13 @@ static int call_estimator(const reg_estimator *est, const lstat *ls, const qcal_
     const char *file = strrchr(est->plugin->path, '/') ? strrchr(est->plugin->path, '/') + 1 : est->plugin->path;
     int rc = est->desc.estimate(&ls->s->view, params, spec, out, n, &perr);
     perr.msg[sizeof perr.msg - 1] = '\0';
+    /* the parameters and spec come from the user: a combination the estimator refuses
+     * (levels above bins, a per-channel spec it lacks) is a usage error */
+    int code = rc == QCAL_E_DATA                          ? QERR_DATA
+               : rc == QCAL_E_INVAL || rc == QCAL_E_UNSUP ? QERR_USAGE
+                                                          : QERR_SOFTWARE;
     if (rc != QCAL_OK)
-        return qerror_set(e, rc == QCAL_E_DATA ? QERR_DATA : QERR_SOFTWARE,
-                          "%s: estimator '%s' on tensor '%s': %s", file, est->desc.name,
+        return qerror_set(e, code, "%s: estimator '%s' on tensor '%s': %s", file, est->desc.name,
                           ls->tensor, perr.msg[0] ? perr.msg : "failed");
     for (uint64_t i = 0; i < n; i++)
         if (!isfinite(out[i].lo) || !isfinite(out[i].hi) || out[i].lo > out[i].hi)
@@ -863,8 +867,8 @@ static int l_estimate(lua_State *L)
     int per_channel = (spec.flags & QCAL_QSPEC_PER_CHANNEL) != 0;
     uint64_t n = per_channel ? ls->s->view.channels : 1;
     if (n == 0 || n > ((uint64_t)1 << 24))
-        return luaL_error(L, "statistic of tensor '%s' has %llu channels", ls->tensor,
-                          (unsigned long long)n);
+        return luaL_error(L, "statistic of tensor '%s' has %I channels", ls->tensor,
+                          (lua_Integer)n);
     /* Guard ranges after the n the plugin may write: a plugin writing past them is caught
      * (freed by the GC, even on error). */
     qcal_range *r = lua_newuserdatauv(L, (n + GUARD_RANGES) * sizeof *r, 0);

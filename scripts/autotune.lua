@@ -24,7 +24,9 @@ local P = calib.params{
     start = 128, smooth = 0.0001, passes = 2, steps = 10, min_gap = 0.01, tune_samples = 32,
     weight_bits = 8,
 }
-if P.steps < 1 then qcal.param_error("steps must be at least 1") end
+if P.steps < 1 or P.steps > 4095 then -- an evaluation takes at most 4096 candidates a tensor
+    qcal.param_error(string.format("steps must be in [1, 4095], got %d", P.steps))
+end
 
 local consumers = {}
 for _, l in ipairs(qcal.layers()) do

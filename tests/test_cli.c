@@ -259,6 +259,27 @@ Test(cli, bad_invocations_give_one_line_and_a_code)
     cr_expect_neq(stat(out_file, &st), 0, "no output after failures");
 }
 
+/* Parameter values a recipe or an estimator cannot use are usage errors (64) in one line:
+ * a negative count (was a traceback of a format-string error, 78), more tuning steps than an
+ * evaluation takes (a traceback, 78), levels above bins (an "internal error", 70). */
+Test(cli, unusable_parameter_values_are_usage_errors)
+{
+    const char *const runs[][2] = {
+        {"mix", "max_samples=-1"}, {"pot", "stat_subset_size=-1"}, {"kl", "bins=-5"},
+        {"autotune", "steps=5000"}, {"kl", "levels=4096 bins=16"},
+    };
+    const char *const said[] = {"max_samples must be >= 0", "stat_subset_size must be >= 0",
+                                "bins must be >= 0", "steps must be in [1, 4095]",
+                                "levels must not exceed bins"};
+    char args[1024];
+    for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
+        snprintf(args, sizeof args, "run %s '%s' -o '%s' %s", runs[k][0], dump_file, out_file,
+                 runs[k][1]);
+        cr_expect_eq(qcal(NULL, args), 64, "%s %s: %s", runs[k][0], runs[k][1], err_text);
+        cr_expect(strstr(err_text, said[k]) && line_count(err_text) == 1, "%s", err_text);
+    }
+}
+
 Test(cli, refused_plugin_is_reported_and_the_run_goes_on)
 {
     char args[2048];

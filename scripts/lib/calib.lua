@@ -11,7 +11,14 @@ function M.params(own)
         per_channel = false, ignore = "", ignore_ops = "", max_samples = 0,
     }
     for k, v in pairs(own or {}) do all[k] = v end
-    return qcal.params(all)
+    local P = qcal.params(all)
+    -- every whole-number parameter counts something (samples, bins, levels, steps, bits)
+    for k, v in pairs(all) do
+        if math.type(v) == "integer" and math.type(P[k]) == "integer" and P[k] < 0 then
+            qcal.param_error(string.format("%s must be >= 0, got %d", k, P[k]))
+        end
+    end
+    return P
 end
 
 -- "a.*.b,c?" -> anchored Lua patterns.
