@@ -108,6 +108,9 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     lim->instructions += HOOK_EVERY;
     if (lim->instructions <= lim->instruction_limit)
         return;
+    /* from now on before every instruction: a pcall that catches the error returns to code
+     * that raises it again at once, so no loop of pcalls outlives the budget */
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
     lua_Debug where; /* level 0 is the interrupted Lua function: name its line */
     int line = -1;
     const char *source = "?";
@@ -277,7 +280,8 @@ static int ends_with_host_error(const char *msg, int len, const qerror *raised)
     return raised->code && n && (size_t)len >= n && !memcmp(msg + len - n, raised->msg, n);
 }
 
-/* Turns a failed pcall into one error line (first line of the message) + the traceback. A
+/* Turns a failed pcall into one error line (first line of the message; the traceback too
+ * with QCAL_DEBUG set). A
  * host error that ended the script (a corrupt dump, a failing plugin, a full disk) keeps its
  * exit code and comes as its one line, after the recipe's file:line, without a traceback: it
  * is about the input, not the script. */
@@ -294,7 +298,7 @@ static int script_failed(lua_State *L, int status, const char *name, const limit
     int first_len = newline ? (int)(newline - msg) : (int)strlen(msg);
     if (ends_with_host_error(msg, first_len, &ctx->raised))
         return qerror_set(e, ctx->raised.code, "%.*s", first_len, msg);
-    if (newline) {
+    if (newline && getenv("QCAL_DEBUG")) { /* else the error stays one line */
         log_text(o, newline + 1);
         log_text(o, "\n");
     }

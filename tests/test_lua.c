@@ -210,7 +210,7 @@ Test(lua, param_error_is_a_usage_error_in_one_line)
 }
 
 /* A host error the recipe caught, then an error of the recipe's own: that one is reported, as
- * a recipe error with its traceback. */
+ * a recipe error (one line; its traceback with QCAL_DEBUG set). */
 Test(lua, recipe_error_after_a_caught_host_error_stays_a_recipe_error)
 {
     qerror e = {0};
@@ -220,7 +220,12 @@ Test(lua, recipe_error_after_a_caught_host_error_stays_a_recipe_error)
     cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
     cr_expect_eq(e.code, QERR_CONFIG, "%d: %s", e.code, e.msg);
     cr_expect(strstr(e.msg, "recipe.lua:3: giving up"), "%s", e.msg);
-    cr_expect(strstr(log_text, "stack traceback"), "%s", log_text);
+    cr_expect_null(strstr(log_text, "stack traceback"), "%s", log_text);
+    setenv("QCAL_DEBUG", "1", 1);
+    log_text[0] = '\0';
+    cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
+    unsetenv("QCAL_DEBUG");
+    cr_expect(strstr(log_text, "stack traceback"), "with QCAL_DEBUG: %s", log_text);
 }
 
 Test(lua, runtime_error_reports_file_line_and_writes_nothing)
@@ -231,7 +236,7 @@ Test(lua, runtime_error_reports_file_line_and_writes_nothing)
                        "print(x.field)\n";
     cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
     cr_expect(strstr(e.msg, "recipe.lua:3:"), "%s", e.msg);
-    cr_expect(strstr(log_text, "stack traceback"), "%s", log_text);
+    cr_expect_null(strstr(log_text, "stack traceback"), "one line: %s", log_text);
     cr_expect_neq(access(out_file, F_OK), 0, "no results file after a failed recipe");
 }
 
@@ -291,6 +296,16 @@ Test(lua, endless_loop_stopped_by_instruction_budget)
     qerror e = {0};
     cr_assert_neq(run_text("local n = 0\nwhile true do\n  n = n + 1\nend\n", NULL, 0, 0, &e), 0);
     cr_expect(strstr(e.msg, "instruction budget") && strstr(e.msg, "recipe.lua:"), "%s", e.msg);
+}
+
+/* Catching the budget's error does not buy a new budget: a loop of pcalls over endless loops
+ * ends too (it ran for ever: each caught error let the next 1,000 instructions run). */
+Test(lua, the_instruction_budget_cannot_be_caught, .timeout = 60)
+{
+    qerror e = {0};
+    cr_assert_neq(run_text("while true do pcall(function() while true do end end) end\n", NULL, 0, 0, &e), 0);
+    cr_expect_eq(e.code, QERR_CONFIG, "%s", e.msg);
+    cr_expect(strstr(e.msg, "instruction budget") && strstr(e.msg, "recipe.lua:1"), "%s", e.msg);
 }
 
 Test(lua, memory_bomb_stopped_by_allocation_limit)
