@@ -264,6 +264,24 @@ static void put_lines(const char *const *lines, FILE *out)
         fputs(*lines, out);
 }
 
+/* Writes JSON text into the page's script with every '<' as \u003c (it can only be inside a
+ * string there): no "</script>" can close the data block early, and no "<!--" followed by
+ * "<script" can switch the HTML parser into the state where "</script>" no longer closes it
+ * (a tensor named so emptied the page). */
+static int put_script_text(const char *buffer, size_t size, void *data)
+{
+    FILE *out = data;
+    for (size_t start = 0, i = 0; i <= size; i++) {
+        if (i < size && buffer[i] != '<')
+            continue;
+        if (fwrite(buffer + start, 1, i - start, out) != i - start ||
+            (i < size && fputs("\\u003c", out) < 0))
+            return -1;
+        start = i + 1;
+    }
+    return 0;
+}
+
 int report_write(const report_options *o, FILE *out, qerror *e)
 {
     results *r;
@@ -275,9 +293,9 @@ int report_write(const report_options *o, FILE *out, qerror *e)
     if (!rc && !root)
         rc = qerror_set(e, QERR_SOFTWARE, "out of memory while building the report");
     if (!rc) {
-        /* '/' escaped, so no "</script>" can close the data block early */
         put_lines(page_head, out);
-        rc = json_dumpf(root, out, JSON_COMPACT | JSON_ESCAPE_SLASH | JSON_REAL_PRECISION(9)) ? -1 : 0;
+        rc = json_dump_callback(root, put_script_text, out,
+                                JSON_COMPACT | JSON_ESCAPE_SLASH | JSON_REAL_PRECISION(9)) ? -1 : 0;
         put_lines(page_tail, out);
         if (rc)
             qerror_set(e, QERR_IO, "writing the report failed");

@@ -173,3 +173,46 @@ Test(report, bad_inputs_give_one_line)
     snprintf(cmd, sizeof cmd, "%s/r.html", dir);
     cr_expect_neq(stat(cmd, &st), 0, "nothing written");
 }
+
+/* ---- names that look like markup ------------------------------------------------------- */
+
+static void setup_small(void)
+{
+    dir = fx_tmpdir();
+    dump_file = fx_path(dir, "dump.h5");
+    results_file = fx_path(dir, "results.h5");
+    page = fx_path(dir, "report.html");
+}
+
+TestSuite(report_names, .init = setup_small, .fini = teardown, .timeout = 120);
+
+/* Tensor names are data, never markup: "<!--<script>" in the page's data block put the HTML
+ * parser in the state where "</script>" no longer ends it, and the page came out empty
+ * (found by an audit). The names show as text, and the page's script runs. */
+Test(report_names, names_like_markup_stay_text)
+{
+    static float v[3][8 * 4];
+    const char *const names[3] = {"<!--<script>", "</script><b>x", "a&b"};
+    fx_dataset ds[3];
+    for (int i = 0; i < 3; i++) {
+        fx_fill_gauss(v[i], 32, (uint64_t)i + 7, 0.0f, 1.0f);
+        ds[i] = (fx_dataset){.name = names[i], .dtype = DUMP_F32, .rank = 2, .dims = {8, 4},
+                             .data = v[i], .channel_axis = FX_NO_ATTR};
+    }
+    cr_assert_eq(fx_write_dump(dump_file, ds, 3, 0), 0);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' run minmax '%s' -o '%s' > /dev/null", TEST_QCAL_EXE,
+             dump_file, results_file);
+    cr_assert_eq(sh(cmd), 0, "%s", err_text);
+    make_report("");
+    char *text = fx_read_file(page, NULL);
+    cr_assert_not_null(text);
+    cr_expect_null(strstr(text, "<!--<script>"), "raw in the page");
+    free(text);
+    render("");
+    cr_assert(strstr(dom, "data-state=\"ready\""), "the script did not finish: %.2000s", dom);
+    cr_expect(strstr(dom, "data-errors=\"0\""), "script errors");
+    cr_expect(strstr(dom, ">&lt;!--&lt;script&gt;</td>"), "first name as text: %.3000s", dom);
+    cr_expect(strstr(dom, ">&lt;/script&gt;&lt;b&gt;x</td>"), "second name as text");
+    cr_expect(strstr(dom, ">a&amp;b</td>"), "third name as text");
+}
