@@ -402,6 +402,12 @@ static int open_saved(const char *path, results **saved, dump **d, qerror *e)
 {
     if (results_read(path, saved, e))
         return -1;
+    if ((*saved)->share_count > 1) /* one share's statistics cover only its samples */
+        return qerror_set(e, QERR_USAGE, "--from-statistics %s: expected the statistics of the "
+                          "whole dump, found share %llu of %llu (fold the %llu shares with `qcal "
+                          "merge` first)", path, (unsigned long long)(*saved)->share_index,
+                          (unsigned long long)(*saved)->share_count,
+                          (unsigned long long)(*saved)->share_count);
     return recipe_saved_dump(*saved, path, d, e);
 }
 

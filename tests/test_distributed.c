@@ -337,6 +337,11 @@ Test(distributed, merge_refuses_wrong_sets_of_shares)
     cr_expect(strstr(err_text, "--shard: expected i/K with 0 <= i < K"), "%s", err_text);
     cr_expect_eq(qcal("observe minmax whole.h5 --shard 0/2"), 64);
     cr_expect(strstr(err_text, "-o STATS.h5 is required"), "%s", err_text);
+    /* one share's statistics cover a third of the samples: re-estimating from it alone gave
+     * ranges of that third, silently (found by an audit) */
+    cr_expect_eq(qcal("run minmax --from-statistics s1.h5 -o one.h5"), 64, "%s", err_text);
+    cr_expect(strstr(err_text, "found share 1 of 3") && strstr(err_text, "qcal merge"), "%s", err_text);
+    cr_expect(!exists("one.h5"));
 }
 
 Test(distributed, observe_stops_at_an_evaluation_pass)
