@@ -382,9 +382,47 @@ static int export_csv(const results *r, FILE *out)
     return 0;
 }
 
+typedef struct named {
+    const char *name, *tensor;
+} named;
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const named *)a)->name, ((const named *)b)->name);
+}
+
+/* Two tensors of one kind (activations, or weights) under one framework name (the dump's name
+ * attributes): a table keyed by name would keep one of them, or list both, silently. */
+static int names_unique(const results *r, qerror *e)
+{
+    named *list = malloc((r->n_tensors ? r->n_tensors : 1) * sizeof *list);
+    if (!list)
+        return qerror_set(e, QERR_SOFTWARE, "out of memory");
+    int rc = 0;
+    for (int weights = 0; weights < 2 && !rc; weights++) {
+        size_t n = 0;
+        for (size_t i = 0; i < r->n_tensors; i++)
+            if (is_weight(&r->tensors[i]) == weights)
+                list[n++] = (named){export_name(&r->tensors[i]), r->tensors[i].tensor};
+        qsort(list, n, sizeof *list, by_name);
+        for (size_t i = 1; i < n && !rc; i++)
+            if (!strcmp(list[i - 1].name, list[i].name))
+                rc = qerror_set(e, QERR_DATA, "tensors '%s' and '%s' are both named '%s' (the "
+                                "dump's name attributes): a calibration table holds one entry "
+                                "per name", list[i - 1].tensor, list[i].tensor, list[i].name);
+    }
+    free(list);
+    return rc;
+}
+
 int export_results(const results *r, const export_options *o, FILE *out, qerror *e)
 {
     const char *f = o->format ? o->format : "";
+    int known = 0;
+    for (size_t k = 0; export_formats[k]; k++)
+        known |= !strcmp(f, export_formats[k]);
+    if (known && strcmp(f, "csv") != 0 && names_unique(r, e)) /* csv: a row per tensor */
+        return -1;
     if (!strcmp(f, "tpu-mlir"))
         return export_tpu(r, out, e);
     if (!strcmp(f, "tensorrt"))

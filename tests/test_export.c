@@ -468,3 +468,31 @@ Test(export, bad_requests_exit_with_one_line)
     for (const char *e = err_text; *e; e++)
         cr_expect(*e != '\n' || e[1] == '\0', "one line: %s", err_text);
 }
+
+/* Two tensors under one framework name: every table keyed by name refuses them in one line
+ * naming both (qnn and onnxruntime kept one silently, tpu-mlir and tensorrt listed both;
+ * found by an audit); csv, a row per tensor, writes both. */
+Test(export, two_tensors_with_one_name_are_refused)
+{
+    static float v[8 * 2];
+    fx_fill_gauss(v, 16, 3, 0.0f, 1.0f);
+    fx_dataset ds[2] = {
+        {.name = "a", .dtype = DUMP_F32, .rank = 2, .dims = {8, 2}, .data = v, .channel_axis = FX_NO_ATTR, .orig_name = "same"},
+        {.name = "b", .dtype = DUMP_F32, .rank = 2, .dims = {8, 2}, .data = v, .channel_axis = FX_NO_ATTR, .orig_name = "same"},
+    };
+    char *d = fx_path(dir, "dup.h5"), *out = fx_path(dir, "dup_out.h5"), args[2048];
+    cr_assert_eq(fx_write_dump(d, ds, 2, 0), 0);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", d, out);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    const char *formats[] = {"tpu-mlir", "tensorrt", "qnn", "onnxruntime"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(args, sizeof args, "export '%s' --format %s", out, formats[k]);
+        cr_expect_eq(qcal(args), 65, "%s: %s", formats[k], err_text);
+        cr_expect(strstr(err_text, "'a' and 'b' are both named 'same'"), "%s", err_text);
+        cr_expect_str_eq(text, "");
+    }
+    snprintf(args, sizeof args, "export '%s' --format csv", out);
+    cr_expect_eq(qcal(args), 0, "%s", err_text);
+    cr_expect(strstr(text, "\na,same,") && strstr(text, "\nb,same,"), "%s", text);
+    free(d), free(out);
+}
