@@ -1011,6 +1011,10 @@ static int open_file(dump *d, qerror *e)
     struct stat st;
     if (stat(d->path, &st) == 0 && S_ISDIR(st.st_mode))
         return qerror_set(e, QERR_NOINPUT, "%s: expected an HDF5 file, found a directory", d->path);
+    if (stat(d->path, &st) == 0 && !S_ISREG(st.st_mode)) /* a FIFO would block for ever */
+        return qerror_set(e, QERR_NOINPUT, "%s: expected an HDF5 file, found %s", d->path,
+                          S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISSOCK(st.st_mode) ? "a socket"
+                                                                  : "a device");
     htri_t is_h5 = H5Fis_hdf5(d->path);
     if (is_h5 <= 0)
         return qerror_set(e, QERR_DATA, "%s: expected an HDF5 file, found %s", d->path,
@@ -1432,11 +1436,27 @@ static int describe_whole(dump *d, qerror *e)
     return 0;
 }
 
+/* The same file named twice (or through a link) would count its samples twice. */
+static int named_twice(const char *const *paths, size_t n, qerror *e)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++) {
+            struct stat a, b;
+            if (stat(paths[i], &a) == 0 && stat(paths[j], &b) == 0 && a.st_dev == b.st_dev &&
+                a.st_ino == b.st_ino)
+                return qerror_set(e, QERR_USAGE, "'%s' and '%s' are the same dump file: its "
+                                  "samples would count twice", paths[i], paths[j]);
+        }
+    return 0;
+}
+
 int dump_open_many(const char *const *paths, size_t n, dump **out, qerror *e)
 {
     *out = NULL;
     if (n == 0)
         return qerror_set(e, QERR_USAGE, "expected at least one dump file, found none");
+    if (named_twice(paths, n, e))
+        return -1;
     if (n == 1)
         return dump_open(paths[0], out, e);
     dump *d = blank_dump();

@@ -929,6 +929,18 @@ static const char *help_of(const char *name)
 /* Replacing an input (a dump, a recipe, a results file) would lose it: refused even with
  * --force. What -o replaces is its directory entry (lstat: a symbolic link itself, which
  * leaves its target alone), compared with the file each input names. */
+/* The results of run, observe and merge are HDF5 files: "-" (stdout for export and report)
+ * would become a file named "-". */
+static int results_to_stdout(const char *command, const cli *c, qerror *e)
+{
+    int writes_results = !strcmp(command, "run") || !strcmp(command, "observe") ||
+                         !strcmp(command, "merge");
+    if (writes_results && c->output && !strcmp(c->output, "-"))
+        return qerror_set(e, QERR_USAGE, "%s: -o -: results are an HDF5 file, which cannot go "
+                          "to standard output (give a path)", command);
+    return 0;
+}
+
 static int output_replaces_an_input(const cli *c, qerror *e)
 {
     struct stat out, in;
@@ -960,7 +972,7 @@ static int dispatch(int argc, char **argv, qerror *e)
             continue;
         cli c;
         int rc = parse_cli(&c, argc, argv, e);
-        rc = rc || output_replaces_an_input(&c, e);
+        rc = rc || results_to_stdout(cmd->name, &c, e) || output_replaces_an_input(&c, e);
         if (!rc && c.help)
             fputs(help_of(cmd->name), stdout);
         else if (!rc) {

@@ -280,6 +280,33 @@ Test(cli, unusable_parameter_values_are_usage_errors)
     }
 }
 
+/* Inputs and outputs that cannot be what they are named as: a FIFO as the dump (HDF5 blocked
+ * reading it for ever), one dump file given twice (its samples counted twice), and "-o -" for
+ * results, which are an HDF5 file (a file named "-" was written). Found by an audit. */
+Test(cli, fifo_dumps_repeated_dumps_and_results_to_stdout_are_refused, .timeout = 60)
+{
+    char *fifo = fx_path(dir, "fifo.h5"), args[2048];
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    snprintf(args, sizeof args, "info '%s'", fifo);
+    cr_expect_eq(qcal(NULL, args), 66, "%s", err_text);
+    cr_expect(strstr(err_text, "found a FIFO") && line_count(err_text) == 1, "%s", err_text);
+    snprintf(args, sizeof args, "run minmax '%s' '%s' -o '%s'", dump_file, dump_file, out_file);
+    cr_expect_eq(qcal(NULL, args), 64, "%s", err_text);
+    cr_expect(strstr(err_text, "are the same dump file"), "%s", err_text);
+    char cwd[1024];
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    cr_assert_eq(chdir(dir), 0);
+    snprintf(args, sizeof args, "run minmax '%s' -o -", dump_file);
+    int rc = qcal(NULL, args);
+    struct stat st;
+    int dash_written = stat("-", &st) == 0;
+    cr_assert_eq(chdir(cwd), 0);
+    cr_expect_eq(rc, 64, "%s", err_text);
+    cr_expect(strstr(err_text, "-o -: results are an HDF5 file"), "%s", err_text);
+    cr_expect(!dash_written, "no file named '-'");
+    free(fifo);
+}
+
 Test(cli, refused_plugin_is_reported_and_the_run_goes_on)
 {
     char args[2048];
