@@ -111,6 +111,12 @@ int layer_geometry(const layer *l, const char *activation, const uint64_t *dims,
                           (unsigned long long)l->in_ch, activation, rank,
                           (unsigned long long)(rank ? dims[0] : 0));
     g->in_h = dims[1], g->in_w = dims[2];
+    const uint64_t most = (uint64_t)1 << 31; /* per sample: the output and the unfolded input */
+    if (l->padding[0] > most || l->padding[1] > most || g->in_h > most || g->in_w > most)
+        return qerror_set(e, QERR_DATA, "layer '%s': expected padding and input sides of at most "
+                          "2^31, found padding %llux%llu over %llux%llu", l->name,
+                          (unsigned long long)l->padding[0], (unsigned long long)l->padding[1],
+                          (unsigned long long)g->in_h, (unsigned long long)g->in_w);
     uint64_t ph = g->in_h + 2 * l->padding[0], pw = g->in_w + 2 * l->padding[1];
     if (ph < l->kh || pw < l->kw)
         return qerror_set(e, QERR_DATA, "layer '%s': kernel %llux%llu larger than the padded "
@@ -118,6 +124,16 @@ int layer_geometry(const layer *l, const char *activation, const uint64_t *dims,
                           (unsigned long long)l->kw, (unsigned long long)ph,
                           (unsigned long long)pw, activation);
     g->out_h = (ph - l->kh) / l->stride[0] + 1, g->out_w = (pw - l->kw) / l->stride[1] + 1;
+    double out = (double)l->out_ch * (double)g->out_h * (double)g->out_w;
+    double unfolded = (double)(l->in_ch / l->groups) * (double)l->kh * (double)l->kw *
+                      (double)g->out_h * (double)g->out_w;
+    if (out > (double)most || unfolded > (double)most)
+        return qerror_set(e, QERR_DATA, "layer '%s': padding %llux%llu and stride %llux%llu over "
+                          "%llux%llu give %.0f outputs and %.0f unfolded inputs per sample "
+                          "(expected at most 2^31 each)", l->name,
+                          (unsigned long long)l->padding[0], (unsigned long long)l->padding[1],
+                          (unsigned long long)l->stride[0], (unsigned long long)l->stride[1],
+                          (unsigned long long)g->in_h, (unsigned long long)g->in_w, out, unfolded);
     g->out_size = l->out_ch * g->out_h * g->out_w;
     g->scratch = (l->in_ch / l->groups) * l->kh * l->kw * g->out_h * g->out_w;
     return 0;

@@ -109,6 +109,15 @@ Test(layer, geometry_refuses_shapes_that_do_not_fit)
     cr_expect_eq(layer_geometry(&conv, "act", d3, 3, &g, &e), -1);
     cr_expect(strstr(e.msg, "larger than the padded input"), "%s", e.msg);
     cr_expect_eq(layer_geometry(&conv, "act", d4, 2, &g, &e), -1);
+    /* padding that would ask for terabytes: bad data naming the layer, not out of memory */
+    layer padded = conv;
+    padded.padding[0] = padded.padding[1] = (uint64_t)1 << 40;
+    uint64_t d5[3] = {3, 16, 16};
+    cr_expect_eq(layer_geometry(&padded, "act", d5, 3, &g, &e), -1);
+    cr_expect(e.code == QERR_DATA && strstr(e.msg, "'c'") && strstr(e.msg, "padding"), "%s", e.msg);
+    padded.padding[0] = padded.padding[1] = 40000; /* sides fine, the product too large */
+    cr_expect_eq(layer_geometry(&padded, "act", d5, 3, &g, &e), -1);
+    cr_expect(e.code == QERR_DATA && strstr(e.msg, "at most 2^31 each"), "%s", e.msg);
 }
 
 /* ---- /layers in a file ---------------------------------------------------------------------- */
