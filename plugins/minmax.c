@@ -257,8 +257,10 @@ static int mm_finalize(void *state, qcal_stat *out, qcal_err *err)
  * by m += c * (batch_m - m), in batch order. To be exact under any split into slabs and
  * states, the state keeps each batch's extrema keyed by batch index (sorted); merge unions
  * them (a batch split between states takes the min / max of its parts) and finalize applies
- * the average in increasing batch order, in double precision, rounded to float32 at the end.
- * A batch (or, per channel, a batch's channel) without finite values is skipped. */
+ * the average in increasing batch order in float32 arithmetic, every operation rounded as
+ * torch's float32 tensors round it (c itself taken as a float32), so the range is torch's bit
+ * for bit (double precision, rounded at the end, was up to 3 ulp off). A batch (or, per
+ * channel, a batch's channel) without finite values is skipped. */
 
 enum { MA_CONSTANT, MA_BATCH_SIZE, MA_PER_CHANNEL, MA_N_PARAMS };
 
@@ -555,22 +557,32 @@ static int ma_deserialize(void *state, const qcal_stat *in, qcal_err *err)
     return QCAL_OK;
 }
 
+/* torch's update m + c (batch - m) on float32 tensors: each operation rounded to float32
+ * (volatile: no fused multiply-add, no wider intermediate). */
+static float ma_step(float m, float c, float batch)
+{
+    volatile float difference = batch - m;
+    volatile float moved = c * difference;
+    return m + moved;
+}
+
 /* The moving average of channel ch over the batches that saw a finite value in it. */
 static uint64_t ma_average(const ma_state *s, uint64_t ch, double *lo, double *hi)
 {
     uint64_t c = s->g.channels, seen = 0;
+    const float constant = (float)s->constant;
+    float l = 0, h = 0;
     for (uint64_t i = 0; i < s->n; i++) {
         uint64_t k = i * c + ch;
         if (!s->count[k])
             continue; /* a batch without finite values is skipped */
-        if (!seen) {
-            *lo = s->lo[k], *hi = s->hi[k];
-        } else {
-            *lo += s->constant * ((double)s->lo[k] - *lo);
-            *hi += s->constant * ((double)s->hi[k] - *hi);
-        }
+        if (!seen)
+            l = s->lo[k], h = s->hi[k];
+        else
+            l = ma_step(l, constant, s->lo[k]), h = ma_step(h, constant, s->hi[k]);
         seen += s->count[k];
     }
+    *lo = l, *hi = h;
     return seen;
 }
 

@@ -196,8 +196,10 @@ static void expect_same(const mm_result *got, const mm_result *want)
     cr_expect_eq(got->nonfinite[1], want->nonfinite[1]);
 }
 
-/* torch's MovingAverageMinMaxObserver, batch by batch, in double: the first batch with a
- * finite value sets (min, max); each later one moves them by c * (batch - m). */
+/* torch's MovingAverageMinMaxObserver, batch by batch, as its float32 tensors compute it:
+ * the first batch with a finite value sets (min, max); each later one moves them by
+ * c * (batch - m), c a float32 and every operation rounded to float32 (by storing each into
+ * a volatile float). */
 static void moving_reference(const qcal_tensor *t, int axis, const float *x, uint64_t batch,
                              double c, mm_result *r)
 {
@@ -206,7 +208,7 @@ static void moving_reference(const qcal_tensor *t, int axis, const float *x, uin
     naive_minmax(t, axis, x, 0, n, &total);
     *r = total;
     for (uint64_t ch = 0; ch < total.channels; ch++) {
-        double lo = 0, hi = 0;
+        volatile float lo = 0, hi = 0, cf = (float)c, d;
         int started = 0;
         for (uint64_t first = 0; first < n; first += batch) {
             naive_minmax(t, axis, x, first, first + batch < n ? first + batch : n, &per_batch);
@@ -215,12 +217,12 @@ static void moving_reference(const qcal_tensor *t, int axis, const float *x, uin
             if (!started) {
                 lo = per_batch.lo[ch], hi = per_batch.hi[ch], started = 1;
             } else {
-                lo = lo + c * ((double)per_batch.lo[ch] - lo);
-                hi = hi + c * ((double)per_batch.hi[ch] - hi);
+                d = per_batch.lo[ch] - lo, d = cf * d, lo = lo + d;
+                d = per_batch.hi[ch] - hi, d = cf * d, hi = hi + d;
             }
         }
-        r->lo[ch] = (float)lo;
-        r->hi[ch] = (float)hi;
+        r->lo[ch] = lo;
+        r->hi[ch] = hi;
     }
 }
 
