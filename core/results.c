@@ -1083,9 +1083,11 @@ static int write_atomic(const results *r, const char *path, int force, ctx *c)
         return sys_failed(c, QERR_CANTCREAT, "create");
     }
     pending(tmp);
-    int rc = fchmod(fd, new_mode(path)) ? sys_failed(c, QERR_CANTCREAT, "create") : 0;
-    if (!rc)
-        rc = write_hdf5(r, tmp, c);
+    /* the target's mode comes once written: a read-only old file's mode on the temporary
+     * file kept HDF5 from opening it for writing ("HDF5 error" replacing a 0444 file) */
+    int rc = write_hdf5(r, tmp, c);
+    if (!rc && fchmod(fd, new_mode(path)) != 0)
+        rc = sys_failed(c, QERR_CANTCREAT, "create");
     if (!rc && fsync(fd) != 0)
         rc = sys_failed(c, QERR_IO, "write");
     if (close(fd) != 0 && !rc)
