@@ -5,6 +5,7 @@
 
 #include <lauxlib.h>
 #include <limits.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,9 +88,13 @@ static int push_typed(lua_State *L, int def, const char *key, const char *text, 
             return qerror_set(e, QERR_USAGE, "parameter '%s': expected a boolean, found '%s'", key, text);
         lua_pushboolean(L, is_true_word(text));
     } else if (!strcmp(kind, "integer")) {
+        errno = 0;
         long long v = strtoll(text, &end, 10);
         if (!*text || *end)
             return qerror_set(e, QERR_USAGE, "parameter '%s': expected an integer, found '%s'", key, text);
+        if (errno == ERANGE)
+            return qerror_set(e, QERR_USAGE, "parameter '%s': expected an integer of at most 19 "
+                              "digits, found '%s'", key, text);
         lua_pushinteger(L, (lua_Integer)v);
     } else if (!strcmp(kind, "number")) {
         double v = strtod(text, &end);
@@ -738,7 +743,7 @@ static void check_spec(lua_State *L, int idx, int default_axis, qcal_qspec *out)
     lua_Integer bits = opt_int(L, idx, "bits", 8);
     qerror e = {0};
     if (bits < 2 || bits > 16) { /* from the command line (bits=) as a rule: a usage error */
-        qerror_set(&e, QERR_USAGE, "spec: bits must be in [2, 16], got %d", (int)bits);
+        qerror_set(&e, QERR_USAGE, "spec: bits must be in [2, 16], got %lld", (long long)bits);
         raise(L, &e);
     }
     if (qmath_spec(out, (int)bits, flags, (flags & QCAL_QSPEC_PER_CHANNEL) ? (int)axis : -1, &e))

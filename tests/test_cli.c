@@ -255,6 +255,13 @@ Test(cli, bad_invocations_give_one_line_and_a_code)
     snprintf(args, sizeof args, "run minmax '%s' -o '%s' bits=1", dump_file, out_file);
     cr_expect_neq(qcal(NULL, args), 0);
     cr_expect(strstr(err_text, "bits"), "%s", err_text);
+    /* the value as given, not as it wrapped ("got -1", "got 1215752191" before) */
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' bits=99999999999", dump_file, out_file);
+    cr_expect_eq(qcal(NULL, args), 64);
+    cr_expect(strstr(err_text, "got 99999999999"), "%s", err_text);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' bits=99999999999999999999999", dump_file, out_file);
+    cr_expect_eq(qcal(NULL, args), 64);
+    cr_expect(strstr(err_text, "at most 19 digits"), "%s", err_text);
     struct stat st;
     cr_expect_neq(stat(out_file, &st), 0, "no output after failures");
 }
