@@ -164,7 +164,11 @@ static int channel_axis_of(hid_t ds, const dump *d, const char *name, int rank, 
     hid_t a = H5Aopen(ds, "channel_axis", H5P_DEFAULT), t = H5Aget_type(a), sp = H5Aget_space(a);
     long long v = 0, count = (long long)H5Sget_simple_extent_npoints(sp);
     H5T_class_t cls = H5Tget_class(t);
-    int ok = cls == H5T_INTEGER && count == 1 && H5Aread(a, H5T_NATIVE_LLONG, &v) >= 0;
+    /* an unsigned value beyond LLONG_MAX would read clamped: take it as unsigned */
+    int is_unsigned = cls == H5T_INTEGER && H5Tget_sign(t) == H5T_SGN_NONE;
+    unsigned long long u = 0;
+    int ok = cls == H5T_INTEGER && count == 1 &&
+             (is_unsigned ? H5Aread(a, H5T_NATIVE_ULLONG, &u) : H5Aread(a, H5T_NATIVE_LLONG, &v)) >= 0;
     H5Sclose(sp);
     H5Tclose(t);
     H5Aclose(a);
@@ -172,6 +176,16 @@ static int channel_axis_of(hid_t ds, const dump *d, const char *name, int rank, 
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected one integer in attribute "
                           "channel_axis, found %s with %lld value(s)", d->path, name,
                           class_name(cls), count), -2;
+    if (rank < 2)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected no channel_axis on a tensor of "
+                          "rank %d (axis 0 is the sample axis: a sample has no axes), found one",
+                          d->path, name, rank), -2;
+    if (is_unsigned && u >= (unsigned long long)rank)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected channel_axis in [1, %d] (axis "
+                          "0 is the sample axis) for rank %d, found %llu", d->path, name,
+                          rank - 1, rank, u), -2;
+    if (is_unsigned)
+        v = (long long)u;
     long long axis = v < 0 ? v + rank : v;
     if (axis < 1 || axis >= rank)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected channel_axis in [1, %d] (axis "

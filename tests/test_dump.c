@@ -1325,6 +1325,23 @@ static void retype_axis(const char *path, hid_t type, hsize_t n, const void *val
     H5Fclose(f);
 }
 
+/* The value as stored: an unsigned 2^64 - 1 read clamped to 2^63 - 1 in the message; and a
+ * tensor of rank 1 has no axis to name ("expected channel_axis in [1, 0]" before). */
+Test(bad, channel_axis_unsigned_huge_or_on_rank_one)
+{
+    char *p = axis_dump("axis_u64.h5", 1);
+    const unsigned long long huge = ~0ull;
+    retype_axis(p, H5T_NATIVE_ULLONG, 0, &huge);
+    REFUSED(p, QERR_DATA, "tensor 't'", "expected channel_axis in [1, 2]", "found 18446744073709551615");
+    free(p);
+    static float v[4];
+    fx_dataset ds = {.name = "t", .dtype = DUMP_F32, .rank = 1, .dims = {4}, .data = v,
+                     .channel_axis = 1};
+    p = write_ok("axis_rank1.h5", &ds, 1, 0);
+    REFUSED(p, QERR_DATA, "tensor 't'", "expected no channel_axis on a tensor of rank 1");
+    free(p);
+}
+
 Test(bad, channel_axis_of_a_non_integer_type)
 {
     char *p = axis_dump("axis_float.h5", 1);
