@@ -912,15 +912,21 @@ static long long attr_int_or(hid_t obj, const char *name, long long def)
     return v;
 }
 
-/* Shape of dataset `name` in group g; returns its rank, or -1 when absent or not numeric. */
-static int dataset_shape(hid_t g, const char *name, hsize_t *dims)
+/* Shape of dataset `name` in group g; returns its rank, or -1 when absent (what, if given,
+ * then says "none") or not numeric (what names its type class). */
+static int dataset_shape(hid_t g, const char *name, hsize_t *dims, const char **what)
 {
+    if (what)
+        *what = "none";
     if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
         return -1;
     hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
     if (ds < 0)
         return -1;
-    hid_t sp = H5Dget_space(ds);
+    hid_t sp = H5Dget_space(ds), type = H5Dget_type(ds);
+    if (what)
+        *what = class_name(H5Tget_class(type));
+    H5Tclose(type);
     int rank = is_numeric(ds) ? H5Sget_simple_extent_ndims(sp) : -1;
     if (rank > 0 && rank <= H5S_MAX_RANK)
         H5Sget_simple_extent_dims(sp, dims, NULL);
@@ -934,11 +940,18 @@ static int check_weight(const dump *d, const char *layer, int conv, const dump_t
                         hid_t g, qerror *e)
 {
     hsize_t w[H5S_MAX_RANK], b[H5S_MAX_RANK];
-    int rank = dataset_shape(g, "weight", w), want = conv ? 4 : 2;
+    const char *what;
+    int rank = dataset_shape(g, "weight", w, &what), want = conv ? 4 : 2;
+    if (rank < 0)
+        return qerror_set(e, QERR_DATA, "%s: layer '%s': expected a numeric dataset weight of rank "
+                          "%d, found %s", d->path, layer, want, what);
     if (rank != want)
         return qerror_set(e, QERR_DATA, "%s: layer '%s': expected a numeric dataset weight of rank "
-                          "%d, found %s%d", d->path, layer, want, rank < 0 ? "none or rank " : "rank ",
-                          rank);
+                          "%d, found rank %d", d->path, layer, want, rank);
+    if (conv && in->rank != 4)
+        return qerror_set(e, QERR_DATA, "%s: layer '%s': a conv2d takes samples [C, H, W]: expected "
+                          "input '%s' of rank 4 (with its sample axis), found rank %d", d->path,
+                          layer, in->name, in->rank);
     long long groups = conv ? attr_int_or(g, "groups", 1) : 1;
     uint64_t features = conv ? (in->rank == 4 ? in->dims[1] : 0) : in->dims[in->rank - 1];
     if (groups < 1 || (uint64_t)groups * w[1] != features || w[0] % (uint64_t)groups)
@@ -946,7 +959,7 @@ static int check_weight(const dump *d, const char *layer, int conv, const dump_t
                           "does not fit input '%s' of %llu features", d->path, layer,
                           (unsigned long long)w[0], (unsigned long long)w[1], groups, in->name,
                           (unsigned long long)features);
-    int brank = dataset_shape(g, "bias", b);
+    int brank = dataset_shape(g, "bias", b, NULL);
     if (H5Lexists(g, "bias", H5P_DEFAULT) > 0 && (brank != 1 || b[0] != w[0]))
         return qerror_set(e, QERR_DATA, "%s: layer '%s': expected bias [%llu], found another shape",
                           d->path, layer, (unsigned long long)w[0]);
@@ -970,9 +983,13 @@ static herr_t check_layer(hid_t layers, const char *name, const H5L_info_t *info
     if (!type || (!conv && strcmp(type, "linear")))
         rc = qerror_set(e, QERR_DATA, "%s: layer '%s': expected type 'linear' or 'conv2d', found "
                         "'%s'", d->path, name, type ? type : "none");
+    else if (!input)
+        rc = qerror_set(e, QERR_DATA, "%s: layer '%s': expected a string attribute input naming "
+                        "a tensor of the dump, found %s", d->path, name,
+                        H5Aexists(g, "input") > 0 ? "an attribute of another type" : "none");
     else if (t < 0)
         rc = qerror_set(e, QERR_DATA, "%s: layer '%s': expected input to name a tensor of the "
-                        "dump, found '%s'", d->path, name, input ? input : "no input attribute");
+                        "dump, found '%s'", d->path, name, input);
     else
         rc = check_weight(d, name, conv, dump_get(d, (size_t)t), g, e);
     free(type);

@@ -1515,6 +1515,31 @@ Test(bad, layers_that_do_not_fit)
     add_layer(p, "fc", "attention", "fc.in", 2, lin_bad, 1);
     REFUSED(p, QERR_DATA, "layer 'fc'", "'linear' or 'conv2d'", "'attention'");
     free(p);
+    /* what is wrong, said as it is (audited: "input ... of 0 features", "found 'no input
+     * attribute'" for an integer input, "found none or rank -1" for a string weight) */
+    p = layered_dump("l7.h5");
+    add_layer(p, "conv", "conv2d", "fc.in", 4, conv, 1);
+    REFUSED(p, QERR_DATA, "layer 'conv'", "expected input 'fc.in' of rank 4", "found rank 3");
+    free(p);
+    p = layered_dump("l8.h5");
+    add_layer(p, "fc", "linear", "fc.in", 2, lin_bad, 1);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT), g = H5Gopen2(f, "/layers/fc", H5P_DEFAULT);
+    H5Adelete(g, "input");
+    hid_t sp = H5Screate(H5S_SCALAR);
+    const long long seven = 7;
+    hid_t a = H5Acreate2(g, "input", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_LLONG, &seven);
+    H5Aclose(a), H5Sclose(sp), H5Gclose(g), H5Fclose(f);
+    REFUSED(p, QERR_DATA, "layer 'fc'", "expected a string attribute input", "another type");
+    free(p);
+    p = layered_dump("l9.h5");
+    add_layer(p, "fc", "linear", "fc.in", 2, lin_bad, 1);
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(f, "/layers/fc/weight", H5P_DEFAULT);
+    H5Fclose(f);
+    add_string(p, "/layers/fc/weight");
+    REFUSED(p, QERR_DATA, "layer 'fc'", "weight of rank 2", "found a string type");
+    free(p);
     /* a damaged file's string can hold any byte: the message stays one line (a vertical tab
      * or a newline would break it for whoever reads stderr by lines) */
     p = layered_dump("l6.h5");
