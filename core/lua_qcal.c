@@ -979,11 +979,16 @@ static int l_put(lua_State *L)
     qcal_qspec spec;
     check_spec(L, lua_gettop(L), t->channel_axis, &spec);
     lua_getfield(L, 2, "range");
-    luaL_checktype(L, -1, LUA_TTABLE);
+    if (!lua_istable(L, -1))
+        return luaL_error(L, "qcal.put: tensor '%s': expected range = {lo = ..., hi = ...}, found "
+                          "%s", t->name, luaL_typename(L, -1));
     double *lo, *hi;
     uint64_t n = check_range(L, lua_gettop(L), &lo, &hi, "qcal.put");
     int per_channel = (spec.flags & QCAL_QSPEC_PER_CHANNEL) != 0;
-    if (per_channel && (spec.axis < 1 || spec.axis >= t->rank || n != t->dims[spec.axis]))
+    if (per_channel && (spec.axis < 1 || spec.axis >= t->rank))
+        return luaL_error(L, "qcal.put: tensor '%s': expected a per-channel axis in [1, %d], found "
+                          "%d", t->name, t->rank - 1, spec.axis);
+    if (per_channel && n != t->dims[spec.axis])
         return luaL_error(L, "qcal.put: tensor '%s': per-channel range has %d values, expected "
                           "one per channel of axis %d", t->name, (int)n, spec.axis);
     if (!per_channel && n != 1)

@@ -869,3 +869,22 @@ Test(lua, degenerate_tensors_get_a_valid_range_and_a_note)
         results_free(r);
     }
 }
+
+/* qcal.put's mistakes named as such (audited: "bad argument #-1 to 'put'" for a missing range,
+ * "per-channel range has 1 values" for an axis the tensor does not have). */
+Test(lua, put_mistakes_say_what_is_missing)
+{
+    qerror e = {0};
+    const char *no_range = "local qcal = require('qcal')\n"
+                           "qcal.put(qcal.tensors()[1], { spec = qcal.spec{} })\n";
+    cr_assert_neq(run_text(no_range, NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "recipe.lua:2:") && strstr(e.msg, "expected range = {lo = ..., hi = ...}, found nil"),
+              "%s", e.msg);
+    const char *far_axis = "local qcal = require('qcal')\n"
+                           "local s = qcal.spec{ per_channel = true, axis = 99 }\n"
+                           "qcal.put(qcal.tensors()[1], { spec = s, range = { lo = {0}, hi = {1} } })\n";
+    cr_assert_neq(run_text(far_axis, NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "recipe.lua:3:") && strstr(e.msg, "expected a per-channel axis in [1, "),
+              "%s", e.msg);
+    cr_expect(strstr(e.msg, "found 99"), "%s", e.msg);
+}
