@@ -35,9 +35,24 @@ static int place_share(shares *s, const char *path, const results *r, qerror *e)
     return 0;
 }
 
+/* Share `b` must come from the same recipe on the same dump as the first. */
+static int same_origin(const results *a, const char *a_path, const results *b, const char *b_path,
+                       qerror *e)
+{
+    if (strcmp(a->recipe, b->recipe) || strcmp(a->source, b->source) ||
+        a->dump_has_weights != b->dump_has_weights)
+        return qerror_set(e, QERR_DATA, "%s: expected recipe '%s' on '%s' as in %s, found recipe "
+                          "'%s' on '%s'", b_path, a->recipe, a->source, a_path, b->recipe,
+                          b->source);
+    return 0;
+}
+
+/* Each file at its share index, once the recipe and dump are known to be the first's (else a
+ * share of another recipe at a taken index was called a repeat of that share). */
 static int order_shares(const char *const *paths, size_t n, shares *s, qerror *e)
 {
     int rc = 0;
+    results *first = NULL;
     for (size_t i = 0; i < n && !rc; i++) {
         results *head = NULL;
         rc = results_read_header(paths[i], &head, e);
@@ -46,13 +61,19 @@ static int order_shares(const char *const *paths, size_t n, shares *s, qerror *e
             if (!(s->paths = calloc(s->k, sizeof *s->paths)))
                 rc = qerror_set(e, QERR_SOFTWARE, "out of memory");
         }
+        if (!rc && i > 0)
+            rc = same_origin(first, paths[0], head, paths[i], e);
         if (!rc)
             rc = place_share(s, paths[i], head, e);
         if (!rc && i == 0 && n != s->k)
             rc = qerror_set(e, QERR_USAGE, "merge: expected the %zu shares of %s, found %zu "
                             "file%s", s->k, paths[0], n, n == 1 ? "" : "s");
-        results_free(head);
+        if (i == 0)
+            first = head;
+        else
+            results_free(head);
     }
+    results_free(first);
     return rc;
 }
 
@@ -60,11 +81,8 @@ static int order_shares(const char *const *paths, size_t n, shares *s, qerror *e
 static int check_alike(const results *a, const char *a_path, const results *b, const char *b_path,
                        qerror *e)
 {
-    if (strcmp(a->recipe, b->recipe) || strcmp(a->source, b->source) ||
-        a->dump_has_weights != b->dump_has_weights)
-        return qerror_set(e, QERR_DATA, "%s: expected recipe '%s' on '%s' as in %s, found recipe "
-                          "'%s' on '%s'", b_path, a->recipe, a->source, a_path, b->recipe,
-                          b->source);
+    if (same_origin(a, a_path, b, b_path, e))
+        return -1;
     if (b->n_stats != a->n_stats || b->n_infos != a->n_infos)
         return qerror_set(e, QERR_DATA, "%s: expected %zu saved states as in %s, found %zu",
                           b_path, a->n_stats, a_path, b->n_stats);

@@ -330,6 +330,12 @@ Test(distributed, merge_refuses_wrong_sets_of_shares)
     cr_expect(strstr(err_text, "h1.h5: expected share i/3 like the others, found share 1/2"), "%s", err_text);
     cr_expect_eq(qcal("merge s0.h5 s1.h5 p2.h5 -o m.h5"), 65);
     cr_expect(strstr(err_text, "expected recipe 'minmax'"), "%s", err_text);
+    /* another recipe's share at a taken index: the recipe is named, not a repeated share */
+    cr_expect_eq(qcal("merge s0.h5 p2.h5 s2.h5 -o m.h5"), 65);
+    cr_expect(strstr(err_text, "p2.h5: expected recipe 'minmax'"), "%s", err_text);
+    cr_assert_eq(qcal("observe percentile whole.h5 --shard 0/3 -o p0.h5"), 0, "%s", err_text);
+    cr_expect_eq(qcal("merge s0.h5 s1.h5 p0.h5 -o m.h5"), 65);
+    cr_expect(strstr(err_text, "p0.h5: expected recipe 'minmax'"), "%s", err_text);
     cr_expect_eq(qcal("merge results.h5 -o m.h5"), 65);
     cr_expect(strstr(err_text, "results.h5: expected the statistics of one share"), "%s", err_text);
     cr_expect(!exists("m.h5"));
