@@ -548,8 +548,11 @@ static int cmd_report(const cli *c, qerror *e)
         o.pass.threads = c->threads;
     outfile out;
     int rc = outfile_open(&out, path, c->force, e);
-    if (!rc && (rc = report_write(&o, out.f, e)) != 0)
+    if (!rc && (rc = report_write(&o, out.f, e)) != 0) {
         outfile_abandon(&out);
+        if (e->code == QERR_IO) /* which file the disk refused */
+            qerror_prefix(e, "%s", path ? path : "standard output");
+    }
     else if (!rc && (rc = outfile_commit(&out, e)) == 0 && path != c->output)
         fprintf(stderr, "qcal: wrote %s\n", path);
     registry_free(reg);

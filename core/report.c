@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 
 #include "dump.h"
@@ -298,7 +299,7 @@ int report_write(const report_options *o, FILE *out, qerror *e)
                                 JSON_COMPACT | JSON_ESCAPE_SLASH | JSON_REAL_PRECISION(9)) ? -1 : 0;
         put_lines(page_tail, out);
         if (rc)
-            qerror_set(e, QERR_IO, "writing the report failed");
+            qerror_set(e, QERR_IO, "writing the report failed: %s", strerror(errno));
     }
     json_decref(root);
     for (size_t i = 0; hists && i < r->n_tensors; i++)

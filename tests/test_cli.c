@@ -488,6 +488,15 @@ Test(cli, results_the_disk_refuses_are_one_line_and_no_crash)
     cr_assert_eq(stat(out_file, &after), 0, "the earlier results are kept");
     cr_expect(after.st_ino == before.st_ino && after.st_size == before.st_size);
     cr_expect_eq(count_temp_files(), 0);
+    /* a report the disk refuses: one line naming the file and the system's words */
+    char *page = fx_path(dir, "r.html");
+    snprintf(args, sizeof args, "report '%s' '%s' -o '%s'", out_file, dump_file, page);
+    cr_expect_eq(qcal("trap '' XFSZ; ulimit -f 8;", args), 74, "%s", err_text);
+    cr_expect(strstr(err_text, "r.html") && strstr(err_text, "File too large") &&
+              line_count(err_text) == 1, "%s", err_text);
+    cr_expect_eq(access(page, F_OK), -1, "no report left");
+    cr_expect_eq(count_temp_files(), 0);
+    free(page);
 }
 
 Test(cli, hdf5_crashing_on_a_corrupt_file_is_one_line)
