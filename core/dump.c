@@ -1394,6 +1394,11 @@ static int check_same_tensor(const dump_tensor *first, const dump_tensor *t, con
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected channel axis %d as in %s, "
                           "found %d", path, t->name, first->channel_axis, first_path,
                           t->channel_axis);
+    const char *want_name = first->orig_name ? first->orig_name : first->name;
+    const char *got_name = t->orig_name ? t->orig_name : t->name;
+    if (strcmp(want_name, got_name)) /* else the exports' name would depend on the files' order */
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected the name '%s' as in %s, found "
+                          "'%s'", path, t->name, want_name, first_path, got_name);
     return 0;
 }
 

@@ -189,6 +189,10 @@ Test(distributed, files_that_disagree_are_refused_naming_file_and_tensor)
     fx_dataset more[4] = {ds[0], ds[1], ds[2], ds[0]};
     more[3].name = "extra.input";
     expect_refused(more, 4, "tensor 'extra.input' is not in part0.h5");
+    /* a framework name the files disagree on would make the exports depend on their order */
+    datasets(ds, 0, 5);
+    ds[1].orig_name = "model/conv:0";
+    expect_refused(ds, 3, "tensor 'conv.input': expected the name 'conv.input' as in part0.h5, found 'model/conv:0'");
 }
 
 /* ---- shares and merge --------------------------------------------------------------------- */
