@@ -1495,32 +1495,37 @@ Test(dump, layers_that_fit_are_accepted)
 Test(bad, layers_that_do_not_fit)
 {
     const hsize_t lin_bad[2] = {10, 15}, conv[4] = {6, 4, 3, 3}, lin_rank3[3] = {10, 16, 1};
-    char *p = layered_dump("l1.h5");
-    add_layer(p, "fc", "linear", "no.such.tensor", 2, lin_bad, 1);
-    REFUSED(p, QERR_DATA, "layer 'fc'", "expected input to name a tensor", "no.such.tensor");
-    free(p);
-    p = layered_dump("l2.h5");
-    add_layer(p, "fc", "linear", "fc.in", 2, lin_bad, 1);
-    REFUSED(p, QERR_DATA, "layer 'fc'", "does not fit input 'fc.in' of 16 features");
-    free(p);
-    p = layered_dump("l3.h5");
-    add_layer(p, "conv", "conv2d", "conv.in", 4, conv, 1);
-    REFUSED(p, QERR_DATA, "layer 'conv'", "groups 1", "8 features");
-    free(p);
-    p = layered_dump("l4.h5");
-    add_layer(p, "fc", "linear", "fc.in", 3, lin_rank3, 1);
-    REFUSED(p, QERR_DATA, "layer 'fc'", "weight of rank 2", "rank 3");
-    free(p);
-    p = layered_dump("l5.h5");
-    add_layer(p, "fc", "attention", "fc.in", 2, lin_bad, 1);
-    REFUSED(p, QERR_DATA, "layer 'fc'", "'linear' or 'conv2d'", "'attention'");
-    free(p);
-    /* what is wrong, said as it is (audited: "input ... of 0 features", "found 'no input
-     * attribute'" for an integer input, "found none or rank -1" for a string weight) */
-    p = layered_dump("l7.h5");
-    add_layer(p, "conv", "conv2d", "fc.in", 4, conv, 1);
-    REFUSED(p, QERR_DATA, "layer 'conv'", "expected input 'fc.in' of rank 4", "found rank 3");
-    free(p);
+    /* each: one layer added to the two-tensor dump, and what the one line must say (the last
+     * ones as audited: "input ... of 0 features" said nothing of the rank) */
+    const struct {
+        const char *file, *layer, *type, *input;
+        int rank;
+        const hsize_t *dims;
+        long long groups;
+        const char *says[2];
+    } cases[] = {
+        {"l1.h5", "fc", "linear", "no.such.tensor", 2, lin_bad, 1,
+         {"expected input to name a tensor", "no.such.tensor"}},
+        {"l2.h5", "fc", "linear", "fc.in", 2, lin_bad, 1,
+         {"does not fit input 'fc.in' of 16 features", "layer 'fc'"}},
+        {"l3.h5", "conv", "conv2d", "conv.in", 4, conv, 1, {"groups 1", "8 features"}},
+        {"l4.h5", "fc", "linear", "fc.in", 3, lin_rank3, 1, {"weight of rank 2", "rank 3"}},
+        {"l5.h5", "fc", "attention", "fc.in", 2, lin_bad, 1, {"'linear' or 'conv2d'", "'attention'"}},
+        {"l7.h5", "conv", "conv2d", "fc.in", 4, conv, 1,
+         {"expected input 'fc.in' of rank 4", "found rank 3"}},
+    };
+    char *p;
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        char layer[64];
+        snprintf(layer, sizeof layer, "layer '%s'", cases[k].layer);
+        p = layered_dump(cases[k].file);
+        add_layer(p, cases[k].layer, cases[k].type, cases[k].input, cases[k].rank, cases[k].dims,
+                  cases[k].groups);
+        REFUSED(p, QERR_DATA, layer, cases[k].says[0], cases[k].says[1]);
+        free(p);
+    }
+    /* an input attribute of another type, a weight that is a string: said as such ("found 'no
+     * input attribute'", "found none or rank -1" before) */
     p = layered_dump("l8.h5");
     add_layer(p, "fc", "linear", "fc.in", 2, lin_bad, 1);
     hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT), g = H5Gopen2(f, "/layers/fc", H5P_DEFAULT);
