@@ -573,6 +573,7 @@ typedef struct keeper {
     lua_qcal_ctx *ctx;
     const lpass *lp;
     int on_share;
+    uint64_t max_rows; /* the pass's sample limit, saved with each state */
 } keeper;
 
 /* Keeps observer h's serialized state for /statistics, with how the observer was made and
@@ -598,6 +599,7 @@ static int keep_state(void *ud, int h, hstat *state, qerror *e)
     const qcal_tensor *desc = pass_desc(p, h);
     saved->on_share = k->on_share;
     saved->batch_size = desc->batch_size, saved->axis = desc->channel_axis;
+    saved->max_rows = (int64_t)k->max_rows;
     return 0;
 }
 
@@ -634,9 +636,9 @@ static int pass_run_l(lua_State *L)
     /* `qcal observe` loads the passes its statistics already hold and streams the first
      * one they do not, then stops: later passes may depend on this one's merged result. */
     int load = ctx->saved && (!ctx->o->observe || pass_saved_all(lp->p, ctx->saved));
-    keeper k = {ctx, lp, ctx->o->observe && !load};
+    keeper k = {ctx, lp, ctx->o->observe && !load, o.max_rows};
     pass_set_keep(lp->p, keep_state, &k);
-    int rc = load ? pass_load(lp->p, ctx->saved, ctx->o->from_statistics, &e)
+    int rc = load ? pass_load(lp->p, ctx->saved, ctx->o->from_statistics, &o, &e)
                   : pass_run(lp->p, &o, &e);
     pass_set_keep(lp->p, NULL, NULL);
     if (rc)

@@ -121,10 +121,11 @@ static const result_stat *state_in(results *r, const char *path, const results *
     if (!o)
         qerror_set(e, QERR_DATA, "%s: expected a state of observer '%s' (%s) on tensor '%s' as "
                    "in %s, found none", path, st->observer, st->params, st->tensor, first_path);
-    else if (o->on_share != st->on_share || o->batch_size != st->batch_size || o->axis != st->axis)
+    else if (o->on_share != st->on_share || o->batch_size != st->batch_size ||
+             o->axis != st->axis || o->max_rows != st->max_rows)
         qerror_set(e, QERR_DATA, "%s: observer '%s' on tensor '%s': expected it observed as in "
-                   "%s (share, batch size, axis), found it otherwise", path, st->observer,
-                   st->tensor, first_path);
+                   "%s (share, batch size, axis, sample limit), found it otherwise", path,
+                   st->observer, st->tensor, first_path);
     else if (!st->on_share && (same = same_saved(r, o, first, st, e)) < 0)
         qerror_prefix(e, "%s", path);
     else if (!same)
@@ -258,7 +259,7 @@ static int collect(const results *first, results *acc, const int *handles, resul
         if (results_add_stat(out, st->tensor, st->observer, st->params, state, e))
             return -1;
         result_stat *kept = results_find_stat(out, st->tensor, st->observer, st->params);
-        kept->batch_size = st->batch_size, kept->axis = st->axis;
+        kept->batch_size = st->batch_size, kept->axis = st->axis, kept->max_rows = st->max_rows;
     }
     for (size_t i = 0; i < first->n_infos; i++)
         if (results_add_info(out, &first->infos[i], e))

@@ -848,13 +848,43 @@ static const result_stat *find_saved(const results *saved, const decl *dc)
     return s && (!s->batch_size || s->axis == dc->desc.channel_axis) ? s : NULL;
 }
 
-static int load_decl(decl *dc, const results *saved, const char *from, qerror *e)
+/* The samples a pass limited to max_rows reads of a tensor with `rows` (0: all). */
+static uint64_t rows_read(int64_t max_rows, uint64_t rows)
+{
+    return max_rows > 0 && (uint64_t)max_rows < rows ? (uint64_t)max_rows : rows;
+}
+
+/* A saved state answers for this run only if it saw the samples the run would read, in the
+ * batches it would make: else re-estimating would give another run's ranges, silently. */
+static int same_sampling(const decl *dc, const result_stat *s, uint64_t rows, const char *from,
+                         const pass_options *o, qerror *e)
+{
+    uint64_t batch = o->batch_size ? o->batch_size : 32;
+    if (s->max_rows >= 0 && rows_read(s->max_rows, rows) != rows_read((int64_t)o->max_rows, rows))
+        return qerror_set(e, QERR_USAGE, "%s: tensor '%s': the statistics were observed over its "
+                          "first %llu samples, this run asks for %llu (max_samples or "
+                          "stat_subset_size): observe again with the same limit", from,
+                          dc->desc.name, (unsigned long long)rows_read(s->max_rows, rows),
+                          (unsigned long long)rows_read((int64_t)o->max_rows, rows));
+    if (s->batch_size && s->batch_size != batch)
+        return qerror_set(e, QERR_USAGE, "%s: tensor '%s': the statistics were observed in "
+                          "batches of %llu samples, this run asks for %llu (--batch-size)", from,
+                          dc->desc.name, (unsigned long long)s->batch_size,
+                          (unsigned long long)batch);
+    return 0;
+}
+
+static int load_decl(const pass *p, decl *dc, const results *saved, const char *from,
+                     const pass_options *o, qerror *e)
 {
     const result_stat *s = find_saved(saved, dc);
     if (!s)
         return qerror_set(e, QERR_DATA, "%s: no saved state of observer '%s' with these "
-                          "parameters for tensor '%s' (run the recipe on the dump instead)",
-                          from, dc->obs->desc.name, dc->desc.name);
+                          "parameters for tensor '%s' (the statistics lack this pass: `qcal "
+                          "observe` it with --from-statistics and merge, or run the recipe on the "
+                          "dump)", from, dc->obs->desc.name, dc->desc.name);
+    if (o && same_sampling(dc, s, dump_get(p->d, dc->tensor)->dims[0], from, o, e))
+        return -1;
     if (s->batch_size) /* as the observer was made when it streamed the dump */
         dc->desc.batch_size = s->batch_size;
     hstat *loaded;
@@ -878,11 +908,13 @@ int pass_saved_all(const pass *p, const results *saved)
     return 1;
 }
 
-int pass_load(pass *p, const results *saved, const char *from, qerror *e)
+int pass_load(pass *p, const results *saved, const char *from, const pass_options *o,
+              qerror *e)
 {
     drop_results(p);
     for (size_t i = 0; i < p->n_decls; i++)
-        if (load_decl(&p->decls[i], saved, from, e) || (p->keep && hand_over(p, i, NULL, e))) {
+        if (load_decl(p, &p->decls[i], saved, from, o, e) ||
+            (p->keep && hand_over(p, i, NULL, e))) {
             drop_results(p);
             return -1;
         }

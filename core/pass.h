@@ -69,7 +69,8 @@ int pass_run(pass *p, const pass_options *o, qerror *e);
 
 /* Instead of streaming the dump: each declared observer takes the state saved for its
  * tensor, observer name and parameters in `saved` (read from the results file `from`). */
-int pass_load(pass *p, const results *saved, const char *from, qerror *e);
+int pass_load(pass *p, const results *saved, const char *from, const pass_options *o,
+              qerror *e);
 
 /* Whether `saved` holds a state for every declared observer (pass_load would succeed). */
 int pass_saved_all(const pass *p, const results *saved);

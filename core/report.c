@@ -171,7 +171,7 @@ static int collect_histograms(const report_options *o, const results *r, display
     } else if (r->n_infos && recipe_saved_dump(r, o->results_path, &d, e) == 0 && (p = pass_new(d))) {
         qerror ignored = {0};
         run = declare_from_saved(p, d, r, o->reg, handles) &&
-              pass_load(p, r, o->results_path, &ignored) == 0;
+              pass_load(p, r, o->results_path, NULL, &ignored) == 0;
     }
     for (size_t i = 0; run && i < r->n_tensors; i++) {
         hstat *st = NULL;

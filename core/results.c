@@ -403,7 +403,7 @@ int results_add_stat(results *r, const char *tensor, const char *observer, const
         return qerror_set(e, QERR_SOFTWARE, "results: bad statistic (tensor '%s', observer '%s')",
                           tensor ? tensor : "(null)", observer ? observer : "(null)");
     }
-    result_stat s = {0};
+    result_stat s = {.max_rows = -1};
     s.tensor = strdup(tensor);
     s.observer = strdup(observer);
     s.params = dup_or_empty(params);
@@ -821,7 +821,8 @@ static int write_stat(hid_t stats, const results *r, const result_stat *s, int n
              attr_str(g, "params", s->params, c) ||
              (s->batch_size && (attr_i64(g, "batch_size", (int64_t)s->batch_size, c) ||
                                 attr_i64(g, "axis", s->axis, c))) ||
-             (s->on_share && attr_i64(g, "on_share", 1, c));
+             (s->on_share && attr_i64(g, "on_share", 1, c)) ||
+             (s->max_rows >= 0 && attr_i64(g, "max_rows", s->max_rows, c));
     for (uint32_t i = 0; !rc && i < v->n_arrays; i++)
         rc = write_array(g, &v->arrays[i], c);
     H5Gclose(g);
@@ -1495,9 +1496,14 @@ static int read_stat(hid_t g, const char *rel, results *r, const ctx *c)
     char *observer = NULL; /* the group may be "<observer>#2": the attribute names it */
     if (!rc && has_attr(g, "observer"))
         rc = attr_get_str(g, "observer", &observer, c);
-    int64_t on_share = 0, batch = 0, axis = 0;
+    int64_t on_share = 0, batch = 0, axis = 0, max_rows = -1;
     if (!rc && has_attr(g, "on_share"))
         rc = attr_get_i64(g, "on_share", &on_share, c);
+    if (!rc && has_attr(g, "max_rows"))
+        rc = attr_get_i64(g, "max_rows", &max_rows, c);
+    if (!rc && max_rows < -1)
+        rc = qerror_set(c->e, QERR_DATA, "'%s': %s: expected max_rows >= 0, found %lld", c->path,
+                        c->obj, (long long)max_rows);
     if (!rc && has_attr(g, "batch_size"))
         rc = attr_get_i64(g, "batch_size", &batch, c) || attr_get_i64(g, "axis", &axis, c);
     if (!rc && (batch < 0 || axis < -1 || axis >= QCAL_MAX_RANK))
@@ -1515,6 +1521,7 @@ static int read_stat(hid_t g, const char *rel, results *r, const ctx *c)
     if (!rc) {
         result_stat *s = results_find_stat(r, tensor, observer_name, params);
         s->on_share = on_share != 0, s->batch_size = (uint64_t)batch, s->axis = (int)axis;
+        s->max_rows = max_rows;
     }
     arrays_free((qcal_array *)st.arrays, st.n_arrays);
     free(observer);

@@ -17,6 +17,7 @@
  *   /statistics/<tensor>/<observer>   one group per saved observer state
  *     attrs kind, params, tensor, observer (strings), kind_version, channels (int64),
  *     batch_size, axis (int64: how the observer was created, for merging and reloading),
+ *     max_rows (int64: the pass's sample limit, 0 for all samples),
  *     on_share (int64 1, only on states observed over one share of the samples);
  *     one dataset per array, in the array order (the group tracks creation order):
  *     float32 / float64 / int64 / uint64 little-endian, rank 0 -> scalar dataspace.
@@ -65,6 +66,8 @@ typedef struct result_stat {
     uint64_t spill_at, spill_len; /* where in the spill file, when state is NULL */
     uint64_t batch_size;/* the pass's batch size and the channel axis the observer was */
     int axis;           /* created with (attributes batch_size, axis; 0: not recorded) */
+    int64_t max_rows;   /* the pass's sample limit (attribute max_rows; 0 all samples, -1 not
+                           recorded: files of qcal before 0.1 kept it nowhere) */
     int on_share;       /* observed on this file's share only (attribute on_share = 1):
                            `qcal merge` folds these; the others are whole and must agree */
 } result_stat;

@@ -315,6 +315,29 @@ Test(distributed, a_missing_pass_is_named_not_skipped)
     cr_expect(strstr(err_text, "already hold every pass"), "%s", err_text);
 }
 
+/* Statistics answer only for the samples and batches they were observed with: re-estimating
+ * with another max_samples, stat_subset_size or --batch-size, or merging shares observed with
+ * different limits, gave another run's ranges silently (found by an audit). */
+Test(distributed, statistics_are_refused_for_other_sample_limits_or_batches)
+{
+    cr_assert_eq(qcal("run kl whole.h5 -o full.h5"), 0, "%s", err_text);
+    cr_expect_eq(qcal("run kl --from-statistics full.h5 -o r.h5 max_samples=10"), 64, "%s", err_text);
+    cr_expect(strstr(err_text, "observed over its first") && strstr(err_text, "asks for 10"), "%s", err_text);
+    cr_expect(!exists("r.h5"));
+    cr_assert_eq(qcal("run kl whole.h5 -o ten.h5 max_samples=10"), 0, "%s", err_text);
+    cr_expect_eq(qcal("run kl --from-statistics ten.h5 -o r.h5"), 64, "%s", err_text);
+    cr_expect_eq(qcal("run kl --from-statistics ten.h5 -o r.h5 max_samples=10"), 0, "%s", err_text);
+    cr_assert_eq(qcal("run pot whole.h5 -o pb.h5 unit=batch"), 0, "%s", err_text);
+    cr_expect_eq(qcal("run pot --from-statistics pb.h5 -o pb8.h5 unit=batch --batch-size 8"), 64,
+                 "%s", err_text);
+    cr_expect(strstr(err_text, "batches of 32 samples, this run asks for 8"), "%s", err_text);
+    cr_assert_eq(qcal("observe percentile whole.h5 --shard 0/2 -o a0.h5"), 0, "%s", err_text);
+    cr_assert_eq(qcal("observe percentile whole.h5 --shard 1/2 -o a1.h5 max_samples=10"), 0, "%s", err_text);
+    cr_expect_eq(qcal("merge a0.h5 a1.h5 -o m.h5"), 65, "%s", err_text);
+    cr_expect(strstr(err_text, "sample limit"), "%s", err_text);
+    cr_expect(!exists("m.h5"));
+}
+
 Test(distributed, merge_refuses_wrong_sets_of_shares)
 {
     for (int i = 0; i < 3; i++) {
