@@ -39,7 +39,7 @@ static int place_share(shares *s, const char *path, const results *r, qerror *e)
 static int same_origin(const results *a, const char *a_path, const results *b, const char *b_path,
                        qerror *e)
 {
-    if (strcmp(a->recipe, b->recipe) || strcmp(a->source, b->source) ||
+    if (strcmp(a->recipe, b->recipe) || !results_same_source(a->source, b->source) ||
         a->dump_has_weights != b->dump_has_weights)
         return qerror_set(e, QERR_DATA, "%s: expected recipe '%s' on '%s' as in %s, found recipe "
                           "'%s' on '%s'", b_path, a->recipe, a->source, a_path, b->recipe,

@@ -419,9 +419,13 @@ static int open_inputs(const recipe_options *o, results **saved, dump **d, qerro
         return open_saved(o->from_statistics, saved, d, e);
     if (o->from_statistics && results_read(o->from_statistics, saved, e))
         return -1;
-    if (o->dump_paths)
-        return dump_open_many(o->dump_paths, o->n_dump_paths, d, e);
-    return dump_open(o->dump_path, d, e);
+    int rc = o->dump_paths ? dump_open_many(o->dump_paths, o->n_dump_paths, d, e)
+                           : dump_open(o->dump_path, d, e);
+    /* statistics of another dump would steer this one's next pass (kl's bins) */
+    if (!rc && *saved && !results_same_source((*saved)->source, dump_source(*d)))
+        rc = qerror_set(e, QERR_USAGE, "--from-statistics %s: expected statistics of %s, found "
+                        "statistics of %s", o->from_statistics, dump_source(*d), (*saved)->source);
+    return rc;
 }
 
 static int start_results(lua_qcal_ctx *ctx, const char *name, qerror *e)

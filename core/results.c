@@ -350,6 +350,33 @@ int results_put(results *r, const char *tensor, const char *orig_name, const cha
     return tensor_store(r, &t, e);
 }
 
+/* The base name of the path that starts at s and ends at ", " or the end: its start and
+ * length; *next is past the separator (or at the end). */
+static const char *next_base(const char *s, size_t *len, const char **next)
+{
+    const char *end = strstr(s, ", ");
+    if (!end)
+        end = s + strlen(s);
+    const char *base = s;
+    for (const char *c = s; c < end; c++)
+        if (*c == '/')
+            base = c + 1;
+    *len = (size_t)(end - base);
+    *next = *end ? end + 2 : end;
+    return base;
+}
+
+int results_same_source(const char *a, const char *b)
+{
+    while (*a && *b) {
+        size_t la, lb;
+        const char *ba = next_base(a, &la, &a), *bb = next_base(b, &lb, &b);
+        if (la != lb || memcmp(ba, bb, la))
+            return 0;
+    }
+    return !*a && !*b;
+}
+
 static int name_ok(const char *s)
 {
     return s && *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;

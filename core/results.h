@@ -136,6 +136,9 @@ int results_put(results *r, const char *tensor, const char *orig_name, const cha
                 const qcal_qspec *spec, uint64_t channels, const double *lo, const double *hi,
                 qerror *e);
 result_tensor *results_find(results *r, const char *tensor);
+/* Whether two `source` strings (paths joined by ", ") name the same dump files: compared by
+ * their base names, so one file named from two folders ("w.h5", "/jobs/w.h5") is the same. */
+int results_same_source(const char *a, const char *b);
 /* Widens what is known of the extremes of tensor's finite values to [lo, hi] (both finite,
  * lo <= hi; else nothing is noted): its result, put before or after, carries them. */
 int results_note_data_range(results *r, const char *tensor, double lo, double hi, qerror *e);

@@ -338,6 +338,24 @@ Test(distributed, statistics_are_refused_for_other_sample_limits_or_batches)
     cr_expect(!exists("m.h5"));
 }
 
+/* Shares name their dump by its file: the same file written from two folders ("whole.h5",
+ * "DIR/whole.h5") merges (it was refused), and statistics of another dump are refused when
+ * observing this one's next pass (kl's bins came from the other dump; found by an audit). */
+Test(distributed, shares_know_their_dump_by_its_file_name)
+{
+    char args[4096];
+    cr_assert_eq(qcal("observe percentile whole.h5 --shard 0/2 -o r0.h5"), 0, "%s", err_text);
+    snprintf(args, sizeof args, "observe percentile '%s/whole.h5' --shard 1/2 -o r1.h5", dir);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    cr_expect_eq(qcal("merge r0.h5 r1.h5 -o rm.h5"), 0, "%s", err_text);
+    cr_assert_eq(qcal("run minmax part0.h5 -o other.h5"), 0, "%s", err_text);
+    cr_expect_eq(qcal("observe kl whole.h5 --shard 0/2 --from-statistics other.h5 -o k0.h5"), 64,
+                 "%s", err_text);
+    cr_expect(strstr(err_text, "expected statistics of whole.h5, found statistics of part0.h5"),
+              "%s", err_text);
+    cr_expect(!exists("k0.h5"));
+}
+
 Test(distributed, merge_refuses_wrong_sets_of_shares)
 {
     for (int i = 0; i < 3; i++) {
