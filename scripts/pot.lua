@@ -26,6 +26,10 @@ local P = calib.params{
     cut = 0.01,
 }
 
+if P.max_samples ~= 0 then -- one limit, by POT's name
+    qcal.param_error("pot limits its samples with stat_subset_size (POT's name), not max_samples")
+end
+
 local symmetric_by_preset = {
     performance = { weights = true, activations = true },
     mixed = { weights = true, activations = false },
