@@ -926,7 +926,9 @@ static const char *help_of(const char *name)
         return export_help;
     if (!strcmp(name, "report"))
         return report_help;
-    return show_help;
+    if (!strcmp(name, "show"))
+        return show_help;
+    return NULL;
 }
 
 /* Replacing an input (a dump, a recipe, a results file) would lose it: refused even with
@@ -961,9 +963,11 @@ static int output_replaces_an_input(const cli *c, qerror *e)
 static int dispatch(int argc, char **argv, qerror *e)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        const char *topic = argc >= 3 ? argv[2] : NULL;
-        fputs(topic && argc >= 2 && !strcmp(argv[1], "help") ? help_of(topic) : usage_text,
-              argc < 2 ? stderr : stdout);
+        const char *topic = argc >= 3 && !strcmp(argv[1], "help") ? argv[2] : NULL;
+        if (topic && !help_of(topic))
+            return usage_error(e, "help: no command '%s' (run, observe, merge, list, info, show, "
+                               "export, report)", topic);
+        fputs(topic ? help_of(topic) : usage_text, argc < 2 ? stderr : stdout);
         return argc < 2 ? qerror_set(e, QERR_USAGE, "no command given") : 0;
     }
     if (!strcmp(argv[1], "--version")) {

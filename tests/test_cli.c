@@ -66,6 +66,17 @@ Test(cli, version_and_help)
     cr_expect(strstr(out_text, "usage: qcal run"), "%s", out_text);
     cr_assert_eq(qcal(NULL, "--help"), 0);
     cr_expect(strstr(out_text, "qcal info DUMP"), "%s", out_text);
+    const char *const commands[] = {"run", "observe", "merge", "list", "info", "show", "export", "report"};
+    for (int k = 0; k < 8; k++) {
+        char args[64], usage[64];
+        snprintf(args, sizeof args, "help %s", commands[k]);
+        snprintf(usage, sizeof usage, "usage: qcal %s", commands[k]);
+        cr_expect_eq(qcal(NULL, args), 0, "%s", args);
+        cr_expect(strstr(out_text, usage), "%s: %s", args, out_text);
+    }
+    /* not show's help for anything unknown, with success (found by an audit) */
+    cr_expect_eq(qcal(NULL, "help frob"), 64);
+    cr_expect(strstr(err_text, "no command 'frob'") && line_count(err_text) == 1, "%s", err_text);
 }
 
 Test(cli, run_writes_results_and_prints_the_table)
