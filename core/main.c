@@ -511,6 +511,12 @@ static int cmd_export(const cli *c, qerror *e)
     results *r;
     if (results_read(c->positional[0], &r, e))
         return -1;
+    if (!r->n_tensors) { /* a table with nothing calibrated in it would deploy as if complete */
+        qerror_set(e, QERR_DATA, "%s: expected calibration results, found none%s",
+                   c->positional[0], results_empty_hint(r));
+        results_free(r);
+        return -1;
+    }
     export_options o = {c->format, c->trt_version, c->trt_algorithm, c->qnn_version};
     outfile out;
     int rc = outfile_open(&out, c->output, c->force, e);

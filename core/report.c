@@ -288,6 +288,12 @@ int report_write(const report_options *o, FILE *out, qerror *e)
     results *r;
     if (results_read(o->results_path, &r, e))
         return -1;
+    if (!r->n_tensors) { /* a page of nothing, from statistics-only files (observe, merge) */
+        qerror_set(e, QERR_DATA, "%s: expected calibration results, found none%s",
+                   o->results_path, results_empty_hint(r));
+        results_free(r);
+        return -1;
+    }
     display_hist *hists = calloc(r->n_tensors ? r->n_tensors : 1, sizeof *hists);
     int rc = !hists ? qerror_set(e, QERR_SOFTWARE, "out of memory") : collect_histograms(o, r, hists, e);
     json_t *root = rc ? NULL : report_json(r, hists);

@@ -377,6 +377,13 @@ int results_same_source(const char *a, const char *b)
     return !*a && !*b;
 }
 
+const char *results_empty_hint(const results *r)
+{
+    return r->n_stats ? " (only statistics, as `qcal observe` and `qcal merge` write: run the "
+                        "recipe with --from-statistics on the merged file first)"
+                      : " (the recipe put no range)";
+}
+
 static int name_ok(const char *s)
 {
     return s && *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;

@@ -139,6 +139,8 @@ result_tensor *results_find(results *r, const char *tensor);
 /* Whether two `source` strings (paths joined by ", ") name the same dump files: compared by
  * their base names, so one file named from two folders ("w.h5", "/jobs/w.h5") is the same. */
 int results_same_source(const char *a, const char *b);
+/* For the error line about a results file without calibration entries: what it likely is. */
+const char *results_empty_hint(const results *r);
 /* Widens what is known of the extremes of tensor's finite values to [lo, hi] (both finite,
  * lo <= hi; else nothing is noted): its result, put before or after, carries them. */
 int results_note_data_range(results *r, const char *tensor, double lo, double hi, qerror *e);

@@ -348,6 +348,12 @@ Test(distributed, shares_know_their_dump_by_its_file_name)
     snprintf(args, sizeof args, "observe percentile '%s/whole.h5' --shard 1/2 -o r1.h5", dir);
     cr_assert_eq(qcal(args), 0, "%s", err_text);
     cr_expect_eq(qcal("merge r0.h5 r1.h5 -o rm.h5"), 0, "%s", err_text);
+    /* statistics are not calibration: no table or page of nothing from them */
+    cr_expect_eq(qcal("export rm.h5 --format tpu-mlir -o t.txt"), 65, "%s", err_text);
+    cr_expect(strstr(err_text, "expected calibration results, found none (only statistics"),
+              "%s", err_text);
+    cr_expect_eq(qcal("report r0.h5 -o r.html"), 65, "%s", err_text);
+    cr_expect(!exists("t.txt") && !exists("r.html"));
     cr_assert_eq(qcal("run minmax part0.h5 -o other.h5"), 0, "%s", err_text);
     cr_expect_eq(qcal("observe kl whole.h5 --shard 0/2 --from-statistics other.h5 -o k0.h5"), 64,
                  "%s", err_text);
