@@ -107,6 +107,9 @@ static int declare_from_dump(pass *p, dump *d, const results *r, const registry 
         return -1;
     for (size_t i = 0; i < r->n_tensors; i++) {
         long ti = is_activation(&r->tensors[i]) ? dump_find(d, r->tensors[i].tensor) : -1;
+        if (is_activation(&r->tensors[i]) && ti < 0) /* another dump: histograms of nothing */
+            return qerror_set(e, QERR_DATA, "%s: expected tensor '%s' (the results hold it), "
+                              "found none", dump_source(d), r->tensors[i].tensor);
         handles[i] = ti < 0 ? -1 : pass_observe(p, (size_t)ti, obs, values, PASS_AXIS_DEFAULT, e);
         if (ti >= 0 && handles[i] < 0)
             return -1;
@@ -155,6 +158,24 @@ static int declare_from_saved(pass *p, dump *d, const results *r, const registry
 }
 
 /* hists[i] for every tensor of r (counts NULL where none could be had). */
+/* The dump must be the one the results came from (by its file's name, as shares are), with
+ * the shapes the results saw: histograms of other data against these ranges would mislead. */
+static int same_dump(const results *r, const dump *d, qerror *e)
+{
+    if (!results_same_source(r->source, dump_source(d)))
+        return qerror_set(e, QERR_USAGE, "report: expected the dump of the results (%s), found %s",
+                          r->source, dump_source(d));
+    for (size_t i = 0; i < r->n_infos; i++) {
+        long t = dump_find(d, r->infos[i].tensor);
+        const dump_tensor *dt = t < 0 ? NULL : dump_get(d, (size_t)t);
+        if (dt && (dt->rank != r->infos[i].rank ||
+                   memcmp(dt->dims, r->infos[i].shape, (size_t)dt->rank * sizeof *dt->dims)))
+            return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected the shape the results "
+                              "saw, found another", dump_source(d), dt->name);
+    }
+    return 0;
+}
+
 static int collect_histograms(const report_options *o, const results *r, display_hist *hists,
                               qerror *e)
 {
@@ -165,7 +186,7 @@ static int collect_histograms(const report_options *o, const results *r, display
     int rc = 0, run = 0;
     pass *p = NULL;
     if (o->dump_path) {
-        rc = dump_open(o->dump_path, &d, e) || !(p = pass_new(d)) ||
+        rc = dump_open(o->dump_path, &d, e) || same_dump(r, d, e) || !(p = pass_new(d)) ||
              declare_from_dump(p, d, r, o->reg, handles, e) || pass_run(p, &o->pass, e);
         run = !rc;
     } else if (r->n_infos && recipe_saved_dump(r, o->results_path, &d, e) == 0 && (p = pass_new(d))) {

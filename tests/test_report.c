@@ -218,3 +218,27 @@ Test(report_names, names_like_markup_stay_text)
     cr_expect(strstr(dom, ">&lt;/script&gt;&lt;b&gt;x</td>"), "second name as text");
     cr_expect(strstr(dom, ">a&amp;b</td>"), "third name as text");
 }
+
+/* The dump given to a report must be the results' own (by file name, and with the shapes the
+ * results saw): another one gave histograms of other data against these ranges, or none,
+ * without a word (found by an audit). */
+Test(report_names, another_dump_is_refused)
+{
+    static float v[8 * 4];
+    fx_fill_gauss(v, 32, 9, 0.0f, 1.0f);
+    fx_dataset ds = {.name = "x", .dtype = DUMP_F32, .rank = 2, .dims = {8, 4}, .data = v,
+                     .channel_axis = FX_NO_ATTR};
+    cr_assert_eq(fx_write_dump(dump_file, &ds, 1, 0), 0);
+    char *other = fx_path(dir, "other.h5"), cmd[4096];
+    cr_assert_eq(fx_write_dump(other, &ds, 1, 0), 0);
+    snprintf(cmd, sizeof cmd, "'%s' run minmax '%s' -o '%s' > /dev/null", TEST_QCAL_EXE,
+             dump_file, results_file);
+    cr_assert_eq(sh(cmd), 0, "%s", err_text);
+    snprintf(cmd, sizeof cmd, "'%s' report '%s' '%s' -o '%s'", TEST_QCAL_EXE, results_file, other,
+             page);
+    cr_expect_eq(sh(cmd), 64, "%s", err_text);
+    cr_expect(strstr(err_text, "expected the dump of the results"), "%s", err_text);
+    cr_expect_neq(access(page, F_OK), 0, "no page");
+    make_report(dump_file); /* its own dump: fine */
+    free(other);
+}
