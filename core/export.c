@@ -23,18 +23,35 @@ static const char *export_name(const result_tensor *t)
 
 /* The amax (threshold) of TensorRT's and tpu-mlir's int8 grid, [-128, 127] * amax / 127,
  * for a result: 127 * scale where the result's grid is such a grid (signed 8-bit, zero-point
- * 0, one scale: torch's symmetric int8, POT's signed activations, TensorRT's narrow grid), so
+ * 0: torch's symmetric int8, POT's signed activations, TensorRT's narrow grid; per channel,
+ * the widest channel's scale), so
  * the toolchain deploys the result's own grid; else max(|min|, |max|), the least symmetric
  * range holding the result's range. */
+/* Every channel on a signed 8-bit grid with zero-point 0. */
 static int int8_grid(const result_tensor *t)
 {
-    return t->channels == 1 && t->spec.bits == 8 && t->spec.qmin < 0 && t->zero_point[0] == 0;
+    if (t->spec.bits != 8 || t->spec.qmin >= 0)
+        return 0;
+    for (uint64_t c = 0; c < t->channels; c++)
+        if (t->zero_point[c] != 0)
+            return 0;
+    return 1;
+}
+
+/* The largest scale: a per-channel result goes to these per-tensor formats as its widest
+ * channel's grid. */
+static double widest_scale(const result_tensor *t)
+{
+    double s = t->scale[0];
+    for (uint64_t c = 1; c < t->channels; c++)
+        s = fmax(s, t->scale[c]);
+    return s;
 }
 
 static double amax_of(const result_tensor *t)
 {
     if (int8_grid(t))
-        return 127.0 * t->scale[0];
+        return 127.0 * widest_scale(t);
     double lo, hi;
     result_overall_range(t, &lo, &hi);
     return fmax(fabs(lo), fabs(hi));
@@ -127,7 +144,7 @@ static int export_trt(const results *r, const export_options *o, FILE *out, qerr
         if (strchr(name, ':') || strchr(name, '\n'))
             return qerror_set(e, QERR_DATA, "tensor '%s': a TensorRT cache line is split at "
                               "its first ':', so a name cannot contain one", name);
-        double amax_scale = int8_grid(t) ? t->scale[0] : amax_of(t) / 127.0;
+        double amax_scale = int8_grid(t) ? widest_scale(t) : amax_of(t) / 127.0;
         float scale = fmaxf((float)amax_scale, FLT_EPSILON); /* qcal's scale floor */
         uint32_t bits;
         memcpy(&bits, &scale, sizeof bits);

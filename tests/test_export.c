@@ -496,3 +496,32 @@ Test(export, two_tensors_with_one_name_are_refused)
     cr_expect(strstr(text, "\na,same,") && strstr(text, "\nb,same,"), "%s", text);
     free(d), free(out);
 }
+
+/* Per-channel activations on torch's symmetric int8 grid go to the per-tensor formats as the
+ * widest channel's grid, as a per-tensor one would (audited: amax was max|range| there, 127 x
+ * scale for the same grid per tensor). Channels [-2, 2] and [-4, 4]: scale 4 / 127.5. */
+Test(export, per_channel_int8_activations_export_their_widest_grid)
+{
+    const char *text_recipe =
+        "local qcal = require('qcal')\n"
+        "local pc = qcal.spec{ bits = 8, symmetric = true, per_channel = true, axis = 1 }\n"
+        "qcal.put('b', { method = 'minmax', spec = pc, range = { lo = { -2, -4 }, hi = { 2, 4 } } })\n";
+    char *path = fx_path(dir, "pc.lua"), *out = fx_path(dir, "pc.h5"), args[2048];
+    FILE *f = fopen(path, "w");
+    fputs(text_recipe, f);
+    fclose(f);
+    snprintf(args, sizeof args, "run '%s' '%s' -o '%s'", path, dump_file, out);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "export '%s' --format tensorrt", out);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    const char *line = strstr(text, "\nb: ");
+    cr_assert_not_null(line, "%s", text);
+    cr_expect_eq(hex_float(line + 4), (float)(4.0 / 127.5), "%s", line + 1);
+    snprintf(args, sizeof args, "export '%s' --format tpu-mlir", out);
+    cr_assert_eq(qcal(args), 0, "%s", err_text);
+    line = strstr(text, "\nb ");
+    double t = 0;
+    cr_assert(line && sscanf(line + 3, "%lf", &t) == 1, "%s", text);
+    cr_expect(fabs(t - 127.0 * (double)(float)(4.0 / 127.5)) < 1e-7, "%s", line + 1); /* a float32 scale */
+    free(path), free(out);
+}
