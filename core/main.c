@@ -1,4 +1,5 @@
 /* main.c - the qcal command: run, list, info, show */
+#include <ctype.h>
 #include <errno.h>
 #include <hdf5.h>
 #ifdef __GLIBC__
@@ -57,6 +58,9 @@ typedef struct cli {
     uint64_t batch_size, instruction_limit;
     int has_state_budget;
     size_t state_budget;
+    int options_done;         /* after "--": every argument is a path */
+    const char *seen[16];     /* the single-valued options given, by their long name */
+    int n_seen;
 } cli;
 
 /* Set when running as one rank of several (MPI); NULL in a single process. */
@@ -183,6 +187,20 @@ static int parse_shard(cli *c, const char *opt, const char *val, qerror *e)
     return 0;
 }
 
+/* A single-valued option given twice would silently keep the last one. */
+static int once(cli *c, const char *opt, qerror *e)
+{
+    const char *name = !strcmp(opt, "-o") ? "--output" : !strcmp(opt, "-j") ? "--threads" : opt;
+    if (!strcmp(name, "--plugin-path"))
+        return 0; /* several are allowed */
+    for (int k = 0; k < c->n_seen; k++)
+        if (!strcmp(c->seen[k], name))
+            return usage_error(e, "option %s given twice", name);
+    if (c->n_seen < 16)
+        c->seen[c->n_seen++] = name;
+    return 0;
+}
+
 /* Options that take a value: returns 1 if consumed (with *i advanced), 0 if not ours. */
 static int parse_valued(cli *c, const char *opt, const char *val, qerror *e, int *bad)
 {
@@ -256,14 +274,37 @@ static int add_kv(cli *c, const char *arg, qerror *e)
         free(copy);
         return -1;
     }
+    for (int k = 0; k < c->n_kv; k++)
+        if (!strcmp(c->kv[k].key, c->kv[c->n_kv].key)) { /* else the last one would win */
+            qerror_set(e, QERR_USAGE, "parameter '%s' given twice (the second: '%s')",
+                       c->kv[k].key, arg);
+            free(copy);
+            return -1;
+        }
     c->kv_text[c->n_kv++] = copy;
     return 0;
+}
+
+/* key=value when what stands before '=' is a parameter name; "./a=b.h5" is a path. */
+static int is_key_value(const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || !(isalpha((unsigned char)arg[0]) || arg[0] == '_'))
+        return 0;
+    for (const char *p = arg; p < eq; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return 0;
+    return 1;
 }
 
 static int parse_arg(cli *c, int argc, char **argv, int *i, qerror *e)
 {
     char *arg = argv[*i];
-    if (arg[0] == '-' && arg[1]) {
+    if (!c->options_done && !strcmp(arg, "--")) {
+        c->options_done = 1;
+        return 0;
+    }
+    if (!c->options_done && arg[0] == '-' && arg[1]) {
         char opt[64];
         const char *eq = strchr(arg, '=');
         const char *val = eq ? eq + 1 : (*i + 1 < argc ? argv[*i + 1] : NULL);
@@ -272,13 +313,14 @@ static int parse_arg(cli *c, int argc, char **argv, int *i, qerror *e)
         if (parse_valued(c, opt, val, e, &bad)) {
             if (!eq && val)
                 (*i)++;
-            return bad;
+            return bad || once(c, opt, e);
         }
         if (!eq && parse_flag(c, opt))
             return 0;
         return usage_error(e, "unknown option '%s'", arg);
     }
-    if (strchr(arg, '=') && (!strcmp(c->command, "run") || !strcmp(c->command, "observe")))
+    if (!c->options_done && is_key_value(arg) &&
+        (!strcmp(c->command, "run") || !strcmp(c->command, "observe")))
         return add_kv(c, arg, e);
     if (c->n_positional == MAX_POSITIONAL)
         return usage_error(e, "too many arguments at '%s'", arg);

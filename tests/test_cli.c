@@ -335,6 +335,28 @@ Test(cli, fifo_dumps_repeated_dumps_and_results_to_stdout_are_refused, .timeout 
     free(fifo);
 }
 
+/* Arguments mean one thing each: a path with '=' is a path unless a parameter name stands
+ * before it, "--" ends the options (a dump named "-x.h5"), and an option or parameter given
+ * twice is refused rather than the last one winning silently. Found by an audit. */
+Test(cli, paths_with_equals_signs_double_dash_and_repeats)
+{
+    char *odd = fx_path(dir, "a=b.h5"), *dash = fx_path(dir, "-x.h5"), args[4096], cmd[4096];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s' && cp '%s' '%s'", dump_file, odd, dump_file, dash);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s'", odd, out_file);
+    cr_expect_eq(qcal(NULL, args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "run minmax -o '%s' --force -- '%s'", out_file, dash);
+    cr_expect_eq(qcal(NULL, args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' --output '%s'", dump_file, out_file, out_file);
+    cr_expect_eq(qcal(NULL, args), 64);
+    cr_expect(strstr(err_text, "option --output given twice"), "%s", err_text);
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' --force symmetric=true symmetric=false",
+             dump_file, out_file);
+    cr_expect_eq(qcal(NULL, args), 64);
+    cr_expect(strstr(err_text, "parameter 'symmetric' given twice"), "%s", err_text);
+    free(odd), free(dash);
+}
+
 Test(cli, refused_plugin_is_reported_and_the_run_goes_on)
 {
     char args[2048];
