@@ -59,7 +59,7 @@ typedef struct cli {
     int has_state_budget;
     size_t state_budget;
     int options_done;         /* after "--": every argument is a path */
-    const char *seen[16];     /* the single-valued options given, by their long name */
+    char seen[16][64];        /* the single-valued options given, by their long name */
     int n_seen;
 } cli;
 
@@ -197,7 +197,7 @@ static int once(cli *c, const char *opt, qerror *e)
         if (!strcmp(c->seen[k], name))
             return usage_error(e, "option %s given twice", name);
     if (c->n_seen < 16)
-        c->seen[c->n_seen++] = name;
+        snprintf(c->seen[c->n_seen++], sizeof c->seen[0], "%s", name);
     return 0;
 }
 
