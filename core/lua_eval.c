@@ -124,6 +124,10 @@ static uint64_t check_candidates(lua_State *L, int idx, const dump_tensor *t, qc
     *lo = lua_newuserdatauv(L, n * sizeof **lo, 0);
     *hi = lua_newuserdatauv(L, n * sizeof **hi, 0);
     for (lua_Unsigned k = 0; k < n; k++) {
+        /* each candidate leaves its two range arrays on the stack: room for them and the
+         * candidate's fields (past Lua's 20 guaranteed slots, 23 candidates wrote beyond the
+         * stack and corrupted the heap) */
+        luaL_checkstack(L, 8, "evaluation:add: candidates");
         lua_rawgeti(L, idx, (lua_Integer)k + 1);
         int c = lua_gettop(L);
         luaL_checktype(L, c, LUA_TTABLE);

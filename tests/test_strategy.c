@@ -531,6 +531,16 @@ Test(strategy, mix_keeps_the_least_error_of_every_candidate)
     r = read_results(out_file);
     check_mix(r, &S8N, "mse", 7);
     results_free(r);
+    /* 33 candidates a tensor: each left two arrays on the Lua stack, and past its 20
+     * guaranteed slots 23 candidates corrupted the heap (found by an audit) */
+    char many[160] = "percentiles=";
+    for (int k = 70; k < 100; k++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%s%d", k > 70 ? "," : "", k);
+    const char *kv_many[] = {many};
+    cr_assert_eq(run_with("mix", kv_many, 1, NULL, &e), 0, "%s\n%s", e.msg, log_text);
+    r = read_results(out_file);
+    check_mix(r, &U8, "mse", 33);
+    results_free(r);
 }
 
 Test(strategy, mix_by_layer_output_uses_the_consuming_layer)
