@@ -271,7 +271,6 @@ static void tensor_errors(eval_state *s, const qcal_slab *slab)
         }
         for (uint64_t k = 0; k < n; k++) {
             s->row[k].n = used, s->row[k].sum_sq_ref = sum_sq_ref;
-            qmath_grid_dot(&s->row[k]);
             exact_add(&s->tensor[k], &s->row[k]);
         }
     }

@@ -137,14 +137,16 @@ void qmath_fake_quant_n(const float *x, float *out, uint64_t n, float scale, int
  * exactly, so they add nothing; the count, sum x^2 and each block's extrema are the same for
  * every grid), then qmath_grid_err per grid.
  * Per value the kernel takes the step count r = round(clamp(x / scale)), torch's q = r scale
- * (float32) and e = x - q, and sums e^2 and r^2; sum q^2 is scale^2 sum r^2, formed in
+ * (float32) and e = x - q, and sums e^2, r^2 and x q; sum q^2 is scale^2 sum r^2, formed in
  * float64 at the end (the sums of r^2 are integers, exact in float32 lanes for grids of up to
- * 10 bits, and exactly 0 when every q is), and sum x q = (sum x^2 + sum q^2 - sum e^2) / 2
- * (qmath_grid_dot): four multiplications per vector, the bound of this loop, where summing x q
- * took a fifth. A block whose values all lie inside the grid (its extrema say so) skips the
- * clamp: the same numbers, two operations fewer. (Grid kernel on 4096 cached values, best of
- * three, before these three changes and after: 0.21 -> 0.11 ns per value inside the grid,
- * 0.20 -> 0.16 clamped.)
+ * 10 bits, and exactly 0 when every q is). sum x q is summed itself: every x q >= 0 (q has
+ * x's sign or is 0), so its sum cannot cancel, where (sum x^2 + sum q^2 - sum e^2) / 2 lost
+ * most of its digits when clipping made sum e^2 nearly sum x^2 (cosines 3e-4 off, and mix
+ * kept the wrong candidate). A block whose values all lie inside the grid (its extrema say
+ * so) skips the clamp: the same numbers, two operations fewer.
+ * Magnitudes float32 squares cannot hold (a block with |x| above 2^50: sums of 16 squares
+ * overflow near 2^63; below 2^-40 they underflow) go through a scalar form that sums in
+ * float64 (the same r, q and e): rare in networks, exact where the fast form is not.
  * Within a block of FQ_SPAN values the products are summed per lane in float32 (value i to
  * lane i mod the lane count), then each block's lane sums are added to float64 totals in lane
  * order (a block's rounding is ~1e-7 of itself, far below the differences between
@@ -162,9 +164,9 @@ typedef struct fq_grid {
     float inv, scale, lo, hi;
 } fq_grid;
 
-/* Per-lane float64 sums over the blocks of one call: sum e^2, sum r^2. */
+/* Per-lane float64 sums over the blocks of one call: sum e^2, sum r^2, sum x q. */
 typedef struct fq_totals {
-    double se[FQ_GRID_LANES], rr[FQ_GRID_LANES];
+    double se[FQ_GRID_LANES], rr[FQ_GRID_LANES], xq[FQ_GRID_LANES];
 } fq_totals;
 
 typedef void (*fq_block_fn)(const float *x, uint64_t len, const fq_grid *g, fq_totals *t);
@@ -223,18 +225,30 @@ static uint64_t clean_block_scalar(const float *x, uint64_t len, float *out, dou
 static void grid_block_scalar(const float *x, uint64_t len, const fq_grid *g, fq_totals *t,
                               int fused)
 {
-    float se[FQ_GRID_LANES] = {0}, rr[FQ_GRID_LANES] = {0};
+    float se[FQ_GRID_LANES] = {0}, rr[FQ_GRID_LANES] = {0}, xq[FQ_GRID_LANES] = {0};
     for (uint64_t i = 0; i < len; i++) {
         int l = (int)(i % FQ_GRID_LANES);
         float xv = x[i], r = grid_steps(xv, g), q = r * g->scale, e = xv - q;
         if (fused) {
-            se[l] = fmaf(e, e, se[l]), rr[l] = fmaf(r, r, rr[l]);
+            se[l] = fmaf(e, e, se[l]), rr[l] = fmaf(r, r, rr[l]), xq[l] = fmaf(xv, q, xq[l]);
         } else {
-            float ee = e * e, rrv = r * r; /* each rounded: no contraction */
-            se[l] += ee, rr[l] += rrv;
+            float ee = e * e, rrv = r * r, xqv = xv * q; /* each rounded: no contraction */
+            se[l] += ee, rr[l] += rrv, xq[l] += xqv;
         }
     }
     add_lanes(t->se, se, FQ_GRID_LANES), add_lanes(t->rr, rr, FQ_GRID_LANES);
+    add_lanes(t->xq, xq, FQ_GRID_LANES);
+}
+
+/* The same steps with float64 sums, for magnitudes whose float32 squares overflow or
+ * underflow (see above); value i still goes to lane i mod the lane count. */
+static void grid_block_wide(const float *x, uint64_t len, const fq_grid *g, fq_totals *t)
+{
+    for (uint64_t i = 0; i < len; i++) {
+        int l = (int)(i % FQ_GRID_LANES);
+        float xv = x[i], r = grid_steps(xv, g), q = r * g->scale, e = xv - q;
+        t->se[l] += (double)e * e, t->rr[l] += (double)r * r, t->xq[l] += (double)xv * q;
+    }
 }
 
 static void fq_block_scalar(const float *x, uint64_t len, const fq_grid *g, fq_totals *t)
@@ -292,9 +306,9 @@ static void fq_block_sse2(const float *x, uint64_t len, const fq_grid *g, fq_tot
     const __m128 inv = _mm_set1_ps(g->inv), scale = _mm_set1_ps(g->scale);
     const __m128 lo = _mm_set1_ps(g->lo), hi = _mm_set1_ps(g->hi);
     const __m128 magic = _mm_set1_ps(0x1.8p23f);
-    __m128 se[4], rr[4];
+    __m128 se[4], rr[4], xq[4];
     for (int k = 0; k < 4; k++)
-        se[k] = rr[k] = _mm_setzero_ps();
+        se[k] = rr[k] = xq[k] = _mm_setzero_ps();
     for (uint64_t i = 0; i < len; i += FQ_GRID_LANES)
         for (int k = 0; k < 4; k++) {
             __m128 xv = _mm_loadu_ps(x + i + 4 * k);
@@ -302,11 +316,15 @@ static void fq_block_sse2(const float *x, uint64_t len, const fq_grid *g, fq_tot
             __m128 r = _mm_sub_ps(_mm_add_ps(p, magic), magic);
             __m128 q = _mm_mul_ps(r, scale), e = _mm_sub_ps(xv, q);
             se[k] = _mm_add_ps(se[k], _mm_mul_ps(e, e)), rr[k] = _mm_add_ps(rr[k], _mm_mul_ps(r, r));
+            xq[k] = _mm_add_ps(xq[k], _mm_mul_ps(xv, q));
         }
-    float l_se[FQ_GRID_LANES], l_rr[FQ_GRID_LANES];
-    for (int k = 0; k < 4; k++)
+    float l_se[FQ_GRID_LANES], l_rr[FQ_GRID_LANES], l_xq[FQ_GRID_LANES];
+    for (int k = 0; k < 4; k++) {
         _mm_storeu_ps(l_se + 4 * k, se[k]), _mm_storeu_ps(l_rr + 4 * k, rr[k]);
+        _mm_storeu_ps(l_xq + 4 * k, xq[k]);
+    }
     add_lanes(t->se, l_se, FQ_GRID_LANES), add_lanes(t->rr, l_rr, FQ_GRID_LANES);
+    add_lanes(t->xq, l_xq, FQ_GRID_LANES);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -340,7 +358,7 @@ __attribute__((target("avx2"))) static uint64_t clean_block_avx2(const float *x,
 
 /* One vector of eight values into its lanes' sums; `clamp` is a constant of each caller. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-fq_step_avx2(__m256 xv, const fq_grid *g, int clamp, __m256 *se, __m256 *rr)
+fq_step_avx2(__m256 xv, const fq_grid *g, int clamp, __m256 *se, __m256 *rr, __m256 *xq)
 {
     __m256 p = _mm256_mul_ps(xv, _mm256_set1_ps(g->inv));
     if (clamp)
@@ -348,6 +366,7 @@ fq_step_avx2(__m256 xv, const fq_grid *g, int clamp, __m256 *se, __m256 *rr)
     __m256 r = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 q = _mm256_mul_ps(r, _mm256_set1_ps(g->scale)), e = _mm256_sub_ps(xv, q);
     *se = _mm256_fmadd_ps(e, e, *se), *rr = _mm256_fmadd_ps(r, r, *rr);
+    *xq = _mm256_fmadd_ps(xv, q, *xq);
 }
 
 /* Lanes 0-7 in the *0 registers, 8-15 in the *1 ones. */
@@ -355,15 +374,17 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void
 fq_avx2(const float *x, uint64_t len, const fq_grid *g, fq_totals *t, int clamp)
 {
     const __m256 zero = _mm256_setzero_ps();
-    __m256 se0 = zero, rr0 = zero, se1 = zero, rr1 = zero;
+    __m256 se0 = zero, rr0 = zero, xq0 = zero, se1 = zero, rr1 = zero, xq1 = zero;
     for (uint64_t i = 0; i < len; i += FQ_GRID_LANES) {
-        fq_step_avx2(_mm256_loadu_ps(x + i), g, clamp, &se0, &rr0);
-        fq_step_avx2(_mm256_loadu_ps(x + i + 8), g, clamp, &se1, &rr1);
+        fq_step_avx2(_mm256_loadu_ps(x + i), g, clamp, &se0, &rr0, &xq0);
+        fq_step_avx2(_mm256_loadu_ps(x + i + 8), g, clamp, &se1, &rr1, &xq1);
     }
-    float l_se[FQ_GRID_LANES], l_rr[FQ_GRID_LANES];
+    float l_se[FQ_GRID_LANES], l_rr[FQ_GRID_LANES], l_xq[FQ_GRID_LANES];
     _mm256_storeu_ps(l_se, se0), _mm256_storeu_ps(l_se + 8, se1);
     _mm256_storeu_ps(l_rr, rr0), _mm256_storeu_ps(l_rr + 8, rr1);
+    _mm256_storeu_ps(l_xq, xq0), _mm256_storeu_ps(l_xq + 8, xq1);
     add_lanes(t->se, l_se, FQ_GRID_LANES), add_lanes(t->rr, l_rr, FQ_GRID_LANES);
+    add_lanes(t->xq, l_xq, FQ_GRID_LANES);
 }
 
 __attribute__((target("avx2,fma"))) static void fq_block_avx2(const float *x, uint64_t len,
@@ -415,6 +436,32 @@ static fq_kernels portable_kernels(void)
     return (fq_kernels){clean_block_scalar, block, block, block};
 }
 
+/* Whether magnitudes up to m need float64 sums of squares (see the kernel's comment). */
+static int too_wide(float m)
+{
+    return m > 0x1p50f || (m > 0 && m < 0x1p-40f);
+}
+
+static float largest_magnitude(const float *extrema)
+{
+    return fabsf(extrema[0]) > fabsf(extrema[1]) ? fabsf(extrema[0]) : fabsf(extrema[1]);
+}
+
+/* One block cleaned by `clean`, its sum of squares in float64 when its magnitudes need it. */
+static uint64_t clean_block_with(clean_block_fn clean, const float *x, uint64_t len,
+                                 float *out, double *lanes, float *extrema)
+{
+    double block[FQ_LANES] = {0};
+    uint64_t used = clean(x, len, out, block, extrema);
+    if (too_wide(largest_magnitude(extrema)))
+        for (uint64_t i = 0; i < len; i++)
+            lanes[i % FQ_LANES] += (double)out[i] * out[i];
+    else
+        for (int l = 0; l < FQ_LANES; l++)
+            lanes[l] += block[l];
+    return used;
+}
+
 /* Whole blocks of FQ_SPAN values with the fast form; the rest with the scalar one. */
 static uint64_t clean_with(clean_block_fn clean, const float *x, uint64_t n, float *out,
                            float *extrema, double *sum_sq)
@@ -422,9 +469,10 @@ static uint64_t clean_with(clean_block_fn clean, const float *x, uint64_t n, flo
     uint64_t i = 0, used = 0;
     double lanes[FQ_LANES] = {0};
     for (; i + FQ_SPAN <= n; i += FQ_SPAN)
-        used += clean(x + i, FQ_SPAN, out + i, lanes, extrema + 2 * (i / FQ_SPAN));
+        used += clean_block_with(clean, x + i, FQ_SPAN, out + i, lanes, extrema + 2 * (i / FQ_SPAN));
     if (i < n)
-        used += clean_block_scalar(x + i, n - i, out + i, lanes, extrema + 2 * (i / FQ_SPAN));
+        used += clean_block_with(clean_block_scalar, x + i, n - i, out + i, lanes,
+                                 extrema + 2 * (i / FQ_SPAN));
     *sum_sq += lane_total(lanes, FQ_LANES);
     return used;
 }
@@ -439,19 +487,35 @@ static int span_inside(const float *extrema, uint64_t i, const fq_grid *g)
     return lo * g->inv >= g->lo && hi * g->inv <= g->hi;
 }
 
+/* The largest magnitude of the values from offset i to i + len (the blocks they overlap). */
+static float span_magnitude(const float *extrema, uint64_t i, uint64_t len)
+{
+    float m = 0;
+    for (uint64_t b = i / FQ_SPAN; b <= (i + len - 1) / FQ_SPAN; b++) {
+        float v = largest_magnitude(extrema + 2 * b);
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
 static void grid_err_with(fq_kernels k, qmath_err *acc, const float *clean,
                           const float *extrema, uint64_t at, uint64_t n, const fq_grid *g)
 {
     fq_totals t;
     memset(&t, 0, sizeof t);
     uint64_t i = at, end = at + n;
-    for (; i + FQ_SPAN <= end; i += FQ_SPAN)
-        (span_inside(extrema, i, g) ? k.inside : k.block)(clean + i, FQ_SPAN, g, &t);
+    for (; i + FQ_SPAN <= end; i += FQ_SPAN) {
+        fq_block_fn block = too_wide(span_magnitude(extrema, i, FQ_SPAN)) ? grid_block_wide
+                            : span_inside(extrema, i, g)                 ? k.inside
+                                                                         : k.block;
+        block(clean + i, FQ_SPAN, g, &t);
+    }
     if (i < end)
-        k.tail(clean + i, end - i, g, &t);
+        (too_wide(span_magnitude(extrema, i, end - i)) ? grid_block_wide : k.tail)(clean + i, end - i, g, &t);
     double scale = g->scale;
     acc->sum_sq_err += lane_total(t.se, FQ_GRID_LANES);
     acc->sum_sq_q += scale * scale * lane_total(t.rr, FQ_GRID_LANES);
+    acc->dot += lane_total(t.xq, FQ_GRID_LANES);
 }
 
 static fq_grid grid_of(float scale, int64_t zero_point, int64_t qmin, int64_t qmax)
@@ -465,11 +529,6 @@ uint64_t qmath_clean_run(const float *x, uint64_t n, float *clean, float *extrem
     return clean_with(kernels_for_this_cpu().clean, x, n, clean, extrema, sum_sq_ref);
 }
 
-/* e = x - q: e^2 = x^2 - 2 x q + q^2. */
-void qmath_grid_dot(qmath_err *acc)
-{
-    acc->dot = (acc->sum_sq_ref + acc->sum_sq_q - acc->sum_sq_err) / 2;
-}
 
 void qmath_grid_err(qmath_err *acc, const float *clean, const float *extrema, uint64_t at,
                     uint64_t n, float scale, int64_t zero_point, int64_t qmin, int64_t qmax)
@@ -491,7 +550,6 @@ static void fake_quant_err_with(fq_kernels k, qmath_err *acc, const float *x, ui
         part.n += clean_with(k.clean, x + at, len, clean, extrema, &part.sum_sq_ref);
         grid_err_with(k, &part, clean, extrema, 0, len, &g);
     }
-    qmath_grid_dot(&part);
     qmath_err_merge(acc, &part);
 }
 

@@ -63,7 +63,8 @@ void qmath_err_add(qmath_err *acc, const float *x, const float *q, uint64_t n);
 /* qmath_err_add(acc, x, fake_quant(x), n) over the pairs whose x is finite (NaN and Inf are
  * left out, as the observers leave them out), without the buffer between, vectorized
  * (SSE2; AVX2 with FMA where the CPU has them): products are summed in float32 within blocks
- * of 256 values, so the sums agree with it to about 1e-7 relative (identically on machines
+ * of 256 values (float64 for blocks with |x| above 2^50 or below 2^-40, whose float32 squares
+ * would overflow or underflow), so the sums agree with it to about 1e-7 relative (identically on machines
  * of the same kind: with FMA or without). */
 void qmath_fake_quant_err(qmath_err *acc, const float *x, uint64_t n, float scale,
                           int64_t zero_point, int64_t qmin, int64_t qmax);
@@ -77,16 +78,13 @@ void qmath_fake_quant_err_portable(qmath_err *acc, const float *x, uint64_t n, f
  * extrema (2 ceil(n / QMATH_CLEAN_BLOCK) floats) and returns the count of finite values (for
  * acc->n and acc->sum_sq_ref of every grid); the second adds sum_sq_err and sum_sq_q of one
  * grid over the n clean values from offset `at` of such a run (clean and extrema as the first
- * step filled them; the extrema let blocks inside the grid skip its clamp). Once acc holds
- * every value's sums, n and sum_sq_ref included, qmath_grid_dot sets dot from them
- * (x q = (x^2 + q^2 - (x - q)^2) / 2).
+ * step filled them; the extrema let blocks inside the grid skip its clamp), and dot.
  * qmath_fake_quant_err is these steps over runs of 4096 values, bit for bit. */
 enum { QMATH_CLEAN_BLOCK = 256 };
 uint64_t qmath_clean_run(const float *x, uint64_t n, float *clean, float *extrema,
                          double *sum_sq_ref);
 void qmath_grid_err(qmath_err *acc, const float *clean, const float *extrema, uint64_t at,
                     uint64_t n, float scale, int64_t zero_point, int64_t qmin, int64_t qmax);
-void qmath_grid_dot(qmath_err *acc);
 void qmath_err_merge(qmath_err *into, const qmath_err *from);
 /* sum_sq_err / n; 0 when n == 0. */
 double qmath_mse(const qmath_err *acc);

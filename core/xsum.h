@@ -5,7 +5,8 @@
  * 32-bit digits. So a sum split over threads, slabs, files or MPI ranks and merged in any
  * order is bit for bit the sum of one sequential run: what evaluation passes need to give
  * identical results everywhere. Magnitudes from 2^-XSUM_FRAC_BITS to 2^XSUM_INT_BITS are
- * exact (the evaluation's sums are of float32 squares, which stay within 2^-298..2^296);
+ * exact (the evaluation's sums are of float32 squares and products, which stay within
+ * 2^-298..2^256 a value: 160 fraction bits flushed squares of |x| below 1e-24 to 0);
  * beyond it a sum becomes +-inf, and NaN / Inf addends give NaN / Inf as float addition would.
  */
 #ifndef QCAL_XSUM_H
@@ -13,7 +14,7 @@
 
 #include <stdint.h>
 
-#define XSUM_FRAC_BITS 160
+#define XSUM_FRAC_BITS 320
 #define XSUM_INT_BITS 304
 #define XSUM_LIMBS ((XSUM_FRAC_BITS + XSUM_INT_BITS) / 32 + 1)
 

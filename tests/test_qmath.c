@@ -407,6 +407,52 @@ Test(fake_quant, fused_error_matches_the_float64_reference_on_every_path)
         }
 }
 
+/* Sums float32 lanes cannot hold (audited): |x| near 1e20 (squares of 16 values overflow a
+ * float32 lane: mse inf, cosine NaN), |x| near 1e-38 (squares underflow to 0: a grid that
+ * loses every value looked exact), and heavy clipping of outliers, where sum x q from
+ * (x^2 + q^2 - e^2) / 2 cancelled (cosine 3e-4 off). Each within 1e-6 of float64 sums of
+ * torch's fake-quantize, on every path. */
+Test(fake_quant, sums_hold_huge_tiny_and_clipped_values)
+{
+    static float x[3][4096];
+    uint64_t state = 7;
+    for (int i = 0; i < 4096; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        double u = (double)(state >> 11) / 9007199254740992.0 - 0.5;
+        x[0][i] = (float)(u * 4e20);
+        x[1][i] = (float)(u * 4e-38);
+        x[2][i] = (float)(i % 64 ? u * 0.02 : u * 2e3); /* 1.5 % outliers */
+    }
+    const struct { float scale; int64_t zp, qmin, qmax; } grids[3] = {
+        {1.6e18f, 0, -127, 127},        /* covers the huge values */
+        {1.1920929e-7f, 0, -128, 127},  /* torch's eps floor: every tiny value is 0 */
+        {0.0004f, 0, -127, 127},        /* [-0.05, 0.05]: the outliers clipped */
+    };
+    for (int d = 0; d < 3; d++) {
+        qmath_err fast = {0}, slow = {0};
+        qmath_fake_quant_err(&fast, x[d], 4096, grids[d].scale, grids[d].zp, grids[d].qmin, grids[d].qmax);
+        qmath_fake_quant_err_portable(&slow, x[d], 4096, grids[d].scale, grids[d].zp,
+                                      grids[d].qmin, grids[d].qmax);
+        cr_assert(!memcmp(&fast, &slow, sizeof fast), "data %d: SIMD and portable differ", d);
+        double se = 0, sr = 0, sq = 0, dot = 0;
+        for (int i = 0; i < 4096; i++) {
+            double a = x[d][i], b = ref_fake_quant(x[d][i], grids[d].scale, grids[d].zp,
+                                                   grids[d].qmin, grids[d].qmax);
+            se += (a - b) * (a - b), sr += a * a, sq += b * b, dot += a * b;
+        }
+        const double got[4] = {fast.sum_sq_err, fast.sum_sq_ref, fast.sum_sq_q, fast.dot};
+        const double want[4] = {se, sr, sq, dot};
+        for (int j = 0; j < 4; j++)
+            cr_expect(fabs(got[j] - want[j]) <= 1e-6 * fabs(want[j]), "data %d, sum %d: %.12g vs %.12g",
+                      d, j, got[j], want[j]);
+        double cos_want = sq == 0 ? 0 : dot / (sqrt(sr) * sqrt(sq));
+        cr_expect(fabs(qmath_cosine(&fast) - cos_want) <= 1e-6, "data %d: cosine %.9g vs %.9g", d,
+                  qmath_cosine(&fast), cos_want);
+        cr_expect(isfinite(qmath_mse(&fast)) && qmath_mse(&fast) > 0, "data %d: mse %g", d,
+                  qmath_mse(&fast));
+    }
+}
+
 /* The evaluation pass's two steps: NaN and Inf cleaned to 0 and left out of the count and
  * sum x^2 once (with each block's extrema), then each grid on the clean values; together the
  * single call's sums, also for a run starting inside the cleaned values. */
@@ -445,7 +491,6 @@ Test(fake_quant, clean_once_then_each_grid_gives_the_single_call)
                                  grids[g].qmax);
             qmath_grid_err(&parts, clean, extrema, 0, n, grids[g].scale, grids[g].zp,
                            grids[g].qmin, grids[g].qmax);
-            qmath_grid_dot(&parts);
             cr_assert(!memcmp(&single, &parts, sizeof single), "grid %zu, n %llu", g,
                       (unsigned long long)n);
             if (n < 1000)
@@ -455,8 +500,8 @@ Test(fake_quant, clean_once_then_each_grid_gives_the_single_call)
                                  grids[g].qmin, grids[g].qmax);
             qmath_grid_err(&offset, clean, extrema, 333, n - 333, grids[g].scale, grids[g].zp,
                            grids[g].qmin, grids[g].qmax);
-            cr_assert(offset.sum_sq_err == tail.sum_sq_err && offset.sum_sq_q == tail.sum_sq_q,
-                      "grid %zu, from 333", g);
+            cr_assert(offset.sum_sq_err == tail.sum_sq_err && offset.sum_sq_q == tail.sum_sq_q &&
+                      offset.dot == tail.dot, "grid %zu, from 333", g);
         }
     }
 }
@@ -646,8 +691,12 @@ Test(xsum, nan_and_infinities_behave_as_in_float_addition)
     cr_expect(isnan(xsum_of(both, 2)));
     double huge[] = {ldexp(1, 400), 1.0}; /* beyond the fixed-point range: +inf, not garbage */
     cr_expect_eq(xsum_of(huge, 2), INFINITY);
-    double below[] = {ldexp(1, -200), ldexp(1, -200)}; /* under the grid: rounds to 0 */
+    double below[] = {ldexp(1, -340), ldexp(1, -340)}; /* under the grid: rounds to 0 */
     cr_expect_eq(xsum_of(below, 2), 0.0);
+    /* the square of a float32 near 1e-38 (2^-252) and the least float32 square (2^-298)
+     * are on the grid: tiny tensors' errors are not flushed to 0 (they were, at 2^-160) */
+    double tiny[] = {ldexp(1, -252), ldexp(1, -298), ldexp(1, -252)};
+    cr_expect_eq(xsum_of(tiny, 3), ldexp(1, -251) + ldexp(1, -298));
     double none[] = {0.0};
     cr_expect_eq(xsum_of(none, 0), 0.0);
 }
