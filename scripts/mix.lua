@@ -93,9 +93,11 @@ local function candidates_of(o)
     if methods.minmax and not has_100 then add("minmax", "percentile", o.hist, { percentile = 100 }) end
     if methods.kl then
         add("kl", "kl", o.abs_hist, { variant = P.kl_variant, bins = P.bins })
-        if not P.symmetric then -- an affine grid need not cover below the observed minimum
+        if not P.symmetric then -- an affine grid need not cover beyond the observed extremes
             local full = qcal.estimate("percentile", pass:statistic(o.hist), o.spec, { percentile = 100 })
-            list[#list].range.lo = math.min(math.max(list[#list].range.lo, full.lo), 0)
+            local r = list[#list].range
+            r.lo = math.min(math.max(r.lo, full.lo), 0)
+            r.hi = math.max(math.min(r.hi, full.hi), 0)
         end
     end
     if methods.mse then add("mse", "mse", o.hist) end
@@ -130,10 +132,16 @@ for _, o in ipairs(observed) do
         c.mse, c.sqnr_db, c.cosine, c.layer_error = e.mse, e.sqnr_db, e.cosine, e.layer_error
         if e[key] == e[key] and better(e[key], best_value, key) then best, best_value = k, e[key] end
     end
+    local measured = best ~= nil
     best = best or 1
     local c = o.candidates[best]
-    local note = string.format("least %s of %d candidates%s", key, #o.candidates,
+    local note = string.format("%s %s of %d candidates%s", HIGHER_IS_BETTER[key] and "best" or "least",
+                               key, #o.candidates,
                                o.layer and (" (output of layer " .. o.layer .. ")") or "")
+    if not measured then -- say so, rather than let the first candidate pass for the best
+        note = string.format("no candidate's %s is a number (%d candidates): the first kept", key,
+                             #o.candidates)
+    end
     if c.note then note = note .. "; " .. c.note end
     qcal.put(o.tensor, { method = "mix:" .. c.method, spec = o.spec, range = c.range, note = note,
                          metrics = { mse = c.mse, sqnr_db = c.sqnr_db, cosine = c.cosine } })

@@ -543,6 +543,34 @@ Test(strategy, mix_keeps_the_least_error_of_every_candidate)
     results_free(r);
 }
 
+/* On an affine grid mix's kl candidate covers no more than the data: for values in [-6, -0.5]
+ * it is [-t, 0], not [-t, t] with half the grid on values that never occur (audited). */
+Test(strategy, mix_kl_candidate_stays_within_the_data_on_affine_grids)
+{
+    static float neg[64 * 8];
+    for (int i = 0; i < 64 * 8; i++)
+        neg[i] = -0.5f - 5.5f * (float)((i * 37) % 512) / 511.0f;
+    fx_dataset ds = {.name = "neg", .dtype = DUMP_F32, .rank = 2, .dims = {64, 8}, .data = neg,
+                     .channel_axis = FX_NO_ATTR};
+    char *path = fx_path(dir, "neg.h5");
+    cr_assert_eq(fx_write_dump(path, &ds, 1, 0), 0);
+    run_opts ro = {.dump = path};
+    qerror e = {0};
+    cr_assert_eq(run_with("mix", NULL, 0, &ro, &e), 0, "%s\n%s", e.msg, log_text);
+    results *r = read_results(out_file);
+    const result_candidates *c = results_find_candidates(r, "neg");
+    cr_assert_not_null(c);
+    int seen = 0;
+    for (uint64_t k = 0; k < c->n; k++)
+        if (!strcmp(c->method[k], "kl")) {
+            seen = 1;
+            cr_expect(c->hi[k] == 0.0 && c->lo[k] >= -6.0 && c->lo[k] < 0, "kl [%g, %g]", c->lo[k], c->hi[k]);
+        }
+    cr_expect(seen, "a kl candidate");
+    results_free(r);
+    free(path);
+}
+
 Test(strategy, mix_by_layer_output_uses_the_consuming_layer)
 {
     const char *kv[] = {"criterion=layer_error", "stat_subset_size=25"};
