@@ -9,6 +9,9 @@ local qcal = require("qcal")
 local calib = require("calib")
 
 local P = calib.params{ percentile = 99.99, bins = 2048, side = "auto" }
+if P.per_channel then -- its histograms are per tensor
+    qcal.param_error("percentile ranges are per tensor: per_channel=true is not available (minmax and pot have per-channel ranges)")
+end
 if P.side ~= "auto" and P.side ~= "two_sided" and P.side ~= "abs" then
     qcal.param_error("side must be auto, two_sided or abs, got '" .. P.side .. "'")
 end

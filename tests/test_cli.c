@@ -285,12 +285,13 @@ Test(cli, unusable_parameter_values_are_usage_errors)
     const char *const runs[][2] = {
         {"mix", "max_samples=-1"}, {"pot", "stat_subset_size=-1"}, {"kl", "bins=-5"},
         {"autotune", "steps=5000"}, {"kl", "levels=4096 bins=16"}, {"percentile", "side=nope"},
-        {"pot", "max_samples=3"},
+        {"pot", "max_samples=3"}, {"percentile", "per_channel=true"},
     };
     const char *const said[] = {"max_samples must be >= 0", "stat_subset_size must be >= 0",
                                 "bins must be >= 0", "steps must be in [1, 4095]",
                                 "levels must not exceed bins", "side must be auto, two_sided or abs",
-                                "stat_subset_size (POT's name), not max_samples"};
+                                "stat_subset_size (POT's name), not max_samples",
+                                "percentile ranges are per tensor: per_channel=true is not available"};
     char args[1024];
     for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
         snprintf(args, sizeof args, "run %s '%s' -o '%s' %s", runs[k][0], dump_file, out_file,
