@@ -129,9 +129,12 @@ static int export_trt(const results *r, const export_options *o, FILE *out, qerr
 {
     const char *version = o->trt_version ? o->trt_version : "8601";
     const char *algorithm = o->trt_algorithm ? o->trt_algorithm : "EntropyCalibration2";
-    if (!all_digits(version))
-        return qerror_set(e, QERR_USAGE, "--trt-version: expected digits such as 8601 "
-                          "(8.6.1) or 100300 (10.3.0), found '%s'", version);
+    /* TensorRT's own number: major 1000 + minor 100 + patch (10.x: major 10000): 3 to 6
+     * digits, no leading zero (a header that matches no build makes TensorRT skip the cache) */
+    size_t digits = strlen(version);
+    if (!all_digits(version) || version[0] == '0' || digits < 3 || digits > 6)
+        return qerror_set(e, QERR_USAGE, "--trt-version: expected TensorRT's version number "
+                          "such as 8601 (8.6.1) or 100300 (10.3.0), found '%s'", version);
     if (!*algorithm || has_space(algorithm) || strchr(algorithm, ':'))
         return qerror_set(e, QERR_USAGE, "--trt-algorithm: expected a name such as "
                           "EntropyCalibration2 or MinMaxCalibration, found '%s'", algorithm);

@@ -101,7 +101,7 @@ static const char *const run_help =
     "      --plugin-path P      more plugins (file or directory; repeatable)\n"
     "      --unsafe             run the recipe without the sandbox\n"
     "      --max-memory MIB     memory the recipe may use (default 1024)\n"
-    "      --max-instructions N Lua instructions the recipe may run (default 1e9)\n"
+    "      --max-instructions N Lua instructions the recipe may run (default 1000000000)\n"
     "      --state-mib N        observer states held in memory before the rest go to a\n"
     "                           temporary file in $TMPDIR (default 64; 0: all of them)\n";
 

@@ -459,6 +459,13 @@ Test(export, bad_requests_exit_with_one_line)
     cr_expect_eq(qcal(args), 64);
     snprintf(args, sizeof args, "export '%s' --format tensorrt --trt-version 8.6", results_file);
     cr_expect_eq(qcal(args), 64);
+    const char *versions[] = {"0", "00008601", "12345678901234567890", "86"}; /* no build's */
+    for (int k = 0; k < 4; k++) {
+        snprintf(args, sizeof args, "export '%s' --format tensorrt --trt-version %s", results_file,
+                 versions[k]);
+        cr_expect_eq(qcal(args), 64, "%s", versions[k]);
+        cr_expect(strstr(err_text, "TensorRT's version number"), "%s", err_text);
+    }
     snprintf(args, sizeof args, "export '%s' --format csv", dump_file);
     cr_expect_eq(qcal(args), 65, "a dump is not a results file: %s", err_text);
     /* an existing file is kept without --force */
