@@ -59,7 +59,7 @@ typedef struct cli {
     int has_state_budget;
     size_t state_budget;
     int options_done;         /* after "--": every argument is a path */
-    char seen[16][64];        /* the single-valued options given, by their long name */
+    char seen[32][64];        /* the options given, by their long name */
     int n_seen;
 } cli;
 
@@ -187,16 +187,20 @@ static int parse_shard(cli *c, const char *opt, const char *val, qerror *e)
     return 0;
 }
 
-/* A single-valued option given twice would silently keep the last one. */
-static int once(cli *c, const char *opt, qerror *e)
+static const char *long_name(const char *opt)
 {
-    const char *name = !strcmp(opt, "-o") ? "--output" : !strcmp(opt, "-j") ? "--threads" : opt;
-    if (!strcmp(name, "--plugin-path"))
-        return 0; /* several are allowed */
+    return !strcmp(opt, "-o") ? "--output" : !strcmp(opt, "-j") ? "--threads"
+         : !strcmp(opt, "-f") ? "--force"  : !strcmp(opt, "-h") ? "--help" : opt;
+}
+
+/* Notes an option as given; a single-valued one given twice would silently keep the last. */
+static int once(cli *c, const char *opt, int repeatable, qerror *e)
+{
+    const char *name = long_name(opt);
     for (int k = 0; k < c->n_seen; k++)
         if (!strcmp(c->seen[k], name))
-            return usage_error(e, "option %s given twice", name);
-    if (c->n_seen < 16)
+            return repeatable ? 0 : usage_error(e, "option %s given twice", name);
+    if (c->n_seen < 32)
         snprintf(c->seen[c->n_seen++], sizeof c->seen[0], "%s", name);
     return 0;
 }
@@ -313,10 +317,10 @@ static int parse_arg(cli *c, int argc, char **argv, int *i, qerror *e)
         if (parse_valued(c, opt, val, e, &bad)) {
             if (!eq && val)
                 (*i)++;
-            return bad || once(c, opt, e);
+            return bad || once(c, opt, !strcmp(opt, "--plugin-path"), e);
         }
         if (!eq && parse_flag(c, opt))
-            return 0;
+            return once(c, opt, 1, e);
         return usage_error(e, "unknown option '%s'", arg);
     }
     if (!c->options_done && is_key_value(arg) &&
@@ -550,6 +554,11 @@ static int cmd_export(const cli *c, qerror *e)
     if (!c->format)
         return usage_error(e, "export: --format is required (%s)",
                            "tpu-mlir, tensorrt, qnn, onnxruntime or csv");
+    if ((c->trt_version || c->trt_algorithm) && strcmp(c->format, "tensorrt"))
+        return usage_error(e, "export: --trt-version and --trt-algorithm apply to --format "
+                           "tensorrt, not %s", c->format);
+    if (c->qnn_version && strcmp(c->format, "qnn"))
+        return usage_error(e, "export: --qnn-version applies to --format qnn, not %s", c->format);
     results *r;
     if (results_read(c->positional[0], &r, e))
         return -1;
@@ -948,15 +957,35 @@ static void print_version(void)
 typedef struct command {
     const char *name;
     int (*fn)(const cli *c, qerror *e);
-    const char *help;
+    const char *options; /* the options it takes (--help: all), each followed by a space */
 } command;
 
+#define PASS_OPTIONS "--plugin-path --threads --slab-mib --batch-size --state-mib "
+#define RECIPE_OPTIONS "--output --force --from-statistics --max-memory --max-instructions --unsafe "
 static const command commands[] = {
-    {"run", cmd_run, NULL}, {"observe", cmd_observe, NULL}, {"merge", cmd_merge, NULL},
-    {"list", cmd_list, NULL}, {"info", cmd_info, NULL},
-    {"show", cmd_show, NULL}, {"export", cmd_export, NULL},
-    {"report", cmd_report, NULL}, {NULL, NULL, NULL},
+    {"run", cmd_run, RECIPE_OPTIONS PASS_OPTIONS},
+    {"observe", cmd_observe, RECIPE_OPTIONS PASS_OPTIONS "--shard "},
+    {"merge", cmd_merge, "--output --force --plugin-path --state-mib "},
+    {"list", cmd_list, "--plugin-path "},
+    {"info", cmd_info, ""},
+    {"show", cmd_show, "--candidates "},
+    {"export", cmd_export, "--output --force --format --trt-version --trt-algorithm --qnn-version "},
+    {"report", cmd_report, "--output --force --plugin-path --threads --slab-mib "},
+    {NULL, NULL, NULL},
 };
+
+/* An option the command does not take would be ignored silently (`show -o x.txt`). */
+static int options_taken(const command *cmd, const cli *c, qerror *e)
+{
+    for (int k = 0; k < c->n_seen; k++) {
+        char word[72];
+        snprintf(word, sizeof word, "%s ", c->seen[k]);
+        if (strcmp(c->seen[k], "--help") && !strstr(cmd->options, word))
+            return qerror_set(e, QERR_USAGE, "%s: option %s does not apply (see `qcal %s --help`)",
+                              cmd->name, c->seen[k], cmd->name);
+    }
+    return 0;
+}
 
 static const char *help_of(const char *name)
 {
@@ -1027,7 +1056,8 @@ static int dispatch(int argc, char **argv, qerror *e)
             continue;
         cli c;
         int rc = parse_cli(&c, argc, argv, e);
-        rc = rc || results_to_stdout(cmd->name, &c, e) || output_replaces_an_input(&c, e);
+        rc = rc || options_taken(cmd, &c, e) || results_to_stdout(cmd->name, &c, e) ||
+             output_replaces_an_input(&c, e);
         if (!rc && c.help)
             fputs(help_of(cmd->name), stdout);
         else if (!rc) {

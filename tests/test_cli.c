@@ -355,6 +355,19 @@ Test(cli, paths_with_equals_signs_double_dash_and_repeats)
              dump_file, out_file);
     cr_expect_eq(qcal(NULL, args), 64);
     cr_expect(strstr(err_text, "parameter 'symmetric' given twice"), "%s", err_text);
+    /* an option the command does not take is refused, not ignored ("show -o" wrote nothing) */
+    snprintf(args, sizeof args, "run minmax '%s' -o '%s' --force", dump_file, out_file);
+    cr_assert_eq(qcal(NULL, args), 0, "%s", err_text);
+    const char *const misplaced[][2] = {
+        {"show '%s' -o x.txt", "show: option --output does not apply"},
+        {"info '%s' -j 2", "info: option --threads does not apply"},
+        {"export '%s' --format csv --trt-version 8601", "--trt-version and --trt-algorithm apply to --format tensorrt"},
+    };
+    for (int k = 0; k < 3; k++) {
+        snprintf(args, sizeof args, misplaced[k][0], k == 1 ? dump_file : out_file);
+        cr_expect_eq(qcal(NULL, args), 64, "%s", args);
+        cr_expect(strstr(err_text, misplaced[k][1]), "%s", err_text);
+    }
     free(odd), free(dash);
 }
 
