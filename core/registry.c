@@ -500,7 +500,8 @@ static void load_path(registry *r, const char *path, int quiet_if_missing)
     qerror e = {0};
     if (stat(path, &st) != 0) {
         if (errno != ENOENT || !quiet_if_missing) {
-            snprintf(e.msg, sizeof e.msg, "%s: %s", path, strerror(errno));
+            snprintf(e.msg, sizeof e.msg, "plugin path %s: %s (nothing loaded from it)", path,
+                     strerror(errno));
             warn_line(r, e.msg);
         }
     } else if (S_ISDIR(st.st_mode)) {

@@ -388,6 +388,10 @@ Test(cli, plugins_found_through_the_environment_path)
     cr_expect_eq(qcal(env, args), 0, "%s", err_text);
     cr_expect_neq(qcal("QCAL_NO_DEFAULT_PLUGINS=1 QCAL_PLUGIN_PATH=", args), 0);
     cr_expect(strstr(err_text, "minmax"), "%s", err_text);
+    /* a --plugin-path that is not there is said to be so (it read as an unrelated error) */
+    cr_expect_eq(qcal(NULL, "list --plugin-path /nonexistent/plugins"), 0, "%s", err_text);
+    cr_expect(strstr(err_text, "plugin path /nonexistent/plugins: No such file or directory "
+                               "(nothing loaded from it)"), "%s", err_text);
 }
 
 static int count_temp_files(void)
