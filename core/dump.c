@@ -300,6 +300,9 @@ static int read_attrs(dump_item *it, hid_t ds, const dump *d, qerror *e)
         return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a string attribute op_type",
                           d->path, it->t.name);
     char *orig = h5_attr_string(ds, "name", &bad);
+    if (bad) /* as op_type: a name the exports would have dropped silently */
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected a string attribute name (the "
+                          "framework's name), found another type", d->path, it->t.name);
     if (orig && strlen(orig) > DUMP_MAX_NAME) {
         size_t n = strlen(orig);
         free(orig);

@@ -1828,3 +1828,21 @@ Test(bad, short_external_storage_and_missing_virtual_sources)
     REFUSED(vp, QERR_NOINPUT, "tensor 'v'", "src.h5:/activations/x", "found none");
     free(bin), free(p), free(src), free(vp);
 }
+
+/* The framework name must be a string, as op_type must: an integer name was ignored, and
+ * the exports named the tensor otherwise without a word (found by an audit). */
+Test(bad, name_attribute_of_another_type)
+{
+    static float v[8];
+    fx_dataset ds = {.name = "t", .dtype = DUMP_F32, .rank = 2, .dims = {4, 2}, .data = v,
+                     .channel_axis = FX_NO_ATTR};
+    char *p = write_ok("intname.h5", &ds, 1, 0);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT), d = H5Dopen2(f, "/activations/t", H5P_DEFAULT);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    const long long seven = 7;
+    hid_t a = H5Acreate2(d, "name", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_LLONG, &seven);
+    H5Aclose(a), H5Sclose(sp), H5Dclose(d), H5Fclose(f);
+    REFUSED(p, QERR_DATA, "tensor 't'", "expected a string attribute name");
+    free(p);
+}
