@@ -887,11 +887,20 @@ static herr_t visit(hid_t group, const char *name, const H5L_info_t *info, void 
     char full[8192];
     snprintf(full, sizeof full, "%s/%s", w->prefix, name);
     hid_t o = H5Oopen(group, name, H5P_DEFAULT);
+    char why[256] = "";
+    if (o < 0)
+        h5_reason(why, sizeof why);
     H5I_type_t type = o < 0 ? H5I_BADID : H5Iget_type(o);
     if (o >= 0)
         H5Oclose(o);
     const char *rel = full + strlen(w->base) + 1;
     int rc = 0;
+    if (o < 0 && w->strict) { /* a dangling or looping link: a tensor the dump lost */
+        w->failed = 1;
+        qerror_set(w->e, QERR_DATA, "%s: '%.300s': expected a tensor or a group, found a link "
+                   "that leads nowhere (%s)", w->d->path, full, why);
+        return -1;
+    }
     if (type == H5I_GROUP && !reserved_root_group(w, full))
         rc = walk_group(w, full);
     else if (type == H5I_DATASET)

@@ -1846,3 +1846,26 @@ Test(bad, name_attribute_of_another_type)
     REFUSED(p, QERR_DATA, "tensor 't'", "expected a string attribute name");
     free(p);
 }
+
+/* Inside /activations a link that leads nowhere (a soft link to nothing, an external link to
+ * a missing file) is a tensor the dump lost: refused, where it was skipped silently (found
+ * by an audit). */
+Test(bad, links_that_lead_nowhere)
+{
+    static float v[8];
+    fx_dataset ds = {.name = "t", .dtype = DUMP_F32, .rank = 2, .dims = {4, 2}, .data = v,
+                     .channel_axis = FX_NO_ATTR};
+    char *p = write_ok("dangling.h5", &ds, 1, 0);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(H5Lcreate_soft("/activations/gone", f, "/activations/s", H5P_DEFAULT, H5P_DEFAULT), 0);
+    H5Fclose(f);
+    REFUSED(p, QERR_DATA, "'/activations/s'", "a link that leads nowhere");
+    free(p);
+    p = write_ok("dangling_ext.h5", &ds, 1, 0);
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(H5Lcreate_external("no_such_file.h5", "/x", f, "/activations/e", H5P_DEFAULT,
+                                     H5P_DEFAULT), 0);
+    H5Fclose(f);
+    REFUSED(p, QERR_DATA, "'/activations/e'", "a link that leads nowhere");
+    free(p);
+}
