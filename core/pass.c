@@ -519,8 +519,8 @@ static void plan_packed(run *r, group *g, const pass_options *o, uint64_t batch)
     uint64_t share_rows = g->row_end - g->row_begin;
     if (unit <= (4 * o->slab_bytes) / f->row_bytes && unit < share_rows)
         g->slab_rows = g->slab_rows < unit ? unit : g->slab_rows - g->slab_rows % unit;
-    if (g->slab_rows > share_rows)
-        g->slab_rows = share_rows;
+    if (g->slab_rows > share_rows) /* an empty share keeps one row: slab counts divide by it */
+        g->slab_rows = share_rows ? share_rows : 1;
     size_t chunk = packed_chunk_bytes(f);
     uint64_t chunks = (g->slab_rows / f->chunk_rows + 2) * f->per_block;
     grow(&r->raw_bytes, packed_head_bytes(chunks) + chunks * (chunk + chunk / 256 + 64));

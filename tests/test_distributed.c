@@ -362,6 +362,30 @@ Test(distributed, shares_know_their_dump_by_its_file_name)
     cr_expect(!exists("k0.h5"));
 }
 
+/* A share with no samples of a gzip tensor (20 rows, one batch of 32: share 1 of 2 is empty)
+ * divided by zero planning its slabs (SIGFPE; found by an audit); its shares merge into the
+ * single run's ranges. */
+Test(distributed, an_empty_share_of_a_gzip_tensor)
+{
+    static float v[20 * 64];
+    fx_fill_gauss(v, 20 * 64, 31, 0.0f, 1.0f);
+    fx_dataset ds = {.name = "g", .dtype = DUMP_F32, .rank = 2, .dims = {20, 64}, .data = v,
+                     .channel_axis = FX_NO_ATTR, .chunk_rows = 4, .gzip = 4};
+    char *path = fx_path(dir, "gz20.h5");
+    cr_assert_eq(fx_write_dump(path, &ds, 1, 0), 0);
+    free(path);
+    cr_assert_eq(qcal("observe minmax gz20.h5 --shard 0/2 -o g0.h5"), 0, "%s", err_text);
+    cr_assert_eq(qcal("observe minmax gz20.h5 --shard 1/2 -o g1.h5"), 0, "%s", err_text);
+    cr_assert_eq(qcal("merge g0.h5 g1.h5 -o gm.h5"), 0, "%s", err_text);
+    cr_assert_eq(qcal("run minmax --from-statistics gm.h5 -o gr.h5"), 0, "%s", err_text);
+    cr_assert_eq(qcal("run minmax gz20.h5 -o gd.h5"), 0, "%s", err_text);
+    cr_assert_eq(qcal("show gr.h5"), 0);
+    char merged[4096];
+    snprintf(merged, sizeof merged, "%s", strchr(out_text, '\n'));
+    cr_assert_eq(qcal("show gd.h5"), 0);
+    cr_expect_str_eq(merged, strchr(out_text, '\n'), "the shares give the single run's table");
+}
+
 Test(distributed, merge_refuses_wrong_sets_of_shares)
 {
     for (int i = 0; i < 3; i++) {

@@ -1869,3 +1869,33 @@ Test(bad, links_that_lead_nowhere)
     REFUSED(p, QERR_DATA, "'/activations/e'", "a link that leads nowhere");
     free(p);
 }
+
+/* Partial edge chunks stored unfiltered (H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS) carry nothing in
+ * their filter mask: qcal leaves such datasets to HDF5, which reads them (qcal inflated the
+ * raw edge chunk and refused a valid file; found by an audit). */
+Test(dump, unfiltered_partial_edge_chunks_read_through_hdf5)
+{
+    enum { ROWS = 10, COLS = 6 };
+    float v[ROWS * COLS], back[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++)
+        v[i] = (float)i * 0.5f - 7.0f;
+    char *p = fx_path(dir, "partial.h5");
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t g = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t dims[2] = {ROWS, COLS}, chunk[2] = {4, COLS};
+    hid_t sp = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    H5Pset_deflate(dcpl, 6);
+    cr_assert_geq(H5Pset_chunk_opts(dcpl, H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS), 0);
+    hid_t ds = H5Dcreate2(g, "a", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    cr_assert_geq(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
+    H5Dclose(ds), H5Pclose(dcpl), H5Sclose(sp), H5Gclose(g), H5Fclose(f), H5Pclose(fapl);
+    dump *d = open_ok(p);
+    cr_expect_null(dump_packed_form(d, 0), "left to HDF5");
+    read_rows(d, "a", 0, ROWS, back);
+    cr_expect_eq(memcmp(back, v, sizeof v), 0, "every value, the edge chunk's too");
+    dump_close(d);
+    free(p);
+}
