@@ -546,11 +546,18 @@ static int check_external(hid_t ds, hid_t dcpl, hid_t space, const dump_item *it
         off_t offset = 0;
         hsize_t bytes = 0;
         struct stat st;
-        if (H5Pget_external(dcpl, (unsigned)i, sizeof name, name, &offset, &bytes) < 0)
+        /* HDF5 leaves a name it cut short without its NUL: one byte kept for it */
+        name[sizeof name - 1] = '\0';
+        if (H5Pget_external(dcpl, (unsigned)i, sizeof name - 1, name, &offset, &bytes) < 0)
             continue;
         uint64_t take = bytes < left ? bytes : left;
         locate(name, d->path, prefix, where, sizeof where);
-        if (stat(where, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size < (uint64_t)offset + take)
+        if (stat(where, &st) == 0 && !S_ISREG(st.st_mode)) /* a FIFO blocks, devices are endless */
+            return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected external file '%s' to be "
+                              "a regular file, found %s", d->path, it->t.name, where,
+                              S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory"
+                                                                             : "a device");
+        if (stat(where, &st) == 0 && (uint64_t)st.st_size < (uint64_t)offset + take)
             return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected external file '%s' to "
                               "hold %llu bytes from offset %lld, found %lld bytes in all (the rest "
                               "would read as zeros)", d->path, it->t.name, where,
@@ -568,8 +575,35 @@ static int source_present(const char *path, const char *dataset)
     if (f < 0)
         return 0;
     htri_t found = H5Oexists_by_name(f, dataset, H5P_DEFAULT);
-    H5Fclose(f);
+    h5_close_read(f);
     return found > 0;
+}
+
+/* Every value of a virtual dataset must come from a source: the parts no mapping selects
+ * read as the fill value (a declared shape of terabytes with a small source behind it).
+ * Mappings are assumed not to overlap: their selections must add up to the whole. */
+static int check_virtual_cover(hid_t ds, hid_t dcpl, size_t count, const dump_item *it,
+                               const dump *d, qerror *e)
+{
+    hid_t space = H5Dget_space(ds);
+    double whole = space >= 0 ? (double)H5Sget_simple_extent_npoints(space) : 0, mapped = 0;
+    if (space >= 0)
+        H5Sclose(space);
+    for (size_t i = 0; i < count; i++) {
+        hid_t v = H5Pget_virtual_vspace(dcpl, i);
+        if (v < 0)
+            return 0; /* HDF5 will say what it cannot read */
+        hssize_t n = H5Sget_select_npoints(v); /* < 0 for unlimited selections */
+        H5Sclose(v);
+        if (n < 0)
+            return 0;
+        mapped += (double)n;
+    }
+    if (mapped < whole)
+        return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected its virtual dataset's %.0f "
+                          "values mapped to sources, found %.0f (the rest would read as the fill "
+                          "value)", d->path, it->t.name, whole, mapped);
+    return 0;
 }
 
 /* A virtual dataset's sources must be there: HDF5 reads a missing source file or dataset as
@@ -586,9 +620,11 @@ static int check_virtual(hid_t ds, hid_t dcpl, const dump_item *it, const dump *
     if (dapl >= 0)
         H5Pclose(dapl);
     for (size_t i = 0; i < count; i++) {
-        if (H5Pget_virtual_filename(dcpl, i, file, sizeof file) < 0 ||
-            H5Pget_virtual_dsetname(dcpl, i, dataset, sizeof dataset) < 0 || strchr(file, '%') ||
-            strchr(dataset, '%'))
+        ssize_t file_len = H5Pget_virtual_filename(dcpl, i, file, sizeof file);
+        ssize_t dataset_len = H5Pget_virtual_dsetname(dcpl, i, dataset, sizeof dataset);
+        /* names too long for the buffers (cut short without a NUL) are left to HDF5 */
+        if (file_len < 0 || dataset_len < 0 || (size_t)file_len >= sizeof file ||
+            (size_t)dataset_len >= sizeof dataset || strchr(file, '%') || strchr(dataset, '%'))
             continue;
         int own = !strcmp(file, ".");
         locate(file, d->path, prefix, where, sizeof where);
@@ -599,7 +635,7 @@ static int check_virtual(hid_t ds, hid_t dcpl, const dump_item *it, const dump *
                               "source %s:%s, found none (it would read as the fill value)",
                               d->path, it->t.name, own ? d->path : where, dataset);
     }
-    return 0;
+    return check_virtual_cover(ds, dcpl, count, it, d, e);
 }
 
 /* ---- mapping: the pass reads uncompressed native-order values without a copy -------- */
@@ -1153,7 +1189,7 @@ void dump_close(dump *d)
     for (size_t i = 0; i < d->n; i++)
         item_release(&d->items[i]);
     if (d->file >= 0)
-        H5Fclose(d->file);
+        h5_close_read(d->file);
     free(d->items);
     free(d->path);
     free(d);

@@ -87,6 +87,12 @@ void h5_reason(char *buf, size_t size)
 static volatile int file_left_open;
 
 void h5_file_left_open(void) { file_left_open = 1; }
+
+void h5_close_read(hid_t file)
+{
+    if (H5Fclose(file) < 0) /* a damaged file HDF5 keeps half closed */
+        h5_file_left_open();
+}
 int h5_exit_must_skip_library(void) { return file_left_open; }
 
 static herr_t system_failed(unsigned n, const H5E_error2_t *err, void *ud)

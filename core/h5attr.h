@@ -16,6 +16,8 @@ int h5_system_reason(char *buf, size_t size);
 /* A file being written could not be closed: the process must then end without HDF5's
  * exit-time clean-up (h5_exit_must_skip_library), which would crash on it. */
 void h5_file_left_open(void);
+/* H5Fclose of a file opened for reading, noting a failure as h5_file_left_open does. */
+void h5_close_read(hid_t file);
 int h5_exit_must_skip_library(void);
 /* h5_reason, and what the failure was: QERR_IO when the system refused a read (HDF5 quotes
  * an errno), else QERR_DATA: HDF5 found the file's structure or values damaged (an address

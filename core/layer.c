@@ -280,7 +280,7 @@ static int load_layers(const char *path, layer **out, size_t *n, qerror *e)
         if (root >= 0)
             H5Gclose(root);
     }
-    H5Fclose(f);
+    h5_close_read(f);
     if (rc) {
         layers_free(*out, *n);
         *out = NULL, *n = 0;

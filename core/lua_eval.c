@@ -319,7 +319,12 @@ int lq_candidates(lua_State *L)
         int idx = lua_gettop(L);
         luaL_checktype(L, idx, LUA_TTABLE);
         lua_getfield(L, idx, "method");
-        c.method[k] = (char *)luaL_optstring(L, -1, "candidate"); /* kept alive by the list */
+        /* the list's own string (kept alive by the list): a number would be converted into a
+         * new string that the pop below leaves to the collector */
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+            return luaL_error(L, "qcal.candidates: candidate %d: expected method to be a string, "
+                              "found a %s", (int)k + 1, luaL_typename(L, -1));
+        c.method[k] = (char *)luaL_optstring(L, -1, "candidate");
         lua_pop(L, 1);
         overall_range(L, idx, &c.lo[k], &c.hi[k]);
         c.mse[k] = field_num(L, idx, "mse"), c.sqnr_db[k] = field_num(L, idx, "sqnr_db");

@@ -1801,7 +1801,7 @@ static int read_file(const char *path, int header_only, results **out, ctx *c)
         rc = read_section(f, "statistics", "shape", read_info, r, c);
     if (!rc && !header_only)
         rc = read_section(f, "candidates", "chosen", read_candidates, r, c);
-    H5Fclose(f);
+    h5_close_read(f);
     if (rc) {
         results_free(r);
         return -1;

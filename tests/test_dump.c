@@ -1899,3 +1899,66 @@ Test(dump, unfiltered_partial_edge_chunks_read_through_hdf5)
     dump_close(d);
     free(p);
 }
+
+/* Opens a dump of one dataset /activations/x [4, 8] float32 stored in external file `name`. */
+static char *external_dump(const char *file, const char *name)
+{
+    const hsize_t dims[2] = {4, 8};
+    char *p = fx_path(dir, file);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    cr_assert_geq(H5Pset_external(dcpl, name, 0, 4 * 8 * 4), 0);
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), sp = H5Screate_simple(2, dims, NULL);
+    hid_t g = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(H5Dcreate2(g, "x", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+    H5Gclose(g), H5Sclose(sp), H5Fclose(f), H5Pclose(dcpl);
+    return p;
+}
+
+/* External storage that is not a regular file: a FIFO blocked the read for ever, /dev/null read
+ * as zeros; and a name longer than qcal's buffer was read past its end (found by an ASan
+ * fuzz). */
+Test(bad, external_storage_that_is_not_a_file)
+{
+    char *fifo = fx_path(dir, "values.fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    char *p = external_dump("ext_fifo.h5", fifo);
+    REFUSED(p, QERR_DATA, "tensor 'x'", "to be a regular file, found a FIFO");
+    free(p);
+    p = external_dump("ext_null.h5", "/dev/null");
+    REFUSED(p, QERR_DATA, "tensor 'x'", "to be a regular file, found a device");
+    free(p);
+    char longname[1500];
+    memset(longname, 'n', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    p = external_dump("ext_long.h5", longname);
+    static char sentinel;
+    dump *d = (dump *)(void *)&sentinel;
+    qerror e = {0};
+    if (dump_open(p, &d, &e) == 0) /* a file that is not there: HDF5 says so when reading */
+        dump_close(d);
+    free(p), free(fifo);
+}
+
+/* Parts of a virtual dataset no mapping selects read as the fill value: a declared shape far
+ * beyond its sources (which then asked for terabytes of buffer) is refused. */
+Test(bad, virtual_dataset_mapping_part_of_its_shape)
+{
+    static float v[4 * 8];
+    fx_dataset s = {.name = "x", .dtype = DUMP_F32, .rank = 2, .dims = {4, 8}, .data = v,
+                    .channel_axis = FX_NO_ATTR};
+    char *src = fx_path(dir, "part_src.h5"), *p = fx_path(dir, "part_vds.h5");
+    cr_assert_eq(fx_write_dump(src, &s, 1, 0), 0);
+    const hsize_t small[2] = {4, 8}, big[2] = {400, 8};
+    hid_t ssp = H5Screate_simple(2, small, NULL), vsp = H5Screate_simple(2, big, NULL);
+    const hsize_t start[2] = {0, 0};
+    H5Sselect_hyperslab(vsp, H5S_SELECT_SET, start, NULL, small, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    cr_assert_geq(H5Pset_virtual(dcpl, vsp, "part_src.h5", "/activations/x", ssp), 0);
+    H5Sselect_all(vsp);
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t g = H5Gcreate2(f, "activations", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(H5Dcreate2(g, "v", H5T_IEEE_F32LE, vsp, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+    H5Gclose(g), H5Fclose(f), H5Pclose(dcpl), H5Sclose(ssp), H5Sclose(vsp);
+    REFUSED(p, QERR_DATA, "tensor 'v'", "3200 values mapped to sources, found 32");
+    free(src), free(p);
+}

@@ -888,3 +888,18 @@ Test(lua, put_mistakes_say_what_is_missing)
               "%s", e.msg);
     cr_expect(strstr(e.msg, "found 99"), "%s", e.msg);
 }
+
+/* qcal.candidates keeps pointers to the list's method strings: a number there was converted
+ * into a string the collector freed before it was copied (use after free, found by an ASan
+ * fuzz); it is refused. */
+Test(lua, candidates_refuse_a_method_that_is_not_a_string)
+{
+    qerror e = {0};
+    const char *text = "local qcal = require('qcal')\n"
+                       "local t = qcal.tensors()[1]\n"
+                       "qcal.put(t, { spec = qcal.spec{}, range = { lo = -1, hi = 1 } })\n"
+                       "qcal.candidates(t, { { method = 1.5, range = { lo = -1, hi = 1 } } }, 1)\n";
+    cr_assert_neq(run_text(text, NULL, 0, 0, &e), 0);
+    cr_expect(strstr(e.msg, "recipe.lua:4:") && strstr(e.msg, "expected method to be a string"),
+              "%s", e.msg);
+}
