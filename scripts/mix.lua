@@ -44,6 +44,9 @@ for _, p in ipairs(list_of(P.percentiles)) do
     if not v or v <= 0 or v > 100 then qcal.param_error("percentiles: not a percent in (0, 100]: '" .. p .. "'") end
     percentiles[#percentiles + 1] = v
 end
+if #percentiles > 4000 then -- an evaluation takes at most 4096 candidates a tensor
+    qcal.param_error(string.format("percentiles: at most 4000 values, got %d", #percentiles))
+end
 local methods = {}
 for _, m in ipairs(list_of(P.methods)) do
     if not KNOWN_METHODS[m] then
