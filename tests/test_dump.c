@@ -1468,6 +1468,18 @@ Test(bad, unavailable_filters_are_named)
 
 /* ---- /layers: a layer must name a tensor of the dump and have weights that fit it ------ */
 
+/* Sets (replacing) an int64 attribute of object `obj` in the file at path. */
+static void set_i64_attr(const char *path, const char *obj, const char *name, long long v)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT), o = H5Oopen(f, obj, H5P_DEFAULT);
+    cr_assert_geq(o, 0, "%s", obj);
+    if (H5Aexists(o, name) > 0)
+        H5Adelete(o, name);
+    hid_t sp = H5Screate(H5S_SCALAR), a = H5Acreate2(o, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(H5Awrite(a, H5T_NATIVE_LLONG, &v), 0);
+    H5Aclose(a), H5Sclose(sp), H5Oclose(o), H5Fclose(f);
+}
+
 static char *layered_dump(const char *file)
 {
     static float v[2 * 8 * 4 * 4];
@@ -1528,18 +1540,12 @@ Test(bad, layers_that_do_not_fit)
      * input attribute'", "found none or rank -1" before) */
     p = layered_dump("l8.h5");
     add_layer(p, "fc", "linear", "fc.in", 2, lin_bad, 1);
-    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT), g = H5Gopen2(f, "/layers/fc", H5P_DEFAULT);
-    H5Adelete(g, "input");
-    hid_t sp = H5Screate(H5S_SCALAR);
-    const long long seven = 7;
-    hid_t a = H5Acreate2(g, "input", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, H5T_NATIVE_LLONG, &seven);
-    H5Aclose(a), H5Sclose(sp), H5Gclose(g), H5Fclose(f);
+    set_i64_attr(p, "/layers/fc", "input", 7);
     REFUSED(p, QERR_DATA, "layer 'fc'", "expected a string attribute input", "another type");
     free(p);
     p = layered_dump("l9.h5");
     add_layer(p, "fc", "linear", "fc.in", 2, lin_bad, 1);
-    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     H5Ldelete(f, "/layers/fc/weight", H5P_DEFAULT);
     H5Fclose(f);
     add_string(p, "/layers/fc/weight");
@@ -1837,12 +1843,7 @@ Test(bad, name_attribute_of_another_type)
     fx_dataset ds = {.name = "t", .dtype = DUMP_F32, .rank = 2, .dims = {4, 2}, .data = v,
                      .channel_axis = FX_NO_ATTR};
     char *p = write_ok("intname.h5", &ds, 1, 0);
-    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT), d = H5Dopen2(f, "/activations/t", H5P_DEFAULT);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    const long long seven = 7;
-    hid_t a = H5Acreate2(d, "name", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, H5T_NATIVE_LLONG, &seven);
-    H5Aclose(a), H5Sclose(sp), H5Dclose(d), H5Fclose(f);
+    set_i64_attr(p, "/activations/t", "name", 7);
     REFUSED(p, QERR_DATA, "tensor 't'", "expected a string attribute name");
     free(p);
 }
