@@ -536,10 +536,11 @@ static int check_external(hid_t ds, hid_t dcpl, hid_t space, const dump_item *it
         return 0;
     char prefix[1024] = "", name[1024], where[4096];
     hid_t dapl = H5Dget_access_plist(ds);
-    if (dapl >= 0 && H5Pget_efile_prefix(dapl, prefix, sizeof prefix) < 0)
-        prefix[0] = '\0';
+    ssize_t prefix_len = dapl >= 0 ? H5Pget_efile_prefix(dapl, prefix, sizeof prefix) : 0;
     if (dapl >= 0)
         H5Pclose(dapl);
+    if (prefix_len < 0 || (size_t)prefix_len >= sizeof prefix) /* cut short: HDF5 will look */
+        return 0;
     hssize_t n = H5Sget_simple_extent_npoints(space);
     uint64_t left = n > 0 ? (uint64_t)n * it->t.elem_size : 0;
     for (int i = 0; i < count && left; i++) {
@@ -552,17 +553,19 @@ static int check_external(hid_t ds, hid_t dcpl, hid_t space, const dump_item *it
             continue;
         uint64_t take = bytes < left ? bytes : left;
         locate(name, d->path, prefix, where, sizeof where);
-        if (stat(where, &st) == 0 && !S_ISREG(st.st_mode)) /* a FIFO blocks, devices are endless */
+        left -= take;
+        if (stat(where, &st) != 0) /* not there: HDF5 says so when reading */
+            continue;
+        if (!S_ISREG(st.st_mode)) /* a FIFO blocks, devices are endless */
             return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected external file '%s' to be "
                               "a regular file, found %s", d->path, it->t.name, where,
                               S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory"
                                                                              : "a device");
-        if (stat(where, &st) == 0 && (uint64_t)st.st_size < (uint64_t)offset + take)
+        if ((uint64_t)st.st_size < (uint64_t)offset + take)
             return qerror_set(e, QERR_DATA, "%s: tensor '%s': expected external file '%s' to "
                               "hold %llu bytes from offset %lld, found %lld bytes in all (the rest "
                               "would read as zeros)", d->path, it->t.name, where,
                               (unsigned long long)take, (long long)offset, (long long)st.st_size);
-        left -= take;
     }
     return 0;
 }
@@ -571,7 +574,9 @@ static int check_external(hid_t ds, hid_t dcpl, hid_t space, const dump_item *it
 static int source_present(const char *path, const char *dataset)
 {
     char why[256];
-    hid_t f = access(path, R_OK) == 0 && H5Fis_hdf5(path) > 0 ? h5_open_read(path, why, sizeof why) : -1;
+    struct stat st; /* a regular file: HDF5 would block reading a FIFO's signature */
+    int readable = stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
+    hid_t f = readable && H5Fis_hdf5(path) > 0 ? h5_open_read(path, why, sizeof why) : -1;
     if (f < 0)
         return 0;
     htri_t found = H5Oexists_by_name(f, dataset, H5P_DEFAULT);
@@ -615,10 +620,11 @@ static int check_virtual(hid_t ds, hid_t dcpl, const dump_item *it, const dump *
         return 0;
     char prefix[1024] = "", file[1024], dataset[1024], where[4096];
     hid_t dapl = H5Dget_access_plist(ds);
-    if (dapl >= 0 && H5Pget_virtual_prefix(dapl, prefix, sizeof prefix) < 0)
-        prefix[0] = '\0';
+    ssize_t prefix_len = dapl >= 0 ? H5Pget_virtual_prefix(dapl, prefix, sizeof prefix) : 0;
     if (dapl >= 0)
         H5Pclose(dapl);
+    if (prefix_len < 0 || (size_t)prefix_len >= sizeof prefix) /* cut short: HDF5 will look */
+        return 0;
     for (size_t i = 0; i < count; i++) {
         ssize_t file_len = H5Pget_virtual_filename(dcpl, i, file, sizeof file);
         ssize_t dataset_len = H5Pget_virtual_dsetname(dcpl, i, dataset, sizeof dataset);

@@ -1832,6 +1832,8 @@ Test(bad, short_external_storage_and_missing_virtual_sources)
     dump_close(d);
     cr_assert_eq(unlink(src), 0);
     REFUSED(vp, QERR_NOINPUT, "tensor 'v'", "src.h5:/activations/x", "found none");
+    cr_assert_eq(mkfifo(src, 0600), 0); /* a FIFO in its place: refused, not read (it blocks) */
+    REFUSED(vp, QERR_NOINPUT, "tensor 'v'", "src.h5:/activations/x", "found none");
     free(bin), free(p), free(src), free(vp);
 }
 
