@@ -526,6 +526,19 @@ static void locate(const char *name, const char *dump_path, const char *prefix, 
     }
 }
 
+/* The folder prefix a dataset's access list gives for its external files or virtual sources
+ * (get: H5Pget_efile_prefix or H5Pget_virtual_prefix); "" when none. 1 when it cannot be read
+ * whole (too long for buf: HDF5 leaves it unterminated). */
+static int search_prefix(hid_t ds, ssize_t (*get)(hid_t, char *, size_t), char *buf, size_t size)
+{
+    buf[0] = '\0';
+    hid_t dapl = H5Dget_access_plist(ds);
+    ssize_t len = dapl >= 0 ? get(dapl, buf, size) : 0;
+    if (dapl >= 0)
+        H5Pclose(dapl);
+    return len < 0 || (size_t)len >= size;
+}
+
 /* External storage must hold every value: HDF5 reads the bytes a short external file lacks as
  * zeros, without a word. (A missing one HDF5 refuses itself when reading.) */
 static int check_external(hid_t ds, hid_t dcpl, hid_t space, const dump_item *it,
@@ -534,12 +547,8 @@ static int check_external(hid_t ds, hid_t dcpl, hid_t space, const dump_item *it
     int count = H5Pget_external_count(dcpl);
     if (count <= 0)
         return 0;
-    char prefix[1024] = "", name[1024], where[4096];
-    hid_t dapl = H5Dget_access_plist(ds);
-    ssize_t prefix_len = dapl >= 0 ? H5Pget_efile_prefix(dapl, prefix, sizeof prefix) : 0;
-    if (dapl >= 0)
-        H5Pclose(dapl);
-    if (prefix_len < 0 || (size_t)prefix_len >= sizeof prefix) /* cut short: HDF5 will look */
+    char prefix[1024], name[1024], where[4096];
+    if (search_prefix(ds, H5Pget_efile_prefix, prefix, sizeof prefix)) /* HDF5 will look */
         return 0;
     hssize_t n = H5Sget_simple_extent_npoints(space);
     uint64_t left = n > 0 ? (uint64_t)n * it->t.elem_size : 0;
@@ -618,12 +627,8 @@ static int check_virtual(hid_t ds, hid_t dcpl, const dump_item *it, const dump *
     size_t count = 0;
     if (H5Pget_layout(dcpl) != H5D_VIRTUAL || H5Pget_virtual_count(dcpl, &count) < 0)
         return 0;
-    char prefix[1024] = "", file[1024], dataset[1024], where[4096];
-    hid_t dapl = H5Dget_access_plist(ds);
-    ssize_t prefix_len = dapl >= 0 ? H5Pget_virtual_prefix(dapl, prefix, sizeof prefix) : 0;
-    if (dapl >= 0)
-        H5Pclose(dapl);
-    if (prefix_len < 0 || (size_t)prefix_len >= sizeof prefix) /* cut short: HDF5 will look */
+    char prefix[1024], file[1024], dataset[1024], where[4096];
+    if (search_prefix(ds, H5Pget_virtual_prefix, prefix, sizeof prefix)) /* HDF5 will look */
         return 0;
     for (size_t i = 0; i < count; i++) {
         ssize_t file_len = H5Pget_virtual_filename(dcpl, i, file, sizeof file);
