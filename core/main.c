@@ -425,8 +425,9 @@ static int text_columns(const char *text)
     for (size_t left = strlen(text); left;) {
         wchar_t wc;
         size_t len = mbrtowc(&wc, text, left, &state);
-        int w = len == (size_t)-1 || len == (size_t)-2 || len == 0 ? -1 : wcwidth(wc);
-        if (len == (size_t)-1 || len == (size_t)-2 || len == 0)
+        int invalid = len == (size_t)-1 || len == (size_t)-2 || len == 0;
+        int w = invalid ? 1 : wcwidth(wc);
+        if (invalid) /* one byte, one column; start afresh after it */
             len = 1, memset(&state, 0, sizeof state);
         columns += w < 0 ? 1 : w;
         text += len, left -= len;
